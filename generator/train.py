@@ -1,0 +1,492 @@
+"""Train StackGAN-v1 or StackGAN-v2 on a manifest.jsonl dataset folder.
+
+    python -m generator.train --data DATASET --output runs/my-model --steps 2000
+
+Writes an inference checkpoint (config.json, generator.safetensors with the EMA weights,
+lineage.json), the training state for resuming, losses.jsonl and sample grids under samples/.
+Running the same command again resumes from the last checkpoint in --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from generator import checkpoint as ckpt
+from generator.config import StackGANConfig
+from generator.data import CaptionedImageDataset, ManifestItem, embed_captions_cached, manifest_sha256, read_manifest
+from generator.losses import colour_consistency_loss, discriminator_loss, generator_adversarial_loss, kl_divergence
+from generator.models import build_discriminators, build_generator, count_parameters, init_weights
+from generator.pipeline import default_device, tensor_to_pil
+from generator.text_encoder import TextEncoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingOptions:
+    data: Path
+    output: Path
+    config: StackGANConfig = field(default_factory=StackGANConfig)
+    batch_size: int = 24
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    steps: int | None = None
+    epochs: int | None = None
+    kl_weight: float = 2.0
+    uncond_weight: float = 1.0
+    colour_weight: float = 0.0
+    ema_decay: float = 0.999
+    lr_decay_epochs: int = 0
+    seed: int = 0
+    device: str | None = None
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    init_from: Path | None = None
+    text_encoder: Path | None = None
+    sample_captions: list[str] | None = None
+    weights_dtype: str = "float32"
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None:
+            raise ValueError("give --steps or --epochs")
+        if self.batch_size < 2:
+            raise ValueError("batch size must be at least 2 (batch norm needs two samples)")
+        if self.weights_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError("weights dtype must be float32, float16 or bfloat16")
+
+
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for ema_p, p in zip(ema.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(ema.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+def load_matching(module: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Load every tensor whose name and shape match; returns the names left at initialisation."""
+    state = module.state_dict()
+    matched = {k: v.to(state[k].dtype) for k, v in tensors.items() if k in state and state[k].shape == v.shape}
+    if not matched:
+        raise ckpt.CheckpointError("the checkpoint to start from shares no weights with this model")
+    module.load_state_dict(matched, strict=False)
+    return sorted(set(state) - set(matched))
+
+
+def make_grid(images: list[Image.Image], columns: int) -> Image.Image:
+    width, height = images[0].size
+    rows = math.ceil(len(images) / columns)
+    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * width, (i // columns) * height))
+    return grid
+
+
+class Trainer:
+    """Owns the networks, optimisers and the loop; ``run`` trains until the step budget is spent."""
+
+    def __init__(self, options: TrainingOptions, item_filter: Callable[[ManifestItem], str | None] | None = None):
+        self.options = options
+        self.config = options.config
+        self.device = torch.device(options.device) if options.device else default_device()
+        self.output = Path(options.output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        random.seed(options.seed)
+        torch.manual_seed(options.seed)
+        self.encoder = TextEncoder(options.text_encoder, device=self.device) if self.config.conditional else None
+        if self.encoder is not None and self.encoder.dim != self.config.text_dim:
+            raise ValueError(f"the text encoder gives {self.encoder.dim}-d embeddings; config says {self.config.text_dim}")
+        items = read_manifest(options.data)
+        embeddings = None
+        if self.encoder is not None:
+            captions = [c for item in items if item.trainable for c in item.captions]
+            embeddings = embed_captions_cached(captions, self.encoder, Path(options.data) / ".cache")
+        self.dataset = CaptionedImageDataset(options.data, self.config.image_sizes, embeddings, items, item_filter)
+        logger.info("dataset: %s", self.dataset.report.summary())
+        self.batch_size = min(options.batch_size, len(self.dataset))
+        self.steps_per_epoch = max(1, len(self.dataset) // self.batch_size)
+        self.total_steps = options.steps if options.steps is not None else options.epochs * self.steps_per_epoch
+
+        self.generator = build_generator(self.config).to(self.device)
+        self.discriminators = build_discriminators(self.config).to(self.device)
+        init_weights(self.generator)
+        init_weights(self.discriminators)
+        # StackGAN-v1 trains one stage at a time: Stage-I alone, or Stage-II over a frozen Stage-I.
+        self.trained_scales = (
+            list(range(self.config.branches)) if self.config.variant == "v2" else [self.config.branches - 1]
+        )
+        self.step = 0
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if options.init_from:
+            self._init_from(Path(options.init_from))
+        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.opt_g = torch.optim.Adam(
+            [p for p in self.generator.parameters() if p.requires_grad], lr=options.lr_g, betas=options.betas
+        )
+        self.opt_d = [
+            torch.optim.Adam(self.discriminators[i].parameters(), lr=options.lr_d, betas=options.betas)
+            for i in self.trained_scales
+        ]
+        if options.resume:
+            self._resume()
+        self.sample_captions = options.sample_captions or self.dataset.captions()[:8]
+        self.sample_seeds = list(range(4))
+        self._stop_requested = False
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _init_from(self, folder: Path) -> None:
+        """Fine-tune from an existing checkpoint (its EMA weights, and its discriminators if saved)."""
+        source_config, _ = ckpt.read_config(folder)
+        same = dataclasses.replace(source_config, branches=self.config.branches)
+        if same != self.config:
+            raise ckpt.CheckpointError(
+                f"{folder} was trained with {source_config}; fine-tuning needs the same architecture "
+                f"(only the number of branches may grow), got {self.config}"
+            )
+        from safetensors.torch import load_file
+
+        weights = load_file(str(folder / ckpt.WEIGHTS_FILE))
+        if self.config.variant == "v1" and source_config.branches == 1 and self.config.branches == 2:
+            weights = {f"stage_one.{k.removeprefix('stage_one.')}": v for k, v in weights.items()}
+        fresh = load_matching(self.generator, weights)
+        if fresh:
+            logger.info("fine-tuning from %s; %d tensors start fresh (new branches)", folder, len(fresh))
+        state = ckpt.load_training_state(folder)
+        if state is not None:
+            tensors, _ = state
+            d_weights = {k.removeprefix("discriminators."): v for k, v in tensors.items() if k.startswith("discriminators.")}
+            if d_weights:
+                load_matching(self.discriminators, d_weights)
+
+    def _resume(self) -> None:
+        state = ckpt.load_training_state(self.output)
+        if state is None:
+            return
+        tensors, plain = state
+        saved_config = StackGANConfig.from_dict(plain["config"])
+        if saved_config != self.config:
+            raise ckpt.CheckpointError(
+                f"{self.output} holds a run with a different architecture ({saved_config}); "
+                "use another --output or --no-resume"
+            )
+        for prefix, module in (("generator.", self.generator), ("ema.", self.ema), ("discriminators.", self.discriminators)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        ckpt.restore_optimizer(self.opt_g, "opt_g", tensors, plain["opt_g"])
+        for i, opt in enumerate(self.opt_d):
+            ckpt.restore_optimizer(opt, f"opt_d{i}", tensors, plain["opt_d"][i])
+        self.step = plain["step"]
+        self.started_at = plain.get("started_at", self.started_at)
+        random.setstate(_tuple_state(plain["python_rng"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        logger.info("resumed %s at step %d", self.output, self.step)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict[str, Any]]:
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
+        while True:
+            yield from loader
+
+    def learning_rate_factor(self) -> float:
+        if not self.options.lr_decay_epochs:
+            return 1.0
+        epoch = self.step // self.steps_per_epoch
+        return 0.5 ** (epoch // self.options.lr_decay_epochs)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        options = self.options
+        real = [img.to(self.device, non_blocking=True) for img in batch["images"]]
+        batch_size = real[0].size(0)
+        text = batch["embedding"].to(self.device) if self.config.conditional else None
+        z = torch.randn(batch_size, self.config.z_dim, device=self.device)
+        fakes, mu, logvar = self.generator(z, text)
+        mu_wrong = None
+        if self.config.conditional:
+            with torch.no_grad():
+                ca = self.generator.ca if self.config.variant == "v2" else self._trained_ca()
+                mu_wrong = ca.encode(batch["wrong_embedding"].to(self.device))[0]
+        for group in self.opt_g.param_groups:
+            group["lr"] = options.lr_g * self.learning_rate_factor()
+
+        losses: dict[str, float] = {}
+        cond = mu.detach() if mu is not None else None
+        for opt, i in zip(self.opt_d, self.trained_scales):
+            disc = self.discriminators[i]
+            for group in opt.param_groups:
+                group["lr"] = options.lr_d * self.learning_rate_factor()
+            real_out = disc(real[i], cond)
+            wrong_out = disc(real[i], mu_wrong) if mu_wrong is not None else (None, None)
+            fake_out = disc(fakes[i].detach(), cond)
+            loss_d = discriminator_loss(real_out, wrong_out, fake_out, options.uncond_weight)
+            opt.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt.step()
+            losses[f"loss_d{self.config.image_sizes[i]}"] = loss_d.item()
+
+        loss_g = torch.zeros((), device=self.device)
+        for i in self.trained_scales:
+            loss_g = loss_g + generator_adversarial_loss(self.discriminators[i](fakes[i], mu), options.uncond_weight)
+        losses["loss_g_adv"] = loss_g.item()
+        if mu is not None and options.kl_weight > 0:
+            kl = kl_divergence(mu, logvar)
+            loss_g = loss_g + options.kl_weight * kl
+            losses["kl"] = kl.item()
+        if options.colour_weight > 0 and self.config.variant == "v2":
+            colour = sum(
+                colour_consistency_loss(fakes[i - 1], fakes[i], options.colour_weight) for i in range(1, len(fakes))
+            )
+            if torch.is_tensor(colour):
+                loss_g = loss_g + colour
+                losses["colour"] = colour.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        losses["loss_g"] = loss_g.item()
+        # Warm-up of the EMA decay, so that short runs do not sample from near-initial weights.
+        update_ema(self.ema, self.generator, min(options.ema_decay, (1 + self.step) / (10 + self.step)))
+        return losses
+
+    def _trained_ca(self) -> nn.Module:
+        return self.generator.stage_two.ca if self.generator.stage_two is not None else self.generator.stage_one.ca
+
+    def run(self) -> Path:
+        from tqdm import tqdm
+
+        self._install_signal_handlers()
+        log = (self.output / "losses.jsonl").open("a")
+        batches = self.batches()
+        self.generator.train()
+        self.discriminators.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.options.progress, unit="step")
+        started = time.perf_counter()
+        try:
+            while self.step < self.total_steps and not self._stop_requested:
+                losses = self.train_step(next(batches))
+                self.step += 1
+                bar.update(1)
+                if self.step % self.options.log_every == 0 or self.step == self.total_steps:
+                    record = {"step": self.step, "epoch": self.step / self.steps_per_epoch, **losses,
+                              "seconds": round(time.perf_counter() - started, 3)}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("loss_g", "kl")})
+                if self.options.sample_every and self.step % self.options.sample_every == 0:
+                    self.write_samples()
+                if self.options.checkpoint_every and self.step % self.options.checkpoint_every == 0:
+                    self.save()
+        finally:
+            bar.close()
+            log.close()
+        self.write_samples()
+        self.save()
+        return self.output
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT finish the current step, save, and stop: a stopped run loses nothing."""
+        def request_stop(signum: int, frame: Any) -> None:
+            logger.warning("signal %d: saving a checkpoint at step %d and stopping", signum, self.step)
+            self._stop_requested = True
+
+        try:
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+        except ValueError:  # not the main thread (e.g. under a test runner): keep the defaults
+            pass
+
+    # -- outputs ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        """A grid: one row per fixed caption, one column per fixed seed, from the EMA weights."""
+        captions = self.sample_captions if self.config.conditional else [""] * 4
+        rows = []
+        for caption in captions:
+            z = torch.stack([torch.randn(self.config.z_dim, generator=torch.Generator().manual_seed(s)) for s in self.sample_seeds])
+            text = None
+            if self.config.conditional:
+                text = self.encoder.encode([caption]).expand(len(self.sample_seeds), -1).to(self.device)
+            noise = torch.zeros(len(self.sample_seeds), self.config.cond_dim, device=self.device)
+            images, _, _ = self.ema(z.to(self.device), text, noise if self.config.conditional else None)
+            rows.extend(tensor_to_pil(images[-1]))
+        grid = make_grid(rows, columns=len(self.sample_seeds))
+        path = self.output / "samples" / f"step-{self.step:07d}.png"
+        path.parent.mkdir(exist_ok=True)
+        grid.save(path)
+        grid.save(self.output / "samples.png")
+        (self.output / "samples.json").write_text(json.dumps({"step": self.step, "rows": captions, "seeds": self.sample_seeds}, indent=2))
+        return path
+
+    def lineage(self) -> dict[str, Any]:
+        report = self.dataset.report
+        return {
+            "datasets": [
+                {
+                    "name": Path(self.options.data).resolve().name,
+                    "manifest_sha256": manifest_sha256(self.options.data),
+                    "items_used": report.used,
+                    "items_skipped": len(report.skipped),
+                    "skipped": [dataclasses.asdict(s) for s in report.skipped[:1000]],
+                    "licences": report.licences,
+                    "attributions": sorted({i.attribution for i in self.dataset.items if i.attribution})[:1000],
+                }
+            ],
+            "training": {
+                "started_at": self.started_at,
+                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "steps": self.step,
+                "batch_size": self.batch_size,
+                "epochs": round(self.step / self.steps_per_epoch, 2),
+                "device": str(self.device),
+                "init_from": str(self.options.init_from) if self.options.init_from else None,
+            },
+        }
+
+    def save(self) -> Path:
+        dtype = getattr(torch, self.options.weights_dtype)
+        encoder_info = self.encoder.describe() if self.encoder is not None else None
+        ckpt.save_pretrained(self.output, self.config, self.ema.state_dict(), encoder_info, self.lineage(), dtype)
+        tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+        for prefix, module in (("generator.", self.generator), ("ema.", self.ema), ("discriminators.", self.discriminators)):
+            tensors.update({prefix + k: v for k, v in module.state_dict().items()})
+        opt_g_tensors, opt_g_plain = ckpt.flatten_optimizer(self.opt_g, "opt_g")
+        tensors.update(opt_g_tensors)
+        opt_d_plain = []
+        for i, opt in enumerate(self.opt_d):
+            t, plain = ckpt.flatten_optimizer(opt, f"opt_d{i}")
+            tensors.update(t)
+            opt_d_plain.append(plain)
+        ckpt.save_training_state(
+            self.output,
+            tensors,
+            {
+                "step": self.step,
+                "config": self.config.to_dict(),
+                "started_at": self.started_at,
+                "opt_g": opt_g_plain,
+                "opt_d": opt_d_plain,
+                "python_rng": random.getstate(),
+                "options": {k: str(v) for k, v in dataclasses.asdict(self.options).items()},
+            },
+        )
+        return self.output
+
+
+def _tuple_state(state: Any) -> Any:
+    """random.getstate() comes back from JSON with lists where tuples were."""
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator.train",
+        description="Train StackGAN-v1 or StackGAN-v2 on a dataset folder with manifest.jsonl. "
+        "Run the same command again to resume from the last checkpoint in --output.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--data", type=Path, required=True, help="dataset folder holding manifest.jsonl")
+    data.add_argument("--output", type=Path, required=True, help="checkpoint folder to write (and resume from)")
+    data.add_argument("--init-from", type=Path, help="fine-tune from this checkpoint folder (architecture must match; branches may grow)")
+    data.add_argument("--text-encoder", type=Path, help="local transformers folder (default: packaged all-MiniLM-L6-v2)")
+    data.add_argument("--no-resume", dest="resume", action="store_false", help="ignore a training state in --output")
+    model = parser.add_argument_group("architecture (defaults to --init-from's when fine-tuning)")
+    model.add_argument("--variant", choices=("v1", "v2"), help="StackGAN-v1 (two stages) or StackGAN-v2 (tree) [v2]")
+    model.add_argument("--branches", type=int, help="output scales: v2 1-3 (64/128/256 px), v1 1 (Stage-I) or 2 (Stage-II) [3]")
+    model.add_argument("--base-size", type=int, help="size of the first scale in pixels [64]")
+    model.add_argument("--ngf", type=int, help="generator width [64]")
+    model.add_argument("--ndf", type=int, help="discriminator width [64]")
+    model.add_argument("--z-dim", type=int, help="noise dimensions [100]")
+    model.add_argument("--cond-dim", type=int, help="conditioning-augmentation dimensions [128]")
+    model.add_argument("--num-residual", type=int, help="residual blocks per refining stage [2]")
+    model.add_argument("--unconditional", action="store_true", help="ignore captions (z replaces the condition)")
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--batch-size", type=int, default=24)
+    train.add_argument("--steps", type=int, help="total optimiser steps (counting from 0 across resumes)")
+    train.add_argument("--epochs", type=float, help="total epochs, when --steps is not given")
+    train.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate")
+    train.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate")
+    train.add_argument("--beta1", type=float, default=0.5)
+    train.add_argument("--beta2", type=float, default=0.999)
+    train.add_argument("--lr-decay-epochs", type=int, default=None, help="halve learning rates every N epochs (v1 default 20, v2 off)")
+    train.add_argument("--kl-weight", type=float, default=2.0, help="weight of the conditioning-augmentation KL term")
+    train.add_argument("--uncond-weight", type=float, default=1.0, help="weight of the unconditional (JCU) loss terms")
+    train.add_argument("--colour-weight", type=float, default=0.0, help="lambda1 of the colour-consistency term (lambda2 = 5 x); 0 = off")
+    train.add_argument("--ema-decay", type=float, default=0.999, help="decay of the generator weight average that is saved")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", help="cuda, cuda:1, cpu ... (default: CUDA when present)")
+    out = parser.add_argument_group("logging and checkpoints")
+    out.add_argument("--sample-every", type=int, default=500, help="write a sample grid every N steps (0 = only at the end)")
+    out.add_argument("--checkpoint-every", type=int, default=500, help="save checkpoint and training state every N steps")
+    out.add_argument("--log-every", type=int, default=10, help="append losses to losses.jsonl every N steps")
+    out.add_argument("--sample-caption", action="append", dest="sample_captions", help="caption for the sample grid (repeatable)")
+    out.add_argument("--weights-dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="dtype of the saved inference weights")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> TrainingOptions:
+    base = ckpt.read_config(args.init_from)[0] if args.init_from else StackGANConfig()
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("variant", "branches", "base_size", "ngf", "ndf", "z_dim", "cond_dim", "num_residual")
+        if getattr(args, name) is not None
+    }
+    if args.unconditional:
+        overrides["conditional"] = False
+    if overrides.get("variant") == "v1" and "branches" not in overrides and not args.init_from:
+        overrides["branches"] = 1
+    config = base.replace(**overrides)
+    lr_decay = args.lr_decay_epochs if args.lr_decay_epochs is not None else (20 if config.variant == "v1" else 0)
+    epochs = args.epochs
+    return TrainingOptions(
+        data=args.data, output=args.output, config=config, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d,
+        betas=(args.beta1, args.beta2), steps=args.steps, epochs=math.ceil(epochs) if epochs else None,
+        kl_weight=args.kl_weight, uncond_weight=args.uncond_weight, colour_weight=args.colour_weight,
+        ema_decay=args.ema_decay, lr_decay_epochs=lr_decay, seed=args.seed, device=args.device,
+        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        init_from=args.init_from, text_encoder=args.text_encoder, sample_captions=args.sample_captions,
+        weights_dtype=args.weights_dtype, resume=args.resume, progress=not args.quiet,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        options = options_from_args(args)
+        trainer = Trainer(options)
+    except (ValueError, ckpt.CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"training StackGAN-{trainer.config.variant} {trainer.config.image_sizes} px on {trainer.device}: "
+        f"{trainer.dataset.report.summary()}; G {count_parameters(trainer.generator):,} params, "
+        f"{trainer.total_steps} steps at batch {trainer.batch_size}"
+    )
+    output = trainer.run()
+    print(f"step {trainer.step}: checkpoint in {output}, samples in {output / 'samples.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
