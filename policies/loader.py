@@ -1,0 +1,154 @@
+"""Load and validate the policy files of a folder (usage.toml, data.toml, output.toml).
+
+Every error names the file, the key and the problem. The policy version is the SHA-256 of the
+files' names and content, so any edit gives a new version that every decision records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policies.data import DataPolicy
+from policies.output import ImageCheck, OutputPolicy
+from policies.usage import UsagePolicy
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+FILES = ("usage.toml", "data.toml", "output.toml")
+OUTCOMES = ("allow", "review", "deny")
+
+
+class PolicyError(ValueError):
+    """A policy file is missing or invalid. Callers must fail closed."""
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+FIELD_CHECKS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+    "number": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "outcome": (lambda v: v in OUTCOMES, "one of allow, review, deny"),
+    "str_list": (_is_str_list, "a list of non-empty strings"),
+    "int_table": (lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()), "a table of numbers"),
+    "list_table": (lambda v: isinstance(v, dict) and all(_is_str_list(x) or x == [] for x in v.values()),
+                   "a table of string lists"),
+}
+
+# file -> section -> {key: (type, required)}; a section named "*" is a table of named sub-tables.
+SCHEMA: dict[str, dict[str, Any]] = {
+    "usage.toml": {
+        "limits": {"max_chars": ("int", False), "min_letters": ("int", False), "max_words": ("int", False)},
+        "blocked": {"*": {"terms": ("str_list", True), "outcome": ("outcome", False), "message": ("str", False),
+                          "suffixes": ("bool", False)}},
+        "protected": {"*": {"names": ("str_list", True), "outcome": ("outcome", False), "message": ("str", False)}},
+        "personal_data": {"outcome": ("outcome", False), "kinds": ("str_list", False)},
+        "purposes": {"allowed": ("str_list", False)},
+        "quotas": {"per_user_per_day": ("int", False), "per_group_per_day": ("int_table", False)},
+    },
+    "data.toml": {
+        "licences": {"allowed": ("str_list", True)},
+        "obligations": {"__table__": ("list_table", False)},
+        "report": {"max_items_listed": ("int", False)},
+    },
+    "output.toml": {
+        "degenerate": {"min_std": ("number", False), "min_detail": ("number", False), "outcome": ("outcome", False)},
+        "near_copy": {"max_hamming_distance": ("int", False), "outcome": ("outcome", False)},
+    },
+}
+
+
+def _check_table(file: str, path: str, table: Any, spec: dict[str, Any]) -> list[str]:
+    if not isinstance(table, dict):
+        return [f"{file}: [{path}] must be a table"]
+    if "__table__" in spec:
+        kind = spec["__table__"][0]
+        check, wanted = FIELD_CHECKS[kind]
+        return [] if check(table) else [f"{file}: [{path}] must be {wanted}"]
+    errors = []
+    for key in table:
+        if key not in spec:
+            errors.append(f"{file}: [{path}] has unknown key {key!r} (known: {', '.join(sorted(spec))})")
+    for key, (kind, required) in spec.items():
+        if key not in table:
+            if required:
+                errors.append(f"{file}: [{path}] is missing the required key {key!r}")
+            continue
+        check, wanted = FIELD_CHECKS[kind]
+        if not check(table[key]):
+            errors.append(f"{file}: [{path}] key {key!r} must be {wanted}, got {table[key]!r}")
+    return errors
+
+
+def validate(file: str, data: dict[str, Any]) -> list[str]:
+    schema = SCHEMA[file]
+    errors = [f"{file}: unknown section [{k}] (known: {', '.join(sorted(schema))})" for k in data if k not in schema]
+    for section, spec in schema.items():
+        if section not in data:
+            continue
+        if "*" in spec:
+            if not isinstance(data[section], dict):
+                errors.append(f"{file}: [{section}] must be a table of named tables")
+                continue
+            for name, table in data[section].items():
+                errors += _check_table(file, f"{section}.{name}", table, spec["*"])
+        else:
+            errors += _check_table(file, section, data[section], spec)
+    return errors
+
+
+@dataclass
+class PolicySet:
+    folder: Path
+    version: str
+    usage: UsagePolicy
+    data: DataPolicy
+    output: OutputPolicy
+
+
+def load_policies(folder: str | Path | None = None, extra_image_checks: list[ImageCheck] | None = None) -> PolicySet:
+    folder = Path(folder) if folder else DEFAULT_DIR
+    if not folder.is_dir():
+        raise PolicyError(f"policy folder {folder} does not exist")
+    digest = hashlib.sha256()
+    parsed: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    for name in FILES:
+        path = folder / name
+        if not path.is_file():
+            errors.append(f"{name}: missing from {folder}")
+            continue
+        raw = path.read_bytes()
+        digest.update(name.encode() + b"\0" + raw + b"\0")
+        try:
+            parsed[name] = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            errors.append(f"{name}: not valid UTF-8")
+            continue
+        except tomllib.TOMLDecodeError as exc:
+            errors.append(f"{name}: not valid TOML: {exc}")
+            continue
+        errors += validate(name, parsed[name])
+    if errors:
+        raise PolicyError("invalid policy files:\n  " + "\n  ".join(errors))
+    version = digest.hexdigest()
+    try:
+        return PolicySet(
+            folder=folder,
+            version=version,
+            usage=UsagePolicy(parsed["usage.toml"], version),
+            data=DataPolicy(parsed["data.toml"], version),
+            output=OutputPolicy(parsed["output.toml"], version, extra_image_checks),
+        )
+    except (ValueError, KeyError, TypeError) as exc:  # defensive: schema passed but a value is unusable
+        raise PolicyError(f"invalid policy files in {folder}: {exc}") from exc

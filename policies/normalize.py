@@ -1,0 +1,84 @@
+"""Text normalisation for matching that resists spelling tricks, with a map back to the original
+characters so that evidence can quote what the user actually typed."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# Zero-width, joiner, bidi-control and soft-hyphen characters: invisible, used to split words.
+INVISIBLE = {
+    *map(chr, range(0x200B, 0x2010)), *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2060, 0x2065)),
+    *map(chr, range(0x2066, 0x206A)), "\u00ad", "\ufeff", "\u180e", "\u034f",
+}
+
+# Cyrillic and Greek letters that look like Latin ones (after case folding).
+CONFUSABLES = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q",
+    "ԝ": "w", "ɡ": "g", "ɩ": "i", "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae", "œ": "oe",
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+    "υ": "u", "χ": "x", "γ": "y", "ω": "w", "μ": "u", "σ": "o", "ς": "c",
+    # Latin small capitals and other letter-like forms NFKC leaves alone.
+    "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ғ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
+    "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ǫ": "q", "ʀ": "r", "ꜱ": "s", "ᴛ": "t",
+    "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+})
+
+# Characters people put in place of letters; each letter of a blocked term accepts these.
+SUBSTITUTES = {
+    "a": "a4@", "b": "b8", "e": "e3€", "g": "g96", "i": "i1!|l", "l": "l1|i", "o": "o0", "s": "s5$z",
+    "t": "t7+", "z": "z2", "c": "c(", "u": "uv", "x": "x", "h": "h#",
+}
+
+SEPARATOR_CLASS = r"[\s.\-_*·•,/\\~'\"`^:;]"
+
+
+@dataclass(frozen=True)
+class NormalisedText:
+    text: str
+    origin: tuple[int, ...]  # origin[i] = index in the original string of text[i]
+
+    def original_span(self, original: str, start: int, end: int) -> tuple[int, int, str]:
+        first = self.origin[start]
+        last = self.origin[end - 1] + 1
+        return first, last, original[first:last]
+
+
+def normalise(original: str) -> NormalisedText:
+    """NFKC, case folding, invisible characters removed, diacritics stripped, confusables mapped."""
+    out: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(original):
+        if char in INVISIBLE:
+            continue
+        folded = unicodedata.normalize("NFKC", char).casefold()
+        for piece in unicodedata.normalize("NFD", folded):
+            if unicodedata.combining(piece):
+                continue
+            for mapped in piece.translate(CONFUSABLES):
+                out.append(mapped)
+                origin.append(index)
+    return NormalisedText("".join(out), tuple(origin))
+
+
+def term_pattern(term: str, allow_suffixes: bool = True) -> str:
+    """Regex for a blocked term on normalised text.
+
+    Each letter accepts its common substitutes and repeats ("nuuude"), letters may be split by a
+    few separators ("n.u.d.e", "n u d e"), and the term must stand on word boundaries so that a
+    harmless word containing it ("grape", "Scunthorpe") is left alone.
+    """
+    words = normalise(term).text.split()
+    word_patterns = []
+    for word in words:
+        letters = [c for i, c in enumerate(word) if i == 0 or c != word[i - 1]]  # repeats collapse
+        parts = []
+        for char in letters:
+            alternatives = SUBSTITUTES.get(char, char)
+            parts.append(f"[{re.escape(alternatives)}]+")
+        word_patterns.append(f"(?:{SEPARATOR_CLASS}{{0,3}})".join(parts))
+    body = f"(?:{SEPARATOR_CLASS}|\\s)*".join(word_patterns)
+    suffix = "(?:e?s|ed|ing|er)?" if allow_suffixes else ""
+    return rf"(?<![^\W_]){body}{suffix}(?![^\W_])"

@@ -1,0 +1,208 @@
+"""Usage policy: may this caption be generated, for this purpose, by this user, now?"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.decisions import Decision, Outcome, Verdict
+from policies.normalize import NormalisedText, normalise, term_pattern
+
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
+PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{7,20}\d(?!\w)")
+CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
+IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:\s?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
+IBAN_LENGTHS = {"DE": 22, "GB": 22, "FR": 27, "ES": 24, "IT": 27, "NL": 18, "BE": 16, "CH": 21, "AT": 20,
+                "IE": 22, "PT": 25, "PL": 28, "SE": 24, "DK": 18, "NO": 15, "FI": 18, "LU": 20, "CZ": 24}
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def iban_valid(candidate: str) -> bool:
+    compact = candidate.replace(" ", "").upper()
+    expected = IBAN_LENGTHS.get(compact[:2])
+    if expected is not None and len(compact) != expected:
+        return False
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    try:
+        number = int("".join(str(int(c, 36)) for c in rearranged))
+    except ValueError:
+        return False
+    return number % 97 == 1
+
+
+@dataclass(frozen=True)
+class TermRule:
+    rule_id: str
+    category: str
+    outcome: Outcome
+    message: str
+    terms: tuple[str, ...]
+    pattern: re.Pattern
+
+
+@dataclass
+class UsageContext:
+    """What the Django side knows about the request: the counting is its job, the limits are ours."""
+
+    purpose: str | None = None
+    num_images: int = 1
+    user_images_today: int = 0
+    group_images_today: dict[str, int] = field(default_factory=dict)
+
+
+class UsagePolicy:
+    def __init__(self, config: dict[str, Any], version: str):
+        self.version = version
+        limits = config.get("limits", {})
+        self.max_chars = int(limits.get("max_chars", 500))
+        self.min_letters = int(limits.get("min_letters", 2))
+        self.max_words = int(limits.get("max_words", 80))
+        self.term_rules = [self._compile_category(name, spec) for name, spec in config.get("blocked", {}).items()]
+        self.name_rules = [self._compile_names(name, spec) for name, spec in config.get("protected", {}).items()]
+        pii = config.get("personal_data", {})
+        self.pii_outcome = Outcome.parse(pii.get("outcome", "deny"))
+        self.pii_kinds = set(pii.get("kinds", ["email", "phone", "payment_card", "iban"]))
+        purposes = config.get("purposes", {})
+        self.allowed_purposes = set(purposes.get("allowed", []))
+        quotas = config.get("quotas", {})
+        self.per_user_per_day = quotas.get("per_user_per_day")
+        self.per_group_per_day = dict(quotas.get("per_group_per_day", {}))
+
+    @staticmethod
+    def _compile_category(name: str, spec: dict[str, Any]) -> TermRule:
+        terms = tuple(spec["terms"])
+        pattern = "|".join(f"(?:{term_pattern(t, spec.get('suffixes', True))})" for t in terms)
+        return TermRule(
+            f"usage.blocked.{name}", name, Outcome.parse(spec.get("outcome", "deny")),
+            spec.get("message", f"The caption asks for {name.replace('_', ' ')}, which this site does not generate."),
+            terms, re.compile(pattern),
+        )
+
+    @staticmethod
+    def _compile_names(name: str, spec: dict[str, Any]) -> TermRule:
+        terms = tuple(spec["names"])
+        pattern = "|".join(f"(?:{term_pattern(t, allow_suffixes=False)})" for t in terms)
+        return TermRule(
+            f"usage.protected.{name}", name, Outcome.parse(spec.get("outcome", "deny")),
+            spec.get("message", f"The caption names a protected {name.rstrip('s')}; images of it need permission."),
+            terms, re.compile(pattern),
+        )
+
+    def check_caption(self, caption: str, context: UsageContext | None = None) -> Verdict:
+        context = context or UsageContext()
+        verdict = Verdict("usage", self.version)
+        if not isinstance(caption, str):
+            verdict.decisions.append(Decision(Outcome.DENY, "usage.format", "The caption must be text."))
+            return verdict
+        # Check the limit before any work: a caption of megabytes is refused in constant time.
+        if len(caption) > self.max_chars:
+            verdict.decisions.append(Decision(
+                Outcome.DENY, "usage.length.max",
+                f"The caption is {len(caption)} characters long; the limit is {self.max_chars}. Shorten it.",
+                {"length": len(caption), "limit": self.max_chars},
+            ))
+            return verdict
+        verdict.decisions.extend(self._check_form(caption))
+        if verdict.denied:
+            return verdict
+        normalised = normalise(caption)
+        for rule in self.term_rules + self.name_rules:
+            decision = self._match(rule, caption, normalised)
+            if decision:
+                verdict.decisions.append(decision)
+        verdict.decisions.extend(self._check_personal_data(caption))
+        verdict.decisions.extend(self._check_purpose(context.purpose))
+        verdict.decisions.extend(self._check_quotas(context))
+        return verdict
+
+    def _check_form(self, caption: str) -> list[Decision]:
+        controls = [c for c in caption if unicodedata.category(c) in ("Cc", "Cs", "Co") and c not in "\t\n\r"]
+        if controls:
+            return [Decision(Outcome.DENY, "usage.characters.control",
+                             "The caption contains control characters; type or paste plain text.",
+                             {"count": len(controls), "first": f"U+{ord(controls[0]):04X}"})]
+        letters = sum(1 for c in caption if c.isalpha())
+        if letters < self.min_letters:
+            return [Decision(Outcome.DENY, "usage.length.min",
+                             "The caption is empty or has no words; describe the image you want.",
+                             {"letters": letters, "minimum": self.min_letters})]
+        words = len(caption.split())
+        if words > self.max_words:
+            return [Decision(Outcome.DENY, "usage.length.words",
+                             f"The caption has {words} words; the limit is {self.max_words}.",
+                             {"words": words, "limit": self.max_words})]
+        return []
+
+    @staticmethod
+    def _match(rule: TermRule, caption: str, normalised: NormalisedText) -> Decision | None:
+        match = rule.pattern.search(normalised.text)
+        if match is None:
+            return None
+        start, end, quoted = normalised.original_span(caption, match.start(), match.end())
+        return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)",
+                        {"category": rule.category, "span": [start, end], "matched": quoted})
+
+    def _check_personal_data(self, caption: str) -> list[Decision]:
+        text = unicodedata.normalize("NFKC", caption)
+        found: list[tuple[str, re.Match]] = []
+        if "email" in self.pii_kinds:
+            found += [("email", m) for m in EMAIL.finditer(text)]
+        if "payment_card" in self.pii_kinds:
+            found += [("payment_card", m) for m in CARD.finditer(text)
+                      if luhn_valid(re.sub(r"\D", "", m.group()))]
+        if "iban" in self.pii_kinds:
+            found += [("iban", m) for m in IBAN.finditer(text) if iban_valid(m.group())]
+        if "phone" in self.pii_kinds:
+            taken = [(m.start(), m.end()) for _, m in found]
+            for m in PHONE.finditer(text):
+                digits = re.sub(r"\D", "", m.group())
+                overlaps = any(m.start() < e and s < m.end() for s, e in taken)
+                if 9 <= len(digits) <= 15 and not overlaps:
+                    found.append(("phone", m))
+        labels = {"email": "an e-mail address", "phone": "a phone number", "payment_card": "a payment card number",
+                  "iban": "a bank account number (IBAN)"}
+        return [
+            Decision(self.pii_outcome, f"usage.personal_data.{kind}",
+                     f"The caption contains {labels[kind]}; remove personal data from captions.",
+                     {"kind": kind, "span": [m.start(), m.end()]})
+            for kind, m in found
+        ]
+
+    def _check_purpose(self, purpose: str | None) -> list[Decision]:
+        if not self.allowed_purposes:
+            return []
+        if purpose not in self.allowed_purposes:
+            allowed = ", ".join(sorted(self.allowed_purposes))
+            return [Decision(Outcome.DENY, "usage.purpose",
+                             f"The purpose {purpose!r} is not allowed; choose one of: {allowed}.",
+                             {"purpose": purpose, "allowed": sorted(self.allowed_purposes)})]
+        return []
+
+    def _check_quotas(self, context: UsageContext) -> list[Decision]:
+        decisions = []
+        limit = self.per_user_per_day
+        if limit is not None and context.user_images_today + context.num_images > limit:
+            decisions.append(Decision(Outcome.DENY, "usage.quota.user",
+                                      f"You have used {context.user_images_today} of your {limit} images today; "
+                                      "ask for fewer images or try again tomorrow.",
+                                      {"used": context.user_images_today, "requested": context.num_images, "limit": limit}))
+        for group, used in context.group_images_today.items():
+            group_limit = self.per_group_per_day.get(group)
+            if group_limit is not None and used + context.num_images > group_limit:
+                decisions.append(Decision(Outcome.DENY, "usage.quota.group",
+                                          f"Your group {group!r} has used {used} of its {group_limit} images today.",
+                                          {"group": group, "used": used, "limit": group_limit}))
+        return decisions

@@ -1,0 +1,187 @@
+"""Domain records: model versions, generation requests, assets, policy decisions, reviews and the
+hash-chained audit log. State changes go through stackgan_django.services, never direct saves."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    """A checkpoint folder the workers can load, with the data it was trained on."""
+
+    name = models.CharField(max_length=100, unique=True)
+    checkpoint_path = models.CharField(max_length=500, help_text="folder with config.json and generator.safetensors")
+    checkpoint_sha256 = models.CharField(max_length=64)
+    config = models.JSONField(default=dict, blank=True)
+    lineage = models.JSONField(default=dict, blank=True, help_text="datasets, licences and training run")
+    trained = models.BooleanField(default=True, help_text="False for a randomly initialised network")
+    is_active = models.BooleanField(default=False)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'active' if self.is_active else 'inactive'})"
+
+
+class GenerationRequest(models.Model):
+    class State(models.TextChoices):
+        POLICY_DENIED = "policy_denied", "Refused by policy"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    caption = models.TextField()
+    num_images = models.PositiveSmallIntegerField(default=4)
+    seed = models.BigIntegerField(null=True, blank=True, help_text="base seed; image i uses seed + i")
+    purpose = models.CharField(max_length=50, default="editorial")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED, db_index=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    policy_version = models.CharField(max_length=64, blank=True)
+    flagged = models.BooleanField(default=False, help_text="a policy rule asked for extra review")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    compute_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "queued_at"], name="request_state_queued")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.caption[:50]!r} ({self.get_state_display()})"
+
+
+def asset_storage():
+    """The storage that holds generated files (STACKGAN["STORAGE_ALIAS"] in settings.STORAGES)."""
+    from django.core.files.storage import storages
+
+    from stackgan_django.conf import app_settings
+
+    return storages[app_settings.STORAGE_ALIAS]
+
+
+class Asset(models.Model):
+    class State(models.TextChoices):
+        PENDING_REVIEW = "pending_review", "Pending review"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        REVOKED = "revoked", "Revoked"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    request = models.ForeignKey(GenerationRequest, on_delete=models.PROTECT, related_name="assets")
+    index = models.PositiveSmallIntegerField()
+    file = models.FileField(storage=asset_storage, max_length=300)
+    sha256 = models.CharField(max_length=64)
+    seed = models.BigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING_REVIEW, db_index=True)
+    flagged = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "index"]
+        constraints = [models.UniqueConstraint(fields=["request", "index"], name="one_asset_per_request_index")]
+        permissions = [("review_asset", "Can approve, reject and revoke assets")]
+
+    def __str__(self) -> str:
+        return f"asset {self.pk} of request {self.request_id} [{self.index}]"
+
+
+class PolicyDecision(models.Model):
+    class Stage(models.TextChoices):
+        USAGE = "usage", "Usage (caption)"
+        OUTPUT = "output", "Output (image)"
+        DATA = "data", "Data (training set)"
+
+    class Outcome(models.TextChoices):
+        ALLOW = "allow", "Allow"
+        REVIEW = "review", "Review"
+        DENY = "deny", "Deny"
+
+    request = models.ForeignKey(GenerationRequest, null=True, blank=True, on_delete=models.CASCADE, related_name="decisions")
+    asset = models.ForeignKey(Asset, null=True, blank=True, on_delete=models.CASCADE, related_name="decisions")
+    stage = models.CharField(max_length=10, choices=Stage.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    rule_id = models.CharField(max_length=100)
+    message = models.TextField()
+    evidence = models.JSONField(default=dict, blank=True)
+    policy_version = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.rule_id}"
+
+
+class Review(models.Model):
+    class Decision(models.TextChoices):
+        APPROVE = "approve", "Approve"
+        REJECT = "reject", "Reject"
+        REVOKE = "revoke", "Revoke"
+
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class AuditEvent(models.Model):
+    """One step in the tamper-evident log: each event stores the hash of the one before it.
+
+    ``sequence`` and ``previous_hash`` are unique, so two writers can never fork the chain; the
+    loser of a race retries on the new head (see stackgan_django.audit).
+    """
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=50, db_index=True)
+    object_type = models.CharField(max_length=50)
+    object_id = models.CharField(max_length=64)
+    data = models.JSONField(default=dict)
+    previous_hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["sequence"]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} {self.object_type}:{self.object_id} by {self.actor}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("audit events are append-only")
