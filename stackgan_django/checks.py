@@ -1,0 +1,78 @@
+"""System checks: configuration mistakes found by `manage.py check`, development-only choices by
+`manage.py check --deploy`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs=None, **kwargs):
+    from stackgan_django.conf import DEFAULTS, app_settings
+
+    errors = []
+    try:
+        for name in DEFAULTS:
+            getattr(app_settings, name)
+    except ImproperlyConfigured as exc:
+        errors.append(Error(str(exc), hint="Fix the STACKGAN dict in your settings.", id="stackgan_django.E001"))
+    return errors
+
+
+@register(Tags.compatibility)
+def check_policies(app_configs=None, **kwargs):
+    from policies import PolicyError
+    from stackgan_django.governance import current_policies
+
+    try:
+        current_policies()
+    except (PolicyError, ImproperlyConfigured) as exc:
+        return [Error(f"policy files cannot be loaded: {exc}", hint="Every caption will be refused until fixed.",
+                      id="stackgan_django.E002")]
+    return []
+
+
+@register(Tags.database)
+def check_active_model(app_configs=None, databases=None, **kwargs):
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from stackgan_django.models import ModelVersion
+
+    try:
+        active = ModelVersion.objects.filter(is_active=True).first()
+    except DatabaseError:
+        return []  # not migrated yet: migrate's own checks say so
+    if active is None:
+        return [Warning("no model version is active: requests will be refused",
+                        hint="Run `manage.py bootstrap_demo` or `manage.py register_model DIR --activate`.",
+                        id="stackgan_django.W001")]
+    if not active.trained:
+        return [Warning(f"the active model version {active.name!r} is an untrained network (noise-like images)",
+                        hint="Register a trained checkpoint.", id="stackgan_django.W002")]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_development_choices(app_configs=None, **kwargs):
+    warnings = []
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        warnings.append(Warning("the database is the embedded SQLite file, a development default",
+                                hint="Set DATABASE_URL to a PostgreSQL database.", id="stackgan_django.W101"))
+    broker = getattr(settings, "CELERY_BROKER_URL", "")
+    if broker.startswith("filesystem://") or not broker:
+        warnings.append(Warning("Celery uses the filesystem broker, a development default that cannot span hosts",
+                                hint="Set CELERY_BROKER_URL to Redis or RabbitMQ.", id="stackgan_django.W102"))
+    if "FileSystemStorage" in settings.STORAGES["default"]["BACKEND"]:
+        warnings.append(Warning("generated images are stored on the local disk, which workers on other hosts "
+                                "cannot share", hint="Set DJANGO_STORAGE_BACKEND to object storage.",
+                                id="stackgan_django.W103"))
+    if getattr(settings, "DEVELOPMENT_SECRET_KEY", None) == settings.SECRET_KEY:
+        warnings.append(Warning("SECRET_KEY is the development key", hint="Set DJANGO_SECRET_KEY.",
+                                id="stackgan_django.W104"))
+    if settings.DEBUG:
+        warnings.append(Warning("DEBUG is on", hint="Set DJANGO_DEBUG=0.", id="stackgan_django.W105"))
+    return warnings

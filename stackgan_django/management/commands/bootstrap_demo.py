@@ -1,0 +1,77 @@
+"""Demo accounts and a model version, so a fresh checkout has a working admin."""
+
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import BaseCommand
+
+from stackgan_django import services
+from stackgan_django.conf import PACKAGE_ROOT, app_settings
+from stackgan_django.models import ModelVersion
+
+SHIPPED_MODEL_DIR = PACKAGE_ROOT / "models" / "default"
+ACCOUNTS = {
+    "admin": {"superuser": True, "group": None},
+    "editor": {"superuser": False, "group": "Editors"},
+    "reviewer": {"superuser": False, "group": "Compliance"},
+}
+GROUP_PERMISSIONS = {
+    "Editors": ["add_generationrequest", "view_generationrequest", "view_asset", "view_policydecision"],
+    "Compliance": ["view_generationrequest", "view_asset", "review_asset", "view_policydecision", "view_review",
+                   "view_auditevent", "view_modelversion", "change_generationrequest"],
+}
+
+
+def model_source() -> tuple[Path, str, str]:
+    """(folder, name, notes): the configured model, the shipped one, or an untrained network."""
+    if app_settings.MODEL_DIR:
+        folder = Path(app_settings.MODEL_DIR)
+        return folder, folder.name, "configured in STACKGAN['MODEL_DIR']"
+    if (SHIPPED_MODEL_DIR / "config.json").is_file():
+        return SHIPPED_MODEL_DIR, "shipped-default", "the model shipped in the repository"
+    folder = Path(settings.VAR_DIR) / "models" / "untrained-v2"
+    if not (folder / "config.json").is_file():
+        from generator.__main__ import init_untrained
+        from generator.config import StackGANConfig
+
+        init_untrained(folder, StackGANConfig(), seed=0, text_encoder=app_settings.TEXT_ENCODER_PATH)
+    return folder, "untrained-v2", "untrained StackGAN-v2 network: real generator, random weights"
+
+
+class Command(BaseCommand):
+    help = "Create demo accounts (admin, editor, reviewer) and register and activate a model version."
+
+    def handle(self, *args, **options):
+        credentials_file = Path(settings.VAR_DIR) / "demo-credentials.txt"
+        saved = {}
+        if credentials_file.is_file():
+            saved = dict(line.split(":", 1) for line in credentials_file.read_text().splitlines() if ":" in line)
+        users = get_user_model()
+        for group_name, codenames in GROUP_PERMISSIONS.items():
+            group, _ = Group.objects.get_or_create(name=group_name)
+            group.permissions.set(Permission.objects.filter(content_type__app_label__in=["stackgan_django"],
+                                                            codename__in=codenames))
+        for username, spec in ACCOUNTS.items():
+            password = saved.get(username) or secrets.token_urlsafe(9)
+            user = users.objects.filter(username=username).first() or users(username=username)
+            user.is_staff = True
+            user.is_superuser = spec["superuser"]
+            user.set_password(password)
+            user.save()
+            if spec["group"]:
+                user.groups.add(Group.objects.get(name=spec["group"]))
+            saved[username] = password
+        credentials_file.write_text("".join(f"{u}:{p}\n" for u, p in saved.items()))
+        credentials_file.chmod(0o600)
+
+        folder, name, notes = model_source()
+        if not ModelVersion.objects.filter(is_active=True).exists():
+            services.register_model_version(name, folder, notes=notes, activate=True)
+        active = ModelVersion.objects.get(is_active=True)
+        self.stdout.write(f"model version in use: {active.name} ({active.notes or active.checkpoint_path})")
+        self.stdout.write("demo accounts (also in var/demo-credentials.txt):")
+        for username in ACCOUNTS:
+            self.stdout.write(f"  {username:9} password: {saved[username]}")
