@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from generator.checkpoint import CheckpointError, WEIGHTS_FILE, checkpoint_sha256, load_weights_into, read_config
+from generator.checkpoint import WEIGHTS_FILE, CheckpointError, checkpoint_sha256, load_weights_into, read_config
 from generator.config import StackGANConfig
 from generator.models import build_generator
 from generator.text_encoder import TextEncoder

@@ -19,10 +19,11 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from PIL import Image
@@ -138,7 +139,7 @@ class Trainer:
             list(range(self.config.branches)) if self.config.variant == "v2" else [self.config.branches - 1]
         )
         self.step = 0
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         if options.init_from:
             self._init_from(Path(options.init_from))
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
@@ -352,7 +353,7 @@ class Trainer:
             ],
             "training": {
                 "started_at": self.started_at,
-                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "steps": self.step,
                 "batch_size": self.batch_size,
                 "epochs": round(self.step / self.steps_per_epoch, 2),

@@ -3,8 +3,9 @@ further classifiers a site plugs in. Works on Pillow images or numpy arrays; no 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image

@@ -150,6 +150,9 @@ class Review(models.Model):
     class Meta:
         ordering = ["created_at"]
 
+    def __str__(self) -> str:
+        return f"{self.decision} of asset {self.asset_id}"
+
 
 class AppendOnlyError(Exception):
     pass

@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run worker demo test lint benchmarks clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: migrate, demo accounts, web server on :8000 and a Celery worker (embedded defaults)
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py bootstrap_demo
+	bash scripts/run-dev.sh
+
+## make demo: the whole flow once from the command line, with its own worker
+demo: install
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py demo --start-worker
+
+## make test: everything the tests need, then the tests
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+
+benchmarks: install
+	$(PY) benchmarks/generator_speed.py
+	$(PY) benchmarks/policy_speed.py
+
+clean:
+	rm -rf var/ .pytest_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""Shared fixtures: a tiny real checkpoint, the text encoder, and a real Celery worker."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from generator.config import StackGANConfig
+
+TINY_CONFIG = StackGANConfig(ngf=8, ndf=8, base_size=16, branches=3)  # 16/32/64 px, CPU-fast
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from generator.text_encoder import TextEncoder
+
+    return TextEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, text_encoder) -> Path:
+    """A real StackGAN-v2 checkpoint with random (BN-calibrated) weights."""
+    import torch
+
+    from generator.__main__ import calibrate_batch_norm
+    from generator.checkpoint import save_pretrained
+    from generator.models import build_generator, init_weights
+
+    folder = tmp_path_factory.mktemp("tiny-checkpoint")
+    torch.manual_seed(0)
+    model = build_generator(TINY_CONFIG)
+    init_weights(model)
+    calibrate_batch_norm(model, TINY_CONFIG, text_encoder)
+    lineage = {"datasets": [{"name": "shapes", "licences": {"CC0-1.0": 16}}], "training": {"steps": 0}}
+    return save_pretrained(folder, TINY_CONFIG, model.state_dict(), text_encoder.describe(), lineage)
+
+
+@pytest.fixture
+def active_model(db, tiny_checkpoint):
+    from stackgan_django import services
+
+    return services.register_model_version("tiny-test", tiny_checkpoint, activate=True)
+
+
+@pytest.fixture
+def users(db):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    model = get_user_model()
+    editor = model.objects.create_user("editor", password="pw-editor-1", is_staff=True)
+    reviewer = model.objects.create_user("reviewer", password="pw-reviewer-1", is_staff=True)
+    reviewer.user_permissions.add(*Permission.objects.filter(codename__in=["review_asset", "view_asset"]))
+    editor.user_permissions.add(*Permission.objects.filter(
+        codename__in=["add_generationrequest", "view_generationrequest", "view_asset"]))
+    return editor, reviewer
+
+
+@pytest.fixture(autouse=True)
+def media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                                                          "OPTIONS": {"location": str(tmp_path / "media")}}}
+
+
+@pytest.fixture
+def worker_queue(settings):
+    """A queue name of this test alone, so stale messages of earlier runs never reach it."""
+    name = f"gpu-test-{uuid.uuid4().hex[:8]}"
+    settings.STACKGAN = {**getattr(settings, "STACKGAN", {}), "QUEUE": name}
+    return name
+
+
+@pytest.fixture
+def celery_worker(transactional_db, worker_queue):
+    """A real Celery worker (thread, solo pool) consuming the configured broker: filesystem by
+    default, Redis or RabbitMQ when CELERY_BROKER_URL names one. Never eager mode."""
+    import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping, which start_worker expects)
+    from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
+    from django.db import connections
+
+    from config.celery import app
+
+    def close_connections(**kwargs):
+        connections.close_all()  # the worker thread's own connections, so the test DB can be dropped
+
+    task_postrun.connect(close_connections, weak=False)
+    app.conf.task_always_eager = False
+    with start_worker(app, pool="solo", concurrency=1, queues=[worker_queue], perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=30) as worker:
+        yield worker
+    task_postrun.disconnect(close_connections)
+
+
+def broker_description() -> str:
+    from django.conf import settings
+
+    return settings.CELERY_BROKER_URL.split("://")[0]
+
+
+def database_description() -> str:
+    from django.conf import settings
+
+    return settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
