@@ -28,6 +28,35 @@ def print_verdict(verdict: Verdict, as_json: bool) -> None:
         print("  no rule fired")
 
 
+def build_index(folder: str, out: str) -> int:
+    """Perceptual hashes of every trainable image of a manifest folder, written as JSON."""
+    from pathlib import Path
+
+    from policies.data import read_manifest_lines
+
+    root = Path(folder)
+    try:
+        items = read_manifest_lines(root / "manifest.jsonl")
+    except OSError as exc:
+        print(f"error: cannot read {root / 'manifest.jsonl'}: {exc}", file=sys.stderr)
+        return 2
+
+    def images():
+        for item in items:
+            if item.get("training_permission") != "allowed" or not isinstance(item.get("image"), str):
+                continue
+            try:
+                with Image.open(root / item["image"]) as handle:
+                    yield item["image"], handle.convert("RGB")
+            except (OSError, UnidentifiedImageError):
+                print(f"  skipped unreadable {item['image']}", file=sys.stderr)
+
+    index = NearCopyIndex.build(images())
+    Path(out).write_text(json.dumps(index.to_json()))
+    print(f"{len(index.names)} image hashes written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policies", description=__doc__)
     parser.add_argument("--policy-dir", help="folder of usage/data/output .toml files (default: the shipped set)")
@@ -41,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     image = commands.add_parser("check-image", help="run the output policy on an image file")
     image.add_argument("file")
     image.add_argument("--near-copy-index", help="JSON index of training-image hashes")
+    index_cmd = commands.add_parser("build-near-copy-index", help="hash a dataset's images for the near-copy check")
+    index_cmd.add_argument("folder")
+    index_cmd.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "build-near-copy-index":
+        return build_index(args.folder, args.out)
     try:
         policies = load_policies(args.policy_dir)
     except PolicyError as exc:
