@@ -24,9 +24,9 @@ import sys
 import tarfile
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from PIL import Image
 

@@ -10,6 +10,7 @@ import sys
 
 from PIL import Image, UnidentifiedImageError
 
+from policies.data import DatasetVerdict
 from policies.decisions import Verdict
 from policies.loader import PolicyError, load_policies
 from policies.output import NearCopyIndex
@@ -26,6 +27,11 @@ def print_verdict(verdict: Verdict, as_json: bool) -> None:
         print(f"  {decision.outcome.value:6} {decision.rule_id}: {decision.message} {evidence}".rstrip())
     if not verdict.decisions:
         print("  no rule fired")
+    if isinstance(verdict, DatasetVerdict):
+        print(f"  items: {verdict.items_total} in the manifest, {verdict.items_usable} usable for training")
+        for licence, count in sorted(verdict.licences.items()):
+            duties = ", ".join(verdict.obligations.get(licence, [])) or "none"
+            print(f"  licence {licence}: {count} items; obligations: {duties}")
 
 
 def build_index(folder: str, out: str) -> int:

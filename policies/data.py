@@ -42,12 +42,14 @@ class DataPolicy:
             verdict.items_total += 1
             where = f"line {item.get('line', '?')} ({item.get('image', '?')})"
             licence = item.get("license")
-            if item.get("training_permission") != "allowed":
-                excluded["training not allowed by the rights holder"] += 1
-                continue
+            # The licence is judged first: rights that are not on record refuse the whole set, even
+            # for an item that would have been left out anyway.
             if licence not in self.allowed_licences:
                 reason = "unknown or not allowed licence " + repr(licence)
                 refused.setdefault(reason, []).append(where)
+                continue
+            if item.get("training_permission") != "allowed":
+                excluded["training not allowed by the rights holder"] += 1
                 continue
             if "attribution" in self.obligations.get(licence, []) and not str(item.get("attribution", "")).strip():
                 refused.setdefault(f"{licence} requires attribution, none recorded", []).append(where)

@@ -90,9 +90,13 @@ def _check_table(file: str, path: str, table: Any, spec: dict[str, Any]) -> list
     return errors
 
 
+REQUIRED_SECTIONS = {"data.toml": ("licences",)}
+
+
 def validate(file: str, data: dict[str, Any]) -> list[str]:
     schema = SCHEMA[file]
     errors = [f"{file}: unknown section [{k}] (known: {', '.join(sorted(schema))})" for k in data if k not in schema]
+    errors += [f"{file}: the section [{k}] is required" for k in REQUIRED_SECTIONS.get(file, ()) if k not in data]
     for section, spec in schema.items():
         if section not in data:
             continue

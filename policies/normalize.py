@@ -76,9 +76,11 @@ def term_pattern(term: str, allow_suffixes: bool = True) -> str:
         letters = [c for i, c in enumerate(word) if i == 0 or c != word[i - 1]]  # repeats collapse
         parts = []
         for char in letters:
-            alternatives = SUBSTITUTES.get(char, char)
-            parts.append(f"[{re.escape(alternatives)}]+")
+            letter = f"[{re.escape(SUBSTITUTES.get(char, char))}]"
+            # One letter, repeated, possibly with separators between the repeats ("o.o"); each
+            # character is consumed by exactly one sub-pattern, so matching stays linear.
+            parts.append(f"{letter}(?:{SEPARATOR_CLASS}{{0,3}}{letter})*")
         word_patterns.append(f"(?:{SEPARATOR_CLASS}{{0,3}})".join(parts))
     body = f"(?:{SEPARATOR_CLASS}|\\s)*".join(word_patterns)
-    suffix = "(?:e?s|ed|ing|er)?" if allow_suffixes else ""
+    suffix = "(?:e?s|ed|ing)?" if allow_suffixes else ""
     return rf"(?<![^\W_]){body}{suffix}(?![^\W_])"

@@ -44,6 +44,31 @@ def iban_valid(candidate: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Span:
+    """A found stretch of the caption (the subset of re.Match the decisions use)."""
+
+    begin: int
+    finish: int
+
+    def start(self) -> int:
+        return self.begin
+
+    def end(self) -> int:
+        return self.finish
+
+
+def _valid_iban_prefix(match: re.Match) -> Span | None:
+    """The regex is greedy and may run into the next word ("... 00 transfer"): try the longest
+    prefix ending at a space that passes the mod-97 check."""
+    text = match.group()
+    ends = [len(text)] + [i for i in range(len(text) - 1, 14, -1) if text[i] == " "]
+    for end in ends:
+        if iban_valid(text[:end]):
+            return Span(match.start(), match.start() + end)
+    return None
+
+
+@dataclass(frozen=True)
 class TermRule:
     rule_id: str
     category: str
@@ -157,14 +182,17 @@ class UsagePolicy:
 
     def _check_personal_data(self, caption: str) -> list[Decision]:
         text = unicodedata.normalize("NFKC", caption)
-        found: list[tuple[str, re.Match]] = []
+        found: list[tuple[str, re.Match | Span]] = []
         if "email" in self.pii_kinds:
             found += [("email", m) for m in EMAIL.finditer(text)]
         if "payment_card" in self.pii_kinds:
             found += [("payment_card", m) for m in CARD.finditer(text)
                       if luhn_valid(re.sub(r"\D", "", m.group()))]
         if "iban" in self.pii_kinds:
-            found += [("iban", m) for m in IBAN.finditer(text) if iban_valid(m.group())]
+            for m in IBAN.finditer(text):
+                span = _valid_iban_prefix(m)
+                if span:
+                    found.append(("iban", span))
         if "phone" in self.pii_kinds:
             taken = [(m.start(), m.end()) for _, m in found]
             for m in PHONE.finditer(text):
@@ -182,7 +210,8 @@ class UsagePolicy:
         ]
 
     def _check_purpose(self, purpose: str | None) -> list[Decision]:
-        if not self.allowed_purposes:
+        # None means "caption only" (the command line); requests always declare a purpose.
+        if not self.allowed_purposes or purpose is None:
             return []
         if purpose not in self.allowed_purposes:
             allowed = ", ".join(sorted(self.allowed_purposes))

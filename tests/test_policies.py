@@ -1,0 +1,321 @@
+"""The policy engine, table-driven: evasive spellings, innocent look-alikes, personal data,
+malformed policy files, data and output policies, and the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from policies import DEFAULT_DIR, NearCopyIndex, Outcome, PolicyError, UsageContext, load_policies
+from policies.usage import iban_valid, luhn_valid
+
+POLICIES = load_policies()
+USAGE = POLICIES.usage
+DEFAULT_USAGE = tomllib.loads((DEFAULT_DIR / "usage.toml").read_text())
+DENY_TERMS = sorted({
+    term for spec in DEFAULT_USAGE["blocked"].values() if spec.get("outcome", "deny") == "deny"
+    for term in spec["terms"] if " " not in term and "-" not in term and len(term) >= 3
+})
+CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у"})
+LEET = str.maketrans({"a": "4", "e": "3", "o": "0", "i": "1", "s": "$"})
+
+
+def evasions(term: str) -> dict[str, str]:
+    return {
+        "plain": f"a picture of {term} here",
+        "upper": f"A PICTURE OF {term.upper()}",
+        "dotted": ".".join(term),
+        "spaced": " ".join(term) + " in a field",
+        "zero-width": "\u200b".join(term),
+        "leet": f"a {term.translate(LEET)} scene",
+        "cyrillic": term.translate(CYRILLIC),
+        "fullwidth": "".join(chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in term),
+        "repeated": "".join(c * 3 if i == 1 else c for i, c in enumerate(term)),
+        "accented": term.replace("e", "é").replace("a", "á").replace("o", "ö").replace("u", "ü").replace("i", "ï"),
+        "bidi": "\u202e" + term + "\u202c",
+    }
+
+
+EVASION_CASES = [(term, kind, text) for term in DENY_TERMS for kind, text in evasions(term).items()]
+
+
+@pytest.mark.parametrize(("term", "kind", "caption"), EVASION_CASES, ids=[f"{t}-{k}" for t, k, _ in EVASION_CASES])
+def test_evasive_spellings_of_blocked_terms_are_denied(term, kind, caption):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.denied, f"{kind} form {caption!r} of {term!r} was allowed"
+    assert any(d.rule_id.startswith("usage.blocked.") for d in verdict.decisions)
+
+
+INNOCENT = [
+    "grape juice", "Scunthorpe United", "the Essex coast", "a classic car", "an assassin bug", "a therapist",
+    "a cocktail", "Sussex downs", "a sextant", "Middlesex", "a nudibranch", "a skillet", "hellebores",
+    "a grapefruit", "an analyst", "a title page", "a bloodhound", "a begun sketch", "a shuttlecock", "Dickens novels",
+    "a butterfly", "a pistachio", "a gunnera leaf", "a raccoon", "a sushi platter", "a kinky-haired poodle",
+    "a spice rack", "a typewriter", "a massachusetts town",
+    "a cumulus cloud", "a penistone church", "an arsenal of paintbrushes", "a drape", "a scrape on a knee",
+    "a baseball bat", "a document", "a hammer and nails", "a gorgeous sunset", "a gorge in the mountains",
+    "therapeutic tea",
+]
+
+
+@pytest.mark.parametrize("caption", INNOCENT)
+def test_innocent_words_that_contain_blocked_strings_are_allowed(caption):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.outcome is Outcome.ALLOW, [d.to_dict() for d in verdict.decisions]
+
+
+def test_evidence_quotes_the_original_characters_and_span():
+    caption = "a picture of a n\u200bu.d.e man"
+    decision = USAGE.check_caption(caption).decisions[0]
+    start, end = decision.evidence["span"]
+    assert caption[start:end] == decision.evidence["matched"] == "n\u200bu.d.e"
+    assert decision.rule_id == "usage.blocked.sexual_content" and "matched" in decision.message
+
+
+PII_CASES = [
+    ("write to anna.smith+news@example.org", "email"),
+    ("jane_doe@mail.example.co.uk", "email"),
+    ("call +44 20 7946 0958 today", "phone"),
+    ("ring (030) 1234-5678", "phone"),
+    ("phone 0049 30 12345678", "phone"),
+    ("555-123-4567 is the number", "phone"),
+    ("card 4111 1111 1111 1111", "payment_card"),
+    ("card 5500-0000-0000-0004", "payment_card"),
+    ("amex 378282246310005", "payment_card"),
+    ("IBAN GB82 WEST 1234 5698 7654 32", "iban"),
+    ("DE89370400440532013000", "iban"),
+    ("pay FR14 2004 1010 0505 0001 3M02 606 now", "iban"),
+]
+
+
+@pytest.mark.parametrize(("caption", "kind"), PII_CASES)
+def test_personal_data_is_found(caption, kind):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.denied
+    assert f"usage.personal_data.{kind}" in [d.rule_id for d in verdict.decisions]
+
+
+@pytest.mark.parametrize("caption", [
+    "a cake with 100 candles", "a poster for 1999", "a jersey with number 23", "4111 1111 1111 1112 dots pattern",
+    "GB82 is a nice code", "a calendar for 2026 and 2027", "a @ sign in neon", "route 66 sign",
+])
+def test_numbers_that_are_not_personal_data_are_allowed(caption):
+    assert not any(d.rule_id.startswith("usage.personal_data") for d in USAGE.check_caption(caption).decisions)
+
+
+def test_luhn_and_iban_checks():
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert iban_valid("GB82WEST12345698765432") and not iban_valid("GB82WEST12345698765433")
+
+
+@pytest.mark.parametrize(("caption", "rule"), [
+    ("", "usage.length.min"), ("    ", "usage.length.min"), ("!!! ???", "usage.length.min"),
+    ("\x00\x01\x02", "usage.characters.control"), ("a cat\x07", "usage.characters.control"),
+    ("word " * 90, "usage.length.words"), ("x" * 501, "usage.length.max"), ("a" * 5_000_000, "usage.length.max"),
+])
+def test_form_limits(caption, rule):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.denied and verdict.decisions[0].rule_id == rule
+    assert verdict.decisions[0].message  # the editor is told what to change
+
+
+def test_non_text_caption_is_a_decision_not_a_crash():
+    assert USAGE.check_caption(None).decisions[0].rule_id == "usage.format"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("caption", "rule", "outcome"), [
+    ("Taylor Swift on stage", "usage.protected.people", Outcome.DENY),
+    ("t4yl0r swift", "usage.protected.people", Outcome.DENY),
+    ("a Coca-Cola bottle", "usage.protected.brands", Outcome.REVIEW),
+    ("Mickey Mouse", "usage.protected.characters", Outcome.DENY),
+    ("a toy gun", "usage.blocked.weapons", Outcome.REVIEW),
+])
+def test_protected_names_and_review_categories(caption, rule, outcome):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.outcome is outcome and rule in [d.rule_id for d in verdict.decisions]
+
+
+def test_purpose_and_quotas():
+    assert USAGE.check_caption("a cat", UsageContext(purpose="editorial")).outcome is Outcome.ALLOW
+    denied = USAGE.check_caption("a cat", UsageContext(purpose="propaganda"))
+    assert denied.denied and denied.decisions[0].rule_id == "usage.purpose"
+    over = USAGE.check_caption("a cat", UsageContext(purpose="editorial", num_images=4, user_images_today=499))
+    assert over.denied and over.decisions[0].rule_id == "usage.quota.user"
+
+
+def test_every_decision_records_the_policy_version():
+    verdict = USAGE.check_caption("a nude")
+    assert verdict.policy_version == POLICIES.version and len(POLICIES.version) == 64
+
+
+def labelled_captions():
+    path = Path(__file__).parent / "data" / "captions_labelled.tsv"
+    return [line.rstrip("\n").split("\t", 1) for line in path.read_text().splitlines() if not line.startswith("#")]
+
+
+def test_precision_and_recall_on_the_labelled_caption_set():
+    """Positive = the caption should be stopped or flagged (deny or review)."""
+    rows = labelled_captions()
+    assert len(rows) >= 200
+    tp = fp = fn = exact = 0
+    for expected, caption in rows:
+        got = USAGE.check_caption(caption, UsageContext(purpose="editorial")).outcome.value
+        exact += got == expected
+        tp += expected != "allow" and got != "allow"
+        fp += expected == "allow" and got != "allow"
+        fn += expected != "allow" and got == "allow"
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    print(f"labelled set: {len(rows)} captions, precision {precision:.3f}, recall {recall:.3f}, "
+          f"exact outcome {exact / len(rows):.3f}")
+    assert precision >= 0.95 and recall >= 0.97
+
+
+# -- policy files ---------------------------------------------------------------------------------
+
+def broken_policy_dir(tmp_path, file, text):
+    folder = tmp_path / "policies"
+    shutil.copytree(DEFAULT_DIR, folder)
+    (folder / file).write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize(("file", "text", "expected"), [
+    ("usage.toml", "[limits\nmax_chars = 3", "usage.toml: not valid TOML"),
+    ("usage.toml", "[limits]\nmax_chars = 'many'", "usage.toml: [limits] key 'max_chars' must be a whole number"),
+    ("usage.toml", "[limits]\nmax_char = 3", "usage.toml: [limits] has unknown key 'max_char'"),
+    ("usage.toml", "[blocked.x]\noutcome = 'deny'", "usage.toml: [blocked.x] is missing the required key 'terms'"),
+    ("usage.toml", "[blocked.x]\nterms = ['a']\noutcome = 'block'", "[blocked.x] key 'outcome' must be one of allow"),
+    ("usage.toml", "[blocked.x]\nterms = [1, 2]", "[blocked.x] key 'terms' must be a list of non-empty strings"),
+    ("usage.toml", "[limitz]\nmax_chars = 3", "usage.toml: unknown section [limitz]"),
+    ("data.toml", "[licences]\nallowed = 'MIT'", "data.toml: [licences] key 'allowed' must be a list"),
+    ("data.toml", "[report]\nmax_items_listed = 5", "data.toml: the section [licences] is required"),
+    ("output.toml", "[degenerate]\nmin_std = -1", "output.toml: [degenerate] key 'min_std' must be a number >= 0"),
+    ("output.toml", b"\xff\xfe".decode("latin-1"), "output.toml"),
+])
+def test_malformed_policy_files_name_the_file_and_key(tmp_path, file, text, expected):
+    folder = broken_policy_dir(tmp_path, file, text)
+    with pytest.raises(PolicyError) as info:
+        load_policies(folder)
+    assert expected in str(info.value)
+
+
+def test_missing_policy_file_and_folder(tmp_path):
+    with pytest.raises(PolicyError, match="does not exist"):
+        load_policies(tmp_path / "nope")
+    folder = broken_policy_dir(tmp_path, "usage.toml", "")
+    (folder / "data.toml").unlink()
+    with pytest.raises(PolicyError, match="data.toml: missing"):
+        load_policies(folder)
+
+
+def test_the_policy_version_changes_with_any_edit(tmp_path):
+    folder = broken_policy_dir(tmp_path, "usage.toml", (DEFAULT_DIR / "usage.toml").read_text() + "\n# edited\n")
+    assert load_policies(folder).version != POLICIES.version
+
+
+# -- data policy ----------------------------------------------------------------------------------
+
+def item(line, licence="CC-BY-4.0", permission="allowed", attribution="Someone"):
+    return {"line": line, "image": f"{line}.png", "license": licence, "training_permission": permission,
+            "attribution": attribution}
+
+
+def test_data_policy_counts_excludes_and_refuses():
+    verdict = POLICIES.data.check_items([
+        item(1), item(2, "MIT"), item(3, permission="not allowed"), item(4, "LicenseRef-proprietary"),
+        item(5, "GPL-9"), item(6, attribution=""), item(7, "CC0-1.0", attribution=""),
+    ])
+    assert verdict.denied
+    assert verdict.licences == {"CC-BY-4.0": 1, "MIT": 1, "CC0-1.0": 1}
+    assert verdict.excluded == {"training not allowed by the rights holder": 1}
+    assert verdict.obligations["CC-BY-4.0"] == ["attribution"]
+    messages = " ".join(d.message for d in verdict.decisions)
+    assert "line 4 (4.png)" in messages and "line 5 (5.png)" in messages and "line 6 (6.png)" in messages
+
+
+def test_data_policy_allows_a_clean_set_and_judges_lineage():
+    assert not POLICIES.data.check_items([item(1), item(2, "CC0-1.0", attribution="")]).denied
+    assert POLICIES.data.check_lineage({"datasets": [{"name": "x", "licences": {"LicenseRef-apple": 3}}]}).denied
+    assert not POLICIES.data.check_lineage({"datasets": [{"name": "x", "licences": {"CC-BY-4.0": 3}}]}).denied
+
+
+# -- output policy --------------------------------------------------------------------------------
+
+def drawing(seed=0, size=64):
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.integers(0, size - 10, 2)
+        draw.ellipse((x, y, x + 12, y + 12), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return image
+
+
+def test_output_policy_denies_blank_and_smooth_images():
+    assert POLICIES.output.check_image(Image.new("RGB", (64, 64), (120, 30, 200))).decisions[0].rule_id == \
+        "output.degenerate.blank"
+    gradient = np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (256, 1))
+    smooth = POLICIES.output.check_image(np.stack([gradient] * 3, axis=-1))
+    assert smooth.decisions[0].rule_id == "output.degenerate.detail"
+    assert POLICIES.output.check_image(drawing()).outcome is Outcome.ALLOW
+
+
+def test_output_policy_denies_near_copies_of_training_images():
+    training = [(f"img{i}", drawing(i)) for i in range(20)]
+    index = NearCopyIndex.build(training)
+    copy = training[7][1].resize((48, 48)).resize((64, 64))
+    verdict = POLICIES.output.check_image(copy, index)
+    assert verdict.denied and verdict.decisions[0].evidence["training_item"] == "img7"
+    assert POLICIES.output.check_image(drawing(99), index).outcome is Outcome.ALLOW
+    assert NearCopyIndex.from_json(json.loads(json.dumps(index.to_json()))).names == index.names
+
+
+def test_output_policy_runs_plugged_in_checks():
+    from policies import Decision, OutputPolicy
+
+    def too_red(image):
+        r, g, b = np.asarray(image, dtype=float).mean(axis=(0, 1))
+        return [Decision(Outcome.REVIEW, "site.too_red", "Mostly red.")] if r > g + b else []
+
+    policy = OutputPolicy({}, "v", extra_checks=[too_red])
+    red = drawing(1)
+    red.paste((255, 0, 0), (0, 0, 64, 50))
+    assert policy.check_image(red).outcome is Outcome.REVIEW
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "policies", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_check_caption_denies_evasions_and_allows_innocent_words():
+    denied = run_cli("check-caption", "a n.u.d.e beach")
+    assert denied.returncode == 1 and "usage.blocked.sexual_content" in denied.stdout
+    allowed = run_cli("check-caption", "grape juice from Scunthorpe")
+    assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOW")
+
+
+def test_cli_check_dataset_refuses_unknown_licences_and_lists_items(tmp_path):
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps({
+        "image": f"{i}.png", "captions": ["x"], "license": lic, "source": "s", "attribution": "a",
+        "training_permission": "allowed"}) for i, lic in enumerate(["CC-BY-4.0", "LicenseRef-Apple-proprietary", "???"])))
+    result = run_cli("check-dataset", str(tmp_path))
+    assert result.returncode == 1
+    assert "line 2 (1.png)" in result.stdout and "line 3 (2.png)" in result.stdout and "data.licence" in result.stdout
+
+
+def test_cli_check_image_and_bad_files(tmp_path):
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "blank.png")
+    assert run_cli("check-image", str(tmp_path / "blank.png")).returncode == 1
+    (tmp_path / "not-image.png").write_text("hello")
+    result = run_cli("check-image", str(tmp_path / "not-image.png"))
+    assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
