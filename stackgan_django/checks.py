@@ -73,6 +73,5 @@ def check_development_choices(app_configs=None, **kwargs):
     if getattr(settings, "DEVELOPMENT_SECRET_KEY", None) == settings.SECRET_KEY:
         warnings.append(Warning("SECRET_KEY is the development key", hint="Set DJANGO_SECRET_KEY.",
                                 id="stackgan_django.W104"))
-    if settings.DEBUG:
-        warnings.append(Warning("DEBUG is on", hint="Set DJANGO_DEBUG=0.", id="stackgan_django.W105"))
+    # DEBUG is Django's own security.W018.
     return warnings

@@ -1,0 +1,229 @@
+"""Services, state machines, the audit chain, checks and bad input (database, no worker)."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.utils import timezone
+from PIL import Image
+
+from policies import Decision, Outcome, Verdict
+from stackgan_django import services
+from stackgan_django.audit import verify_chain
+from stackgan_django.models import AppendOnlyError, Asset, AuditEvent, GenerationRequest, PolicyDecision
+
+State = GenerationRequest.State
+
+
+@pytest.fixture
+def no_broker(monkeypatch):
+    """Record what would be enqueued instead of sending it: these tests are about the database."""
+    sent = []
+    monkeypatch.setattr(services, "enqueue", lambda request_id, countdown=None: sent.append(request_id))
+    return sent
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"caption": ""}, "caption"), ({"caption": "   \u00a0 "}, "caption"), ({"caption": "x" * 1001}, "caption"),
+    ({"caption": 42}, "caption"), ({"num_images": 0}, "num_images"), ({"num_images": 9}, "num_images"),
+    ({"num_images": "4"}, "num_images"), ({"num_images": True}, "num_images"), ({"seed": -1}, "seed"),
+    ({"seed": 2**64}, "seed"), ({"seed": 1.5}, "seed"),
+])
+def test_bad_submissions_are_refused_and_write_nothing(db, active_model, no_broker, kwargs, field):
+    events_before = AuditEvent.objects.count()
+    with pytest.raises(services.InvalidSubmission) as info:
+        services.submit_request(**{"caption": "a cat", "num_images": 2, **kwargs})
+    assert field in info.value.errors and info.value.errors[field]
+    assert GenerationRequest.objects.count() == 0 and AuditEvent.objects.count() == events_before
+    assert no_broker == []
+
+
+def test_submission_without_an_active_model_is_refused(db, no_broker):
+    with pytest.raises(services.NoActiveModel, match="No model version is active"):
+        services.submit_request(caption="a cat")
+    assert GenerationRequest.objects.count() == 0
+
+
+def test_word_pasted_captions_are_tidied(db, active_model, no_broker):
+    request = services.submit_request(caption="  a \u201cquoted\u201d\u00a0cat \U0001F431  ", num_images=1)
+    assert request.caption == "a \u201cquoted\u201d cat \U0001F431" and request.state == State.QUEUED
+
+
+def test_denied_caption_is_recorded_and_never_queued(db, active_model, no_broker, users):
+    request = services.submit_request(caption="a n.u.d.e figure", num_images=2, user=users[0])
+    assert request.state == State.POLICY_DENIED and no_broker == []
+    decision = request.decisions.get(outcome="deny")
+    assert decision.rule_id == "usage.blocked.sexual_content" and decision.evidence["matched"] == "n.u.d.e"
+    assert decision.policy_version == request.policy_version and len(request.policy_version) == 64
+    assert AuditEvent.objects.get(action="request.denied").object_id == str(request.pk)
+
+
+def test_allowed_caption_is_queued_after_commit_with_an_allow_record(db, active_model, no_broker, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        request = services.submit_request(caption="a red apple", num_images=2)
+    assert no_broker == [request.pk]
+    assert request.seed is not None  # a seed is always stored, so any image can be made again
+    assert list(request.decisions.values_list("rule_id", flat=True)) == ["usage.no_rule_fired"]
+
+
+def test_review_outcome_flags_the_request(db, active_model, no_broker):
+    request = services.submit_request(caption="a toy gun", num_images=1)
+    assert request.state == State.QUEUED and request.flagged
+
+
+def test_broken_policy_files_fail_closed(db, active_model, no_broker, settings, tmp_path):
+    (tmp_path / "usage.toml").write_text("[limits\n")
+    settings.STACKGAN = {"POLICY_DIR": str(tmp_path)}
+    request = services.submit_request(caption="a red apple")
+    assert request.state == State.POLICY_DENIED
+    assert request.decisions.get().rule_id == "policy.unavailable"
+
+
+def allowed_verdict():
+    return Verdict("output", "v", [])
+
+
+def fake_output(index, seed=1, verdict=None):
+    image = Image.effect_noise((16, 16), 60).convert("RGB")
+    return services.GeneratedOutput(index, seed, image, verdict or allowed_verdict())
+
+
+def test_worker_transitions_and_idempotence(db, active_model, no_broker):
+    request = services.submit_request(caption="a red apple", num_images=2)
+    started = services.start_request(request.pk)
+    assert started.state == State.RUNNING and started.attempts == 1
+    assert services.start_request(request.pk) is None  # running elsewhere, not stale: leave it
+    denied = Verdict("output", "v", [Decision(Outcome.DENY, "output.degenerate.blank", "flat")])
+    assets = services.finish_request(request.pk, [fake_output(0), fake_output(1, verdict=denied)], 0.5)
+    assert [a.index for a in assets] == [0]
+    assert PolicyDecision.objects.filter(request=request, rule_id="output.degenerate.blank").exists()
+    request.refresh_from_db()
+    assert request.state == State.DONE and request.compute_seconds == 0.5
+    assert services.start_request(request.pk) is None  # done: a duplicate message does nothing
+    with pytest.raises(services.TransitionError):
+        services.finish_request(request.pk, [fake_output(1)], 0.1)
+    assert Asset.objects.filter(request=request).count() == 1
+    with pytest.raises(services.UnknownRequest):
+        services.start_request(123456)
+
+
+def test_failures_retry_then_fail_and_a_person_can_retry(db, active_model, no_broker, settings):
+    settings.STACKGAN = {"MAX_ATTEMPTS": 2}
+    request = services.submit_request(caption="a red apple", num_images=1)
+    services.start_request(request.pk)
+    assert services.fail_request(request.pk, "CUDA out of memory").state == State.QUEUED
+    services.start_request(request.pk)
+    failed = services.fail_request(request.pk, "CUDA out of memory")
+    assert failed.state == State.FAILED and failed.error == "CUDA out of memory"
+    assert not failed.assets.exists()
+    retried = services.retry_request(request.pk)
+    assert retried.state == State.QUEUED and retried.attempts == 0
+    with pytest.raises(services.TransitionError, match="Only failed requests"):
+        services.retry_request(request.pk)
+
+
+def test_sweeper_requeues_stale_requests(db, active_model, no_broker):
+    stuck = services.submit_request(caption="a red apple", num_images=1)
+    running = services.submit_request(caption="a blue bird", num_images=1)
+    fresh = services.submit_request(caption="a green tree", num_images=1)
+    services.start_request(running.pk)
+    past = timezone.now() - timedelta(hours=2)
+    GenerationRequest.objects.filter(pk__in=[stuck.pk, running.pk]).update(queued_at=past)
+    GenerationRequest.objects.filter(pk=running.pk).update(started_at=past)
+    no_broker.clear()
+    swept = services.sweep_stale_requests()
+    assert sorted(swept) == sorted([stuck.pk, running.pk]) and fresh.pk not in swept
+    assert GenerationRequest.objects.get(pk=running.pk).state == State.QUEUED
+
+
+def make_asset(request_id):
+    services.start_request(request_id)
+    return services.finish_request(request_id, [fake_output(0)], 0.1)[0]
+
+
+def test_review_state_machine(db, active_model, no_broker, users):
+    _, reviewer = users
+    request = services.submit_request(caption="a red apple", num_images=1)
+    asset = make_asset(request.pk)
+    with pytest.raises(services.TransitionError):
+        services.revoke_asset(asset.pk, reviewer)  # only approved assets can be revoked
+    services.approve_asset(asset.pk, reviewer, note="good")
+    with pytest.raises(services.TransitionError, match="approved"):
+        services.reject_asset(asset.pk, reviewer)
+    revoked = services.revoke_asset(asset.pk, reviewer, note="licence question")
+    assert revoked.state == Asset.State.REVOKED
+    assert list(revoked.reviews.values_list("decision", flat=True)) == ["approve", "revoke"]
+
+
+def test_audit_chain_detects_edits_deletions_and_is_append_only(db, active_model, no_broker):
+    for caption in ("a red apple", "a blue bird", "a green tree"):
+        services.submit_request(caption=caption, num_images=1)
+    assert verify_chain().ok
+    event = AuditEvent.objects.get(sequence=3)
+    with pytest.raises(AppendOnlyError):
+        event.save()
+    with pytest.raises(AppendOnlyError):
+        event.delete()
+    # A quiet edit straight in the database is caught, and the first broken link is named.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE stackgan_django_auditevent SET actor = 'someone else' WHERE sequence = 3")
+    report = verify_chain()
+    assert not report.ok and report.broken_at == 3 and "edited" in report.problem
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="BROKEN at event #3"):
+        call_command("verify_audit_chain", stdout=out)
+
+
+def test_audit_chain_detects_a_removed_event(db, active_model, no_broker):
+    for caption in ("a red apple", "a blue bird"):
+        services.submit_request(caption=caption, num_images=1)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM stackgan_django_auditevent WHERE sequence = 2")
+    report = verify_chain()
+    assert not report.ok and report.broken_at == 2 and "missing" in report.problem
+
+
+def test_model_activation_checks_lineage_against_the_data_policy(db, tiny_checkpoint, tmp_path):
+    import json
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_checkpoint, bad)
+    lineage = {"datasets": [{"name": "apple64", "licences": {"LicenseRef-Apple-proprietary-emoji": 10}}]}
+    (bad / "lineage.json").write_text(json.dumps(lineage))
+    with pytest.raises(services.WorkflowError, match="cannot be activated.*LicenseRef-Apple"):
+        services.register_model_version("bad", bad, activate=True)
+    good = services.register_model_version("good", tiny_checkpoint, activate=True)
+    assert good.is_active
+    assert AuditEvent.objects.filter(action="model.activated").count() == 1
+
+
+def test_migrations_are_up_to_date(db):
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_check_is_clean_and_deploy_check_names_the_development_defaults(db, active_model):
+    from django.core.checks import run_checks
+
+    assert [m for m in run_checks(include_deployment_checks=False) if m.is_serious()] == []
+    ids = {m.id for m in run_checks(include_deployment_checks=True)}
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        assert "stackgan_django.W101" in ids
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        assert "stackgan_django.W102" in ids
+    assert {"stackgan_django.W103", "stackgan_django.W104"} <= ids
+
+
+def test_unknown_stackgan_settings_are_an_error(settings):
+    from django.core.checks import run_checks
+
+    settings.STACKGAN = {"MAX_IMAGE_PER_REQUEST": 3}
+    errors = [m for m in run_checks() if m.id == "stackgan_django.E001"]
+    assert errors and "MAX_IMAGE_PER_REQUEST" in errors[0].msg
