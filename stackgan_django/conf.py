@@ -38,9 +38,24 @@ DEFAULTS: dict[str, Any] = {
     "REQUEST_DEADLINE_SECONDS": 900,
     "MAX_ATTEMPTS": 3,
     "QUEUE": "gpu",
+    # Provenance. The signer class (dotted path) and its constructor arguments: DevelopmentSigner
+    # (a CA made on first use under var/signing), PemFileSigner or CallbackSigner (KMS / HSM).
+    "SIGNER": "stackgan_django.provenance.signers.DevelopmentSigner",
+    "SIGNER_OPTIONS": {},
+    # A timestamp authority; when it cannot be reached the request waits as "signing pending".
+    "TSA_URL": None,
+    # Extra PEM files of trusted roots for verification (e.g. a previous signing CA).
+    "TRUST_ANCHORS": [],
+    # Only a hash of the caption goes into the manifest unless this is True.
+    "INCLUDE_CAPTION_IN_MANIFEST": False,
+    # The cawg.training-mining wish recorded in every file: "notAllowed", "allowed" or "constrained".
+    "TRAINING_MINING": "notAllowed",
+    # Secret for the invisible watermark and pseudonymous ids; None = derived from SECRET_KEY.
+    "WATERMARK_KEY": None,
+    "WATERMARK_STRENGTH": 2.0,
 }
 
-IMPORT_STRINGS = ("GENERATOR_BACKEND",)
+IMPORT_STRINGS = ("GENERATOR_BACKEND", "SIGNER")
 
 
 class AppSettings:

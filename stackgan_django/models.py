@@ -95,6 +95,12 @@ class Asset(models.Model):
     height = models.PositiveIntegerField()
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING_REVIEW, db_index=True)
     flagged = models.BooleanField(default=False)
+    mark_id = models.PositiveBigIntegerField(null=True, blank=True, unique=True,
+                                             help_text="id carried by the invisible watermark")
+    approved_file = models.FileField(storage=asset_storage, max_length=300, blank=True,
+                                     help_text="the signed file with the review manifest; what the API serves")
+    provenance_state = models.CharField(max_length=20, blank=True, help_text="C2PA validation when signed")
+    provenance = models.JSONField(default=dict, blank=True, help_text="verification report of the stored file")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 

@@ -5,7 +5,6 @@ tasks and commands call these functions; none of them changes state on its own."
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import secrets
 import unicodedata
@@ -205,10 +204,41 @@ def start_request(request_id: int) -> GenerationRequest | None:
 
 @dataclass
 class GeneratedOutput:
+    """One generated image after the output policy; ``signed`` is the stamped PNG (None if denied)."""
+
     index: int
     seed: int
     image: Image.Image
     verdict: Verdict
+    signed: bytes | None = None
+    mark_id: int | None = None
+    provenance: dict[str, Any] | None = None
+
+
+def new_mark_id() -> int:
+    """A 32-bit watermark id not yet used by any asset."""
+    while True:
+        candidate = secrets.randbelow(2**32 - 1) + 1
+        if not Asset.objects.filter(mark_id=candidate).exists():
+            return candidate
+
+
+def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> GeneratedOutput:
+    """Watermark, write XMP, sign the C2PA manifest and verify the result (worker side).
+
+    Raises provenance.SigningUnavailable (try later) or SignerConfigurationError (operator must
+    fix): never returns an unsigned image."""
+    from stackgan_django import provenance
+
+    decisions = [{"rule_id": d.rule_id, "outcome": d.outcome, "stage": d.stage}
+                 for d in request.decisions.all()] + [
+                {"rule_id": d.rule_id, "outcome": d.outcome.value, "stage": "output"} for d in output.verdict.decisions]
+    output.mark_id = new_mark_id()
+    png = provenance.embed_mark_and_xmp(output.image, output.mark_id)
+    output.signed = provenance.sign_generated(png, model_version=request.model_version, request=request,
+                                              decisions=decisions, mark_id=output.mark_id)
+    output.provenance = provenance.verify_bytes(output.signed).to_dict()
+    return output
 
 
 def finish_request(request_id: int, outputs: list[GeneratedOutput], compute_seconds: float) -> list[Asset]:
@@ -228,12 +258,14 @@ def finish_request(request_id: int, outputs: list[GeneratedOutput], compute_seco
             if output.verdict.denied:
                 _store_decisions(output.verdict, request=request)
                 continue
-            buffer = io.BytesIO()
-            output.image.save(buffer, format="PNG", optimize=False)
-            data = buffer.getvalue()
+            if output.signed is None:
+                raise TransitionError("an image must be signed before it is stored; no asset is kept unsigned")
+            data = output.signed
             asset = Asset(request=request, index=output.index, seed=output.seed, width=output.image.width,
                           height=output.image.height, sha256=hashlib.sha256(data).hexdigest(),
-                          flagged=request.flagged or output.verdict.needs_review)
+                          flagged=request.flagged or output.verdict.needs_review, mark_id=output.mark_id,
+                          provenance=output.provenance or {},
+                          provenance_state=(output.provenance or {}).get("state", ""))
             name = f"{app_settings.STORAGE_PREFIX}/{request.public_id}/{output.index}.png"
             asset.file.save(name, ContentFile(data), save=False)
             asset.save()
@@ -265,6 +297,23 @@ def fail_request(request_id: int, error: str) -> GenerationRequest:
                      attempt=request.attempts, error=error[:500])
         if retry:
             transaction.on_commit(lambda: enqueue(request.pk, countdown=5 * request.attempts))
+        return request
+
+
+def defer_request(request_id: int, reason: str, countdown: float = 60) -> GenerationRequest:
+    """RUNNING -> QUEUED without using up an attempt: signing is pending (a timestamp authority is
+    unreachable), the request will run again, and nothing is stored unsigned meanwhile."""
+    with transaction.atomic():
+        request = _locked(request_id)
+        if request.state != State.RUNNING:
+            raise TransitionError(f"request {request_id} is {request.state}, not running")
+        request.state = State.QUEUED
+        request.attempts = max(0, request.attempts - 1)
+        request.error = f"signing pending: {reason}"[:2000]
+        request.queued_at = timezone.now()
+        request.save(update_fields=["state", "attempts", "error", "queued_at"])
+        record_event("request.signing_pending", request, "worker", reason=reason[:500])
+        transaction.on_commit(lambda: enqueue(request.pk, countdown=countdown))
         return request
 
 
@@ -334,11 +383,35 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
             )
         asset.state = target
         asset.decided_at = timezone.now()
-        asset.save(update_fields=["state", "decided_at"])
+        fields = ["state", "decided_at"]
+        if target == Asset.State.APPROVED:
+            _sign_approval(asset, reviewer, note)
+            fields += ["approved_file", "provenance", "provenance_state"]
+        asset.save(update_fields=fields)
         Review.objects.create(asset=asset, reviewer=reviewer if getattr(reviewer, "pk", None) else None,
                               decision=decision, note=note or "")
         record_event(f"asset.{target.value}", asset, reviewer, note=note or "", request=asset.request_id)
         return asset
+
+
+def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
+    """Sign a review manifest whose parent ingredient is the generated file; keep both files."""
+    from django.core.files.base import ContentFile
+
+    from stackgan_django import provenance
+
+    with asset.file.open("rb") as handle:
+        generated = handle.read()
+    reviewer_id = provenance.pseudonym("user", reviewer.pk) if getattr(reviewer, "pk", None) else "system"
+    try:
+        approved = provenance.sign_review(generated, asset_public_id=str(asset.public_id), decision="approve",
+                                          reviewer=reviewer_id, note=note or "")
+    except (provenance.SignerConfigurationError, provenance.SigningUnavailable) as exc:
+        raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
+    name = asset.file.name.rsplit(".", 1)[0] + "-approved.png"
+    asset.approved_file.save(name, ContentFile(approved), save=False)
+    asset.provenance = provenance.verify_bytes(approved).to_dict()
+    asset.provenance_state = asset.provenance.get("state", "")
 
 
 def approve_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
@@ -401,3 +474,27 @@ def activate_model_version(model_version_id: int, user: Any = None) -> ModelVers
         model_version.save(update_fields=["is_active"])
         record_event("model.activated", model_version, user, policy_version=verdict.policy_version)
         return model_version
+
+
+# -- verification ------------------------------------------------------------------------------------
+
+def verify_file(data: bytes) -> dict[str, Any]:
+    """Verify any file: its C2PA manifest, our watermark, and which asset (if any) it is.
+    Used by the verify command, the admin upload page and the API. Never raises."""
+    from django.db.models import Q
+
+    from stackgan_django import provenance
+
+    report = provenance.verify_bytes(data).to_dict()
+    digest = hashlib.sha256(data).hexdigest()
+    query = Q(sha256=digest)
+    if report["watermark"].get("found"):
+        query |= Q(mark_id=report["watermark"]["mark_id"])
+    match = None
+    for asset in Asset.objects.filter(query).select_related("request")[:1]:
+        match = {"id": asset.pk, "public_id": str(asset.public_id), "state": asset.state,
+                 "request_id": asset.request_id, "exact_file": asset.sha256 == digest,
+                 "found_by": "file hash" if asset.sha256 == digest else "watermark"}
+    report["asset"] = match
+    report["sha256"] = digest
+    return report

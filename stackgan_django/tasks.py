@@ -12,6 +12,7 @@ from stackgan_django import services
 from stackgan_django.conf import app_settings
 from stackgan_django.generation import backend_for
 from stackgan_django.governance import current_policies
+from stackgan_django.provenance import SigningUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,15 @@ def generate(request_id: int) -> str:
             services.GeneratedOutput(index, item.seed, item.image, policies.output.check_image(item.image, near_copies))
             for index, item in enumerate(rendered)
         ]
+        for output in outputs:
+            if not output.verdict.denied:
+                services.stamp_output(request, output)
         services.finish_request(request.pk, outputs, compute_seconds)
         return "done"
+    except SigningUnavailable as exc:
+        logger.warning("request %s: signing pending (%s); it will run again", request_id, exc)
+        services.defer_request(request.pk, str(exc))
+        return "signing pending"
     except Exception as exc:  # every failure leaves the row retryable, never half-written
         logger.exception("request %s failed", request_id)
         services.fail_request(request.pk, f"{type(exc).__name__}: {exc}")

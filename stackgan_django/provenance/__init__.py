@@ -1,0 +1,19 @@
+"""Provenance: C2PA manifests for generated images and their reviews, an invisible watermark as a
+second, durable mark, and verification of any file that turns up."""
+
+from stackgan_django.provenance.manifests import (
+    DIGITAL_SOURCE_TYPE,
+    VerificationReport,
+    embed_mark_and_xmp,
+    get_signer,
+    pseudonym,
+    sign_generated,
+    sign_review,
+    verify_bytes,
+)
+from stackgan_django.provenance.signers import SignerConfigurationError, SigningUnavailable
+
+__all__ = [
+    "DIGITAL_SOURCE_TYPE", "SignerConfigurationError", "SigningUnavailable", "VerificationReport",
+    "embed_mark_and_xmp", "get_signer", "pseudonym", "sign_generated", "sign_review", "verify_bytes",
+]

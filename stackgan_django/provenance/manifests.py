@@ -1,0 +1,307 @@
+"""Building, signing and reading C2PA manifests with c2pa-python."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+import stackgan_django
+from stackgan_django import watermark
+from stackgan_django.conf import app_settings
+from stackgan_django.provenance.signers import C2PA_EKUS, BaseSigner, SignerConfigurationError, SigningUnavailable
+
+logger = logging.getLogger(__name__)
+
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+GENERATION_LABEL = "org.stackgan-django.generation"
+LINEAGE_LABEL = "org.stackgan-django.training-data"
+REVIEW_LABEL = "org.stackgan-django.review"
+CLAIM_GENERATOR = {"name": "stackgan-django", "version": stackgan_django.__version__}
+MIME_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+_per_process: dict[str, Any] = {}
+
+
+def _cached(name: str, factory):
+    """One signer / context per process: c2pa objects made before a fork are invalid in the child."""
+    if _per_process.get("pid") != os.getpid():
+        _per_process.clear()
+        _per_process["pid"] = os.getpid()
+    if name not in _per_process:
+        _per_process[name] = factory()
+    return _per_process[name]
+
+
+def reset_cache() -> None:
+    _per_process.clear()
+
+
+def get_signer() -> BaseSigner:
+    def build() -> BaseSigner:
+        signer_class = app_settings.SIGNER
+        options = dict(app_settings.SIGNER_OPTIONS or {})
+        if app_settings.TSA_URL:
+            options.setdefault("tsa_url", app_settings.TSA_URL)
+        try:
+            return signer_class(**options)
+        except TypeError as exc:
+            raise SignerConfigurationError(f"STACKGAN['SIGNER_OPTIONS'] do not fit {signer_class.__name__}: {exc}") from exc
+    return _cached("signer", build)
+
+
+def trust_anchors() -> str:
+    extra = ""
+    for path in app_settings.TRUST_ANCHORS or []:
+        with open(path) as handle:
+            extra += handle.read()
+    return get_signer().trust_anchor_pem() + extra
+
+
+def _settings(for_signing: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "version": 1,
+        "trust": {"trust_config": "\n".join(C2PA_EKUS) + "\n", "user_anchors": trust_anchors()},
+        # Verification must never reach the network: no remote manifests, no OCSP.
+        "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+    }
+    if for_signing:
+        data["builder"] = {"claim_generator_info": CLAIM_GENERATOR,
+                           "thumbnail": {"enabled": True, "long_edge": 256, "format": "jpeg"}}
+    return data
+
+
+def _context(for_signing: bool):
+    import c2pa
+
+    return _cached(f"context-{for_signing}", lambda: c2pa.Context.from_dict(_settings(for_signing)))
+
+
+def pseudonym(kind: str, value: Any) -> str:
+    """A stable id that leads back to a person only through our database and secret."""
+    key = (app_settings.WATERMARK_KEY or _secret()).encode()
+    return f"{kind}-" + hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _secret() -> str:
+    from django.conf import settings
+
+    return settings.SECRET_KEY
+
+
+def watermark_key() -> bytes:
+    return hashlib.sha256(("stackgan-watermark:" + (app_settings.WATERMARK_KEY or _secret())).encode()).digest()
+
+
+XMP_TEMPLATE = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+ Iptc4xmpExt:DigitalSourceType="{source_type}"/>
+</rdf:RDF></x:xmpmeta>
+<?xpacket end="w"?>"""
+
+
+def embed_mark_and_xmp(image: Image.Image, mark_id: int) -> bytes:
+    """Watermark the pixels, then encode as PNG with the IPTC digital source type in XMP."""
+    marked = watermark.embed(image, mark_id, watermark_key(), strength=app_settings.WATERMARK_STRENGTH)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP_TEMPLATE.format(source_type=DIGITAL_SOURCE_TYPE))
+    buffer = io.BytesIO()
+    marked.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _training_mining() -> dict[str, Any]:
+    use = app_settings.TRAINING_MINING
+    return {"label": "cawg.training-mining", "data": {"entries": {
+        name: {"use": use} for name in
+        ("cawg.ai_generative_training", "cawg.ai_inference", "cawg.ai_training", "cawg.data_mining")}}}
+
+
+def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]], mark_id: int) -> dict[str, Any]:
+    lineage = model_version.lineage or {}
+    generation: dict[str, Any] = {
+        "model_version": model_version.name,
+        "model_version_id": model_version.pk,
+        "checkpoint_sha256": model_version.checkpoint_sha256,
+        "caption_sha256": hashlib.sha256(request.caption.encode()).hexdigest(),
+        "request_id": str(request.public_id),
+        "requester": pseudonym("user", request.requested_by_id) if request.requested_by_id else "system",
+        "purpose": request.purpose,
+        "policy_version": request.policy_version,
+        "policy_decisions": decisions,
+        "watermark_id": mark_id,
+        "trained": model_version.trained,
+    }
+    if app_settings.INCLUDE_CAPTION_IN_MANIFEST:
+        generation["caption"] = request.caption
+    training_data = {
+        "datasets": [
+            {"name": d.get("name"), "manifest_sha256": d.get("manifest_sha256"), "items": d.get("items_used"),
+             "licences": d.get("licences", {}), "attributions": d.get("attributions", [])[:50]}
+            for d in lineage.get("datasets", [])
+        ],
+    }
+    return {
+        "claim_generator_info": [CLAIM_GENERATOR],
+        "title": f"generated-{request.public_id}.png",
+        "format": "image/png",
+        "assertions": [
+            {"label": "c2pa.actions", "data": {"actions": [{
+                "action": "c2pa.created",
+                "digitalSourceType": DIGITAL_SOURCE_TYPE,
+                "softwareAgent": {"name": "stackgan-django StackGAN++", "version": model_version.name},
+            }]}},
+            {"label": GENERATION_LABEL, "data": generation},
+            {"label": LINEAGE_LABEL, "data": training_data},
+            _training_mining(),
+        ],
+    }
+
+
+def _sign(manifest: dict[str, Any], source: bytes, mime: str, parent: bytes | None = None) -> bytes:
+    import c2pa
+
+    signer_config = get_signer()
+    problems = signer_config.problems()
+    if problems:
+        raise SignerConfigurationError("; ".join(problems))
+    signer = _cached("c2pa-signer", signer_config.c2pa_signer)
+    output = io.BytesIO()
+    try:
+        with c2pa.Builder(manifest, context=_context(for_signing=True)) as builder:
+            if parent is not None:
+                builder.add_ingredient({"title": manifest["title"].replace("approved", "generated"),
+                                        "relationship": "parentOf", "label": "generated-file"},
+                                       mime, io.BytesIO(parent))
+            builder.sign(signer, mime, io.BytesIO(source), output)
+    except c2pa.C2paError as exc:
+        text = str(exc)
+        if signer_config.tsa_url and any(w in text.lower() for w in ("timestamp", "tsa", "http", "connect", "network")):
+            raise SigningUnavailable(f"the timestamp authority {signer_config.tsa_url} could not be reached: {text}") from exc
+        raise SignerConfigurationError(f"signing failed: {text}") from exc
+    return output.getvalue()
+
+
+def sign_generated(png: bytes, *, model_version, request, decisions: list[dict[str, Any]], mark_id: int) -> bytes:
+    manifest = generated_manifest(model_version=model_version, request=request, decisions=decisions, mark_id=mark_id)
+    return _sign(manifest, png, "image/png")
+
+
+def sign_review(signed: bytes, *, asset_public_id: str, decision: str, reviewer: str, note: str) -> bytes:
+    """A new manifest recording the review, whose parent ingredient is the generated file."""
+    manifest = {
+        "claim_generator_info": [CLAIM_GENERATOR],
+        "title": f"approved-{asset_public_id}.png",
+        "format": "image/png",
+        "assertions": [
+            {"label": "c2pa.actions", "data": {"actions": [
+                {"action": "c2pa.opened", "parameters": {"ingredientIds": ["generated-file"]}},
+                {"action": "c2pa.published" if decision == "approve" else "c2pa.unknown",
+                 "parameters": {"description": f"reviewed: {decision}"}},
+            ]}},
+            {"label": REVIEW_LABEL, "data": {
+                "decision": decision, "reviewer": reviewer, "note_sha256": hashlib.sha256(note.encode()).hexdigest(),
+                "reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"), "asset": asset_public_id,
+            }},
+            _training_mining(),
+        ],
+    }
+    return _sign(manifest, signed, "image/png", parent=signed)
+
+
+@dataclass
+class VerificationReport:
+    state: str  # Trusted | Valid | Invalid | No manifest | Not an image
+    message: str
+    format: str | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    watermark: dict[str, Any] = field(default_factory=dict)
+    trust_anchor: str = "stackgan-django signer's CA"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def generated_by_us(self) -> bool:
+        return any(GENERATION_LABEL in m.get("assertions", {}) for m in self.manifests)
+
+
+def _readable_manifests(store: dict[str, Any]) -> list[dict[str, Any]]:
+    """Active manifest first, then its ancestors, with the assertions a person needs."""
+    manifests = store.get("manifests", {})
+    order, label = [], store.get("active_manifest")
+    while label and label in manifests and label not in order:
+        order.append(label)
+        parents = [i for i in manifests[label].get("ingredients", []) if i.get("relationship") == "parentOf"]
+        label = parents[0].get("active_manifest") if parents else None
+    readable = []
+    for label in order + [m for m in manifests if m not in order]:
+        manifest = manifests[label]
+        assertions = {a["label"]: a.get("data") for a in manifest.get("assertions", [])}
+        signature = manifest.get("signature_info", {})
+        readable.append({
+            "label": label,
+            "title": manifest.get("title"),
+            "claim_generator": [f"{g.get('name')} {g.get('version', '')}".strip() for g in manifest.get("claim_generator_info", [])],
+            "signed_by": signature.get("common_name") or signature.get("issuer"),
+            "issuer": signature.get("issuer"),
+            "signed_at": signature.get("time"),
+            "assertions": assertions,
+            "ingredients": [{"title": i.get("title"), "relationship": i.get("relationship")}
+                            for i in manifest.get("ingredients", [])],
+        })
+    return readable
+
+
+def verify_bytes(data: bytes) -> VerificationReport:
+    """Verify a file's C2PA manifest against our trust anchors and look for our watermark.
+    Never raises: every problem is a state and a message."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format
+            image.load()
+            pixels = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        return VerificationReport("Not an image", f"The file is not a readable image ({type(exc).__name__}).")
+    mark = watermark.detect(pixels, watermark_key())
+    mark_info = {"found": mark.found, "mark_id": mark.mark_id, "confidence": round(mark.confidence, 2)}
+    mime = MIME_BY_FORMAT.get(image_format or "")
+    if mime is None:
+        return VerificationReport("No manifest", f"{image_format} files carry no C2PA manifest we can read.",
+                                  image_format, watermark=mark_info)
+    try:
+        import c2pa
+
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=_context(for_signing=False))
+    except Exception as exc:  # a damaged manifest store: report it, never raise to the user
+        return VerificationReport("Invalid", f"The C2PA data in the file cannot be read: {exc}", image_format,
+                                  [{"code": "manifest.unreadable", "explanation": str(exc)[:300]}], watermark=mark_info)
+    if reader is None:
+        return VerificationReport("No manifest", "The file carries no C2PA manifest (it may have been re-encoded).",
+                                  image_format, watermark=mark_info)
+    with reader:
+        state = reader.get_validation_state() or "Invalid"
+        results = reader.get_validation_results() or {}
+        store = json.loads(reader.json())
+    failures = [{"code": f.get("code", ""), "explanation": f.get("explanation", "")}
+                for f in (results.get("activeManifest") or {}).get("failure", [])]
+    for delta in results.get("ingredientDeltas", []) or []:
+        failures += [{"code": f.get("code", ""), "explanation": f.get("explanation", "")}
+                     for f in (delta.get("validationDeltas") or {}).get("failure", [])]
+    messages = {
+        "Trusted": "The manifest is intact and signed by a certificate our trust anchor vouches for.",
+        "Valid": "The manifest is intact but signed by a certificate we do not trust (another signer).",
+        "Invalid": "The file or its manifest was changed after signing, or the signature is broken.",
+    }
+    return VerificationReport(state, messages.get(state, state), image_format, failures,
+                              _readable_manifests(store), mark_info)
