@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 
 from stackgan_django import services
@@ -116,6 +120,16 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
 
 
+class VerifyUploadForm(forms.Form):
+    file = forms.FileField(help_text="PNG, JPEG or WebP, up to 50 MB")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > 50 * 1024 * 1024:
+            raise forms.ValidationError("The file is larger than 50 MB.")
+        return upload
+
+
 class ReviewNoteForm(admin.helpers.ActionForm):
     note = forms.CharField(required=False, label="Review note", widget=forms.TextInput(attrs={"size": 40}))
 
@@ -142,7 +156,31 @@ class AssetAdmin(admin.ModelAdmin):
     ordering = ("created_at",)
     action_form = ReviewNoteForm
     actions = ["approve_selected", "reject_selected", "revoke_selected"]
-    readonly_fields = [f.name for f in Asset._meta.fields] + ["image"]
+    exclude = ["provenance"]
+    readonly_fields = [f.name for f in Asset._meta.fields if f.name != "provenance"] + ["image", "provenance_report"]
+    change_list_template = "admin/stackgan_django/asset_change_list.html"
+
+    def get_urls(self):
+        return [path("verify/", self.admin_site.admin_view(self.verify_view), name="stackgan_django_asset_verify"),
+                *super().get_urls()]
+
+    def verify_view(self, request):
+        """Compliance staff upload any file and see whether it is ours, approved, and unaltered."""
+        if not request.user.has_perm("stackgan_django.view_asset"):
+            raise PermissionDenied
+        form = VerifyUploadForm(request.POST or None, request.FILES or None)
+        report = None
+        if request.method == "POST" and form.is_valid():
+            report = services.verify_file(form.cleaned_data["file"].read())
+        context = {**self.admin_site.each_context(request), "title": "Check a file's provenance", "form": form,
+                   "report": report, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/stackgan_django/verify.html", context)
+
+    @admin.display(description="provenance")
+    def provenance_report(self, asset):
+        if not asset.provenance:
+            return "-"
+        return render_to_string("admin/stackgan_django/provenance_report.html", {"report": asset.provenance})
 
     @admin.display(description="flagged", boolean=True)
     def flagged_by_policy(self, asset):

@@ -75,3 +75,31 @@ def check_development_choices(app_configs=None, **kwargs):
                                 id="stackgan_django.W104"))
     # DEBUG is Django's own security.W018.
     return warnings
+
+
+@register(Tags.compatibility)
+def check_signer(app_configs=None, **kwargs):
+    """No asset is ever stored unsigned, so a signer that cannot sign is an error, not a warning."""
+    from stackgan_django.provenance import SignerConfigurationError, get_signer
+
+    try:
+        problems = get_signer().problems()
+    except (SignerConfigurationError, ImproperlyConfigured, OSError) as exc:
+        problems = [str(exc)]
+    return [Error(f"the C2PA signer cannot sign: {p}", hint="Fix STACKGAN['SIGNER'] / ['SIGNER_OPTIONS'].",
+                  id="stackgan_django.E003") for p in problems]
+
+
+@register(Tags.security, deploy=True)
+def check_development_signer(app_configs=None, **kwargs):
+    from stackgan_django.provenance import get_signer
+
+    try:
+        development = get_signer().is_development
+    except Exception:  # reported by check_signer
+        return []
+    if development:
+        return [Warning("C2PA manifests are signed with the development certificate generated under var/signing",
+                        hint="Use PemFileSigner or CallbackSigner with a certificate from a real CA.",
+                        id="stackgan_django.W106")]
+    return []

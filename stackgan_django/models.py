@@ -99,6 +99,7 @@ class Asset(models.Model):
                                              help_text="id carried by the invisible watermark")
     approved_file = models.FileField(storage=asset_storage, max_length=300, blank=True,
                                      help_text="the signed file with the review manifest; what the API serves")
+    approved_sha256 = models.CharField(max_length=64, blank=True)
     provenance_state = models.CharField(max_length=20, blank=True, help_text="C2PA validation when signed")
     provenance = models.JSONField(default=dict, blank=True, help_text="verification report of the stored file")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

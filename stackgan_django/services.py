@@ -386,7 +386,7 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
         fields = ["state", "decided_at"]
         if target == Asset.State.APPROVED:
             _sign_approval(asset, reviewer, note)
-            fields += ["approved_file", "provenance", "provenance_state"]
+            fields += ["approved_file", "approved_sha256", "provenance", "provenance_state"]
         asset.save(update_fields=fields)
         Review.objects.create(asset=asset, reviewer=reviewer if getattr(reviewer, "pk", None) else None,
                               decision=decision, note=note or "")
@@ -410,6 +410,7 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
         raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
     name = asset.file.name.rsplit(".", 1)[0] + "-approved.png"
     asset.approved_file.save(name, ContentFile(approved), save=False)
+    asset.approved_sha256 = hashlib.sha256(approved).hexdigest()
     asset.provenance = provenance.verify_bytes(approved).to_dict()
     asset.provenance_state = asset.provenance.get("state", "")
 
@@ -487,14 +488,14 @@ def verify_file(data: bytes) -> dict[str, Any]:
 
     report = provenance.verify_bytes(data).to_dict()
     digest = hashlib.sha256(data).hexdigest()
-    query = Q(sha256=digest)
+    query = Q(sha256=digest) | Q(approved_sha256=digest)
     if report["watermark"].get("found"):
         query |= Q(mark_id=report["watermark"]["mark_id"])
     match = None
     for asset in Asset.objects.filter(query).select_related("request")[:1]:
         match = {"id": asset.pk, "public_id": str(asset.public_id), "state": asset.state,
-                 "request_id": asset.request_id, "exact_file": asset.sha256 == digest,
-                 "found_by": "file hash" if asset.sha256 == digest else "watermark"}
+                 "request_id": asset.request_id, "exact_file": digest in (asset.sha256, asset.approved_sha256),
+                 "found_by": "file hash" if digest in (asset.sha256, asset.approved_sha256) else "watermark"}
     report["asset"] = match
     report["sha256"] = digest
     return report

@@ -66,6 +66,18 @@ def media_in_tmp(settings, tmp_path):
                                                           "OPTIONS": {"location": str(tmp_path / "media")}}}
 
 
+@pytest.fixture(autouse=True)
+def signing_dir(settings, tmp_path_factory):
+    """One development CA for the whole test session, made the way a first run makes it."""
+    from stackgan_django.provenance import manifests
+
+    folder = tmp_path_factory.getbasetemp() / "signing"
+    settings.STACKGAN = {**getattr(settings, "STACKGAN", {}), "SIGNER_OPTIONS": {"folder": str(folder)}}
+    manifests.reset_cache()
+    yield folder
+    manifests.reset_cache()
+
+
 @pytest.fixture
 def worker_queue(settings):
     """A queue name of this test alone, so stale messages of earlier runs never reach it."""

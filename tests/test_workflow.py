@@ -88,9 +88,11 @@ def allowed_verdict():
     return Verdict("output", "v", [])
 
 
-def fake_output(index, seed=1, verdict=None):
-    image = Image.effect_noise((16, 16), 60).convert("RGB")
-    return services.GeneratedOutput(index, seed, image, verdict or allowed_verdict())
+def stamped_output(request, index, seed=1, verdict=None):
+    """An image as the worker hands it over: checked, and (when allowed) watermarked and signed."""
+    image = Image.effect_noise((64, 64), 60).convert("RGB")
+    output = services.GeneratedOutput(index, seed, image, verdict or allowed_verdict())
+    return output if output.verdict.denied else services.stamp_output(request, output)
 
 
 def test_worker_transitions_and_idempotence(db, active_model, no_broker):
@@ -99,14 +101,14 @@ def test_worker_transitions_and_idempotence(db, active_model, no_broker):
     assert started.state == State.RUNNING and started.attempts == 1
     assert services.start_request(request.pk) is None  # running elsewhere, not stale: leave it
     denied = Verdict("output", "v", [Decision(Outcome.DENY, "output.degenerate.blank", "flat")])
-    assets = services.finish_request(request.pk, [fake_output(0), fake_output(1, verdict=denied)], 0.5)
+    assets = services.finish_request(request.pk, [stamped_output(request, 0), stamped_output(request, 1, verdict=denied)], 0.5)
     assert [a.index for a in assets] == [0]
     assert PolicyDecision.objects.filter(request=request, rule_id="output.degenerate.blank").exists()
     request.refresh_from_db()
     assert request.state == State.DONE and request.compute_seconds == 0.5
     assert services.start_request(request.pk) is None  # done: a duplicate message does nothing
     with pytest.raises(services.TransitionError):
-        services.finish_request(request.pk, [fake_output(1)], 0.1)
+        services.finish_request(request.pk, [stamped_output(request, 1)], 0.1)
     assert Asset.objects.filter(request=request).count() == 1
     with pytest.raises(services.UnknownRequest):
         services.start_request(123456)
@@ -143,7 +145,8 @@ def test_sweeper_requeues_stale_requests(db, active_model, no_broker):
 
 def make_asset(request_id):
     services.start_request(request_id)
-    return services.finish_request(request_id, [fake_output(0)], 0.1)[0]
+    request = GenerationRequest.objects.get(pk=request_id)
+    return services.finish_request(request_id, [stamped_output(request, 0)], 0.1)[0]
 
 
 def test_review_state_machine(db, active_model, no_broker, users):

@@ -1,0 +1,278 @@
+"""C2PA provenance, the watermark, verification and the signers."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from PIL import Image
+
+from policies import Verdict
+from stackgan_django import provenance, services, watermark
+from stackgan_django.models import Asset
+from stackgan_django.provenance import manifests
+from stackgan_django.provenance.signers import PemFileSigner, SignerConfigurationError, make_development_ca
+
+
+@pytest.fixture
+def no_broker(monkeypatch):
+    monkeypatch.setattr(services, "enqueue", lambda request_id, countdown=None: None)
+
+
+def picture(seed=0, size=64):
+    """A small illustration (shapes on a tinted background), like what the generator draws."""
+    import random
+
+    from PIL import ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (size, size), tuple(rng.randrange(180, 256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(5):
+        x, y, r = rng.randrange(size), rng.randrange(size), rng.randrange(size // 8, size // 3)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
+
+
+@pytest.fixture
+def generated_asset(db, active_model, no_broker, users):
+    request = services.submit_request(caption="a red apple with a green leaf", num_images=1, user=users[0])
+    services.start_request(request.pk)
+    output = services.GeneratedOutput(0, request.seed, picture(size=256), Verdict("output", "v"))
+    output = services.stamp_output(request, output)
+    return services.finish_request(request.pk, [output], 0.1)[0]
+
+
+def read_in_another_process(path, anchor_path):
+    """c2pa-python's own Reader, in a fresh interpreter, with only our CA as trust anchor."""
+    script = f"""
+import json, c2pa
+ca = open({str(anchor_path)!r}).read()
+ctx = c2pa.Context.from_dict({{"version": 1, "trust": {{"user_anchors": ca, "trust_config": "1.3.6.1.5.5.7.3.4\\n"}},
+                              "verify": {{"remote_manifest_fetch": False, "ocsp_fetch": False}}}})
+with c2pa.Reader("image/png", open({str(path)!r}, "rb"), context=ctx) as r:
+    store = json.loads(r.json())
+    print(json.dumps({{"state": r.get_validation_state(), "store": store}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(result.stdout)
+
+
+def test_generated_asset_reads_trusted_in_a_separate_process(generated_asset, signing_dir, tmp_path):
+    path = tmp_path / "asset.png"
+    with generated_asset.file.open("rb") as handle:
+        path.write_bytes(handle.read())
+    result = read_in_another_process(path, signing_dir / "ca.pem")
+    assert result["state"] == "Trusted"
+    store = result["store"]
+    active = store["manifests"][store["active_manifest"]]
+    assertions = {a["label"]: a["data"] for a in active["assertions"]}
+    created = assertions["c2pa.actions.v2"]["actions"][0]
+    assert created["action"] == "c2pa.created"
+    assert created["digitalSourceType"] == provenance.DIGITAL_SOURCE_TYPE
+    assert created["softwareAgent"]["version"] == "tiny-test"
+    generation = assertions["org.stackgan-django.generation"]
+    assert generation["model_version"] == "tiny-test" and "caption" not in generation
+    assert generation["caption_sha256"] and generation["policy_version"] and generation["requester"].startswith("user-")
+    assert assertions["org.stackgan-django.training-data"]["datasets"][0]["licences"] == {"CC0-1.0": 16}
+    assert assertions["cawg.training-mining"]["entries"]["cawg.ai_generative_training"]["use"] == "notAllowed"
+    assert generated_asset.provenance_state == "Trusted"
+    assert b"trainedAlgorithmicMedia" in path.read_bytes()  # the XMP digital source type
+
+
+def test_approval_adds_a_review_manifest_with_the_generated_file_as_parent(generated_asset, users, signing_dir, tmp_path):
+    approved = services.approve_asset(generated_asset.pk, users[1], note="ok")
+    path = tmp_path / "approved.png"
+    with approved.approved_file.open("rb") as handle:
+        path.write_bytes(handle.read())
+    result = read_in_another_process(path, signing_dir / "ca.pem")
+    store = result["store"]
+    assert result["state"] == "Trusted" and len(store["manifests"]) == 2
+    active = store["manifests"][store["active_manifest"]]
+    assert [i["relationship"] for i in active["ingredients"]] == ["parentOf"]
+    review = next(a["data"] for a in active["assertions"] if a["label"] == "org.stackgan-django.review")
+    assert review["decision"] == "approve" and review["reviewer"].startswith("user-")
+    assert approved.provenance["state"] == "Trusted"
+    # Rejection is a database and audit fact; no file is re-signed.
+    assert Asset.objects.get(pk=approved.pk).approved_sha256
+
+
+def file_bytes(asset):
+    with asset.file.open("rb") as handle:
+        return handle.read()
+
+
+def change_one_pixel(png: bytes) -> bytes:
+    """Change one byte of decoded pixel data and re-compress IDAT, keeping every other chunk (the
+    C2PA manifest included) as it was: re-saving with Pillow would drop the manifest instead."""
+    import struct
+    import zlib
+
+    chunks, position = [], 8
+    while position < len(png):
+        length, kind = struct.unpack(">I4s", png[position:position + 8])
+        chunks.append((kind, png[position + 8:position + 8 + length]))
+        position += 12 + length
+    raw = bytearray(zlib.decompress(b"".join(d for k, d in chunks if k == b"IDAT")))
+    width = struct.unpack(">I", png[16:20])[0]
+    raw[10 * (1 + width * 3) + 1 + 5 * 3] ^= 0x01  # row 10, pixel 5, red channel
+    new_idat = zlib.compress(bytes(raw))
+    out, wrote = bytearray(png[:8]), False
+    for kind, data in chunks:
+        if kind == b"IDAT":
+            if wrote:
+                continue
+            data, wrote = new_idat, True
+        out += struct.pack(">I4s", len(data), kind) + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return bytes(out)
+
+
+def test_one_changed_pixel_is_invalid_with_the_failure_code(generated_asset):
+    data = file_bytes(generated_asset)
+    tampered = change_one_pixel(data)
+    before = Image.open(io.BytesIO(data)).convert("RGB")
+    after = Image.open(io.BytesIO(tampered)).convert("RGB")
+    assert before.tobytes() != after.tobytes()
+    report = services.verify_file(tampered)
+    assert report["state"] == "Invalid"
+    assert "assertion.dataHash.mismatch" in [f["code"] for f in report["failures"]]
+
+
+def test_one_changed_assertion_byte_is_invalid(generated_asset):
+    import struct
+    import zlib
+
+    data = bytearray(file_bytes(generated_asset))
+    marker = data.find(b"tiny-test")
+    assert marker > 0
+    data[marker] = ord("T")
+    # Keep the PNG itself well-formed: fix the CRC of the chunk that holds the manifest.
+    position = 8
+    while position < len(data):
+        length = struct.unpack(">I", data[position:position + 4])[0]
+        if position < marker < position + 12 + length:
+            body = bytes(data[position + 4:position + 8 + length])
+            data[position + 8 + length:position + 12 + length] = struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        position += 12 + length
+    report = services.verify_file(bytes(data))
+    assert report["state"] == "Invalid"
+    assert any(f["code"].startswith("assertion.") for f in report["failures"]), report["failures"]
+
+
+def test_bad_files_are_reported_plainly(generated_asset, tmp_path):
+    assert services.verify_file(b"hello, not an image")["state"] == "Not an image"
+    data = file_bytes(generated_asset)
+    assert services.verify_file(data[: len(data) // 3])["state"] in ("Not an image", "Invalid", "No manifest")
+    plain = io.BytesIO()
+    picture().save(plain, "PNG")
+    assert services.verify_file(plain.getvalue())["state"] == "No manifest"
+
+
+def test_a_manifest_from_another_signer_is_valid_but_not_trusted(generated_asset, settings, tmp_path):
+    other = tmp_path / "other-ca"
+    make_development_ca(other)
+    settings.STACKGAN = {**settings.STACKGAN, "SIGNER": "stackgan_django.provenance.signers.PemFileSigner",
+                         "SIGNER_OPTIONS": {"certificate_chain": str(other / "chain.pem"),
+                                            "private_key": str(other / "key.pem"), "trust_anchor": str(other / "ca.pem")}}
+    manifests.reset_cache()
+    png = manifests.embed_mark_and_xmp(picture(3), 42)
+    foreign = manifests._sign({"claim_generator_info": [manifests.CLAIM_GENERATOR], "title": "x.png",
+                               "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                                   {"action": "c2pa.created", "digitalSourceType": provenance.DIGITAL_SOURCE_TYPE}]}}]},
+                              png, "image/png")
+    settings.STACKGAN = {**settings.STACKGAN, "SIGNER": "stackgan_django.provenance.signers.DevelopmentSigner",
+                         "SIGNER_OPTIONS": {"folder": str(tmp_path.parent.parent / "signing")}}
+    manifests.reset_cache()
+    report = services.verify_file(foreign)
+    assert report["state"] == "Valid", report
+
+
+def test_the_watermark_traces_a_reencoded_copy_back_to_its_asset(generated_asset):
+    data = file_bytes(generated_asset)
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    for copy, quality in ((image, 90), (image, 75), (image.resize((128, 128), Image.Resampling.LANCZOS), 90)):
+        buffer = io.BytesIO()
+        copy.save(buffer, "JPEG", quality=quality)
+        report = services.verify_file(buffer.getvalue())
+        assert report["state"] == "No manifest"  # re-encoding strips C2PA...
+        assert report["watermark"]["found"] and report["asset"]["id"] == generated_asset.pk  # ...not the mark
+        assert report["asset"]["found_by"] == "watermark"
+
+
+def test_watermark_round_trip_survival_and_no_false_positives():
+    key = b"k" * 32
+    for seed in range(5):
+        image = picture(seed, size=256)
+        marked = watermark.embed(image, 123456789 + seed, key)
+        assert watermark.psnr(image, marked) > 36
+        for transform in (lambda im: im, lambda im: im.resize((128, 128), Image.Resampling.LANCZOS)):
+            assert watermark.detect(transform(marked), key).mark_id == 123456789 + seed
+        assert not watermark.detect(image, key).found
+        assert not watermark.detect(marked, b"another key" * 3).found
+
+
+def test_verify_command(generated_asset, tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(file_bytes(generated_asset))
+    out = io.StringIO()
+    call_command("verify", str(path), stdout=out)
+    text = out.getvalue()
+    assert "provenance: Trusted" in text and "c2pa.created (trainedAlgorithmicMedia)" in text
+    assert f"asset: #{generated_asset.pk}" in text
+    (tmp_path / "b.txt").write_text("nope")
+    with pytest.raises(CommandError, match="Not an image"):
+        call_command("verify", str(tmp_path / "b.txt"), stdout=io.StringIO())
+
+
+def test_missing_or_expired_certificates_are_check_errors_and_clear_task_failures(db, settings, tmp_path, active_model,
+                                                                                   no_broker):
+    from django.core.checks import run_checks
+
+    settings.STACKGAN = {**settings.STACKGAN, "SIGNER": "stackgan_django.provenance.signers.PemFileSigner",
+                         "SIGNER_OPTIONS": {"certificate_chain": str(tmp_path / "none.pem"),
+                                            "private_key": str(tmp_path / "none.key"), "trust_anchor": str(tmp_path / "ca")}}
+    manifests.reset_cache()
+    errors = [m for m in run_checks() if m.id == "stackgan_django.E003"]
+    assert errors and "cannot read the signing certificate chain" in errors[0].msg
+    request = services.submit_request(caption="a red apple", num_images=1)
+    services.start_request(request.pk)
+    with pytest.raises(SignerConfigurationError):
+        services.stamp_output(request, services.GeneratedOutput(0, 1, picture(), Verdict("output", "v")))
+    assert not Asset.objects.exists()  # nothing is ever stored unsigned
+
+
+def test_expired_certificate_is_reported(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=30))
+            .not_valid_after(now - datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (tmp_path / "chain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    signer = PemFileSigner(str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"), str(tmp_path / "chain.pem"))
+    problems = " ".join(signer.problems())
+    assert "expired" in problems and "self-signed" in problems and "extended key usage" in problems
+
+
+def test_unreachable_timestamp_authority_leaves_the_request_signing_pending(db, settings, active_model, no_broker):
+    settings.STACKGAN = {**settings.STACKGAN, "TSA_URL": "http://127.0.0.1:9/tsa"}
+    manifests.reset_cache()
+    request = services.submit_request(caption="a red apple", num_images=1)
+    services.start_request(request.pk)
+    with pytest.raises(provenance.SigningUnavailable):
+        services.stamp_output(request, services.GeneratedOutput(0, 1, picture(), Verdict("output", "v")))
+    deferred = services.defer_request(request.pk, "timestamp authority unreachable")
+    assert deferred.state == "queued" and deferred.error.startswith("signing pending")
+    assert deferred.attempts == 0 and not Asset.objects.exists()
