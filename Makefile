@@ -35,6 +35,8 @@ lint: install
 benchmarks: install
 	$(PY) benchmarks/generator_speed.py
 	$(PY) benchmarks/policy_speed.py
+	$(PY) benchmarks/provenance_speed.py
+	$(PY) benchmarks/watermark_robustness.py
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache
