@@ -89,12 +89,17 @@ class ConditioningAugmentation(nn.Module):
     def __init__(self, text_dim: int, cond_dim: int):
         super().__init__()
         self.cond_dim = cond_dim
+        # Sentence encoders give L2-normalised embeddings (about 0.05 per dimension for 384-d);
+        # without rescaling, mu differs between captions by a few hundredths against a unit-variance
+        # sample and the generator learns to ignore the text. A parameter-free LayerNorm gives the
+        # layer unit-scale input, as the paper's char-CNN-RNN embeddings were.
+        self.norm = nn.LayerNorm(text_dim, elementwise_affine=False)
         # Linear to 4 * cond_dim, GLU-gated down to 2 * cond_dim, split into mu and log-variance.
         self.fc = nn.Linear(text_dim, cond_dim * 4)
         self.glu = GLU()
 
     def encode(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.glu(self.fc(text_embedding))
+        hidden = self.glu(self.fc(self.norm(text_embedding)))
         return hidden[:, : self.cond_dim], hidden[:, self.cond_dim :]
 
     def forward(
