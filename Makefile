@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run worker demo test lint benchmarks clean
+.PHONY: install run worker demo test lint benchmarks finetune clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 ## make test: everything the tests need, then the tests
 test: install
 	$(PY) -m pytest
+
+## make finetune IMAGES=dir CSV=file NAME=name: fine-tune the shipped model on your own images
+finetune: install
+	bash scripts/finetune.sh "$(IMAGES)" "$(CSV)" "$(NAME)" $(STEPS)
 
 lint: install
 	$(PY) -m ruff check .

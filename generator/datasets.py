@@ -273,20 +273,23 @@ def iterate_artwork(source: EmojiSource, archive: tarfile.TarFile, emojis: dict[
     raise PreparationError(f"no artwork reader for {source.name}")
 
 
-def prepare(name: str, out: Path, cache_dir: Path, limit: int | None = None, progress: bool = True) -> PreparationReport:
-    if name not in SOURCES:
+def prepare(name: str, out: Path, cache_dir: Path, limit: int | None = None, progress: bool = True,
+            source: EmojiSource | None = None, emojibase: NpmPackage = EMOJIBASE) -> PreparationReport:
+    """Build the dataset ``name`` (one of SOURCES, or ``source`` for another pinned package)."""
+    if source is None and name not in SOURCES:
         raise PreparationError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
     from tqdm import tqdm
 
-    source = SOURCES[name]
-    emojis = load_emojibase(fetch_npm_package(EMOJIBASE, cache_dir))
+    source = source or SOURCES[name]
+    emojis = load_emojibase(fetch_npm_package(emojibase, cache_dir))
     tarball = fetch_npm_package(source.package, cache_dir)
     report = PreparationReport()
     items = []
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball) as archive:
         artwork = iterate_artwork(source, archive, emojis, report)
-        for hexcode, style, render in tqdm(artwork, disable=not progress, desc=f"rendering {name}", unit="img"):
+        for hexcode, style, render in tqdm(artwork, disable=not progress, desc=f"rendering {name}", unit="img",
+                                           mininterval=2):
             if limit is not None and len(items) >= limit:
                 break
             entry = emojis[hexcode]

@@ -1,0 +1,144 @@
+"""Dataset preparation (pinned npm packages, rendering, captions) and the import of a customer's
+own images, on small packages built here: no network in tests."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from generator.data import read_manifest
+from generator.datasets import (
+    EmojiEntry,
+    EmojiSource,
+    NpmPackage,
+    PreparationError,
+    build_captions,
+    fetch_npm_package,
+    import_csv,
+    prepare,
+)
+from policies import load_policies
+
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 36 36"><circle cx="18" cy="18" r="16" fill="#FFCC4D"/>'
+       '<circle cx="12" cy="14" r="3" fill="#664500"/><circle cx="24" cy="14" r="3" fill="#664500"/></svg>')
+
+
+def tarball(path: Path, files: dict[str, bytes]) -> NpmPackage:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
+    name, version = path.stem.rsplit("-", 1)
+    return NpmPackage(name, version, digest)
+
+
+@pytest.fixture
+def packages(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    data = [
+        {"label": "grinning face", "hexcode": "1F600", "tags": ["face", "grin", "happy"], "group": 0, "subgroup": 0},
+        {"label": "red apple", "hexcode": "1F34E", "tags": ["fruit", "red"], "group": 1, "subgroup": 1},
+        {"label": "medium skin tone", "hexcode": "1F3FD", "tags": [], "group": 2, "subgroup": 2},
+        {"label": "unicorn", "hexcode": "1F984", "tags": ["fantasy"], "group": 1, "subgroup": 1},
+    ]
+    messages = {"groups": [{"key": "smileys", "message": "smileys & emotion", "order": 0},
+                           {"key": "food", "message": "food & drink", "order": 1},
+                           {"key": "component", "message": "components", "order": 2}],
+                "subgroups": [{"key": "s", "message": "smiling", "order": 0},
+                              {"key": "f", "message": "fruit", "order": 1},
+                              {"key": "c", "message": "skin-tone", "order": 2}]}
+    emojibase = tarball(cache / "emojibase-data-1.0.0.tgz", {"package/en/data.json": json.dumps(data).encode(),
+                                                               "package/en/messages.json": json.dumps(messages).encode()})
+    art = tarball(cache / "test-svg-1.0.0.tgz", {"package/1f600.svg": SVG.encode(), "package/1f34e.svg": b"<svg broken",
+                                                 "package/1f600-1f3fd.svg": SVG.encode()})
+    return cache, emojibase, art
+
+
+def test_prepare_builds_a_rights_tracked_manifest_and_reports_what_it_left_out(tmp_path, packages):
+    cache, emojibase, art = packages
+    source = EmojiSource("twemoji", art, "CC-BY-4.0", "allowed", "Twemoji by Twitter (CC-BY 4.0)", "https://x", ("flat style",))
+    report = prepare("twemoji", tmp_path / "out", cache, progress=False, source=source, emojibase=emojibase)
+    assert report.written == 1
+    assert report.left_out["the artwork failed to render"] == 1  # the broken SVG
+    assert report.left_out["no artwork for this emoji in the package"] == 1  # unicorn
+    items = read_manifest(tmp_path / "out")
+    item = items[0]
+    assert item.license == "CC-BY-4.0" and item.training_permission == "allowed" and "Twemoji" in item.attribution
+    assert 5 <= len(item.captions) <= 10 and "a grinning face, flat style" in item.captions
+    for size in (64, 128, 256):
+        image = Image.open(tmp_path / "out" / item.extra["renditions"][str(size)])
+        assert image.size == (size, size) and image.mode == "RGB"
+        assert image.getpixel((0, 0)) == (255, 255, 255)  # transparency composited onto white
+    assert not load_policies().data.check_dataset(tmp_path / "out").denied
+
+
+def test_proprietary_artwork_is_prepared_but_refused_by_the_data_policy(tmp_path, packages):
+    cache, emojibase, _ = packages
+    png = io.BytesIO()
+    Image.new("RGBA", (64, 64), (200, 0, 0, 255)).save(png, "PNG")
+    apple = tarball(cache / "apple-data-1.0.0.tgz", {"package/img/apple/64/1f34e.png": png.getvalue()})
+    source = EmojiSource("apple64", apple, "LicenseRef-Apple-proprietary-emoji", "not allowed", "Apple", "x", ("apple style",))
+    prepare("apple64", tmp_path / "apple", cache, progress=False, source=source, emojibase=emojibase)
+    verdict = load_policies().data.check_dataset(tmp_path / "apple")
+    assert verdict.denied and "line 1" in verdict.decisions[0].message
+
+
+def test_a_tarball_whose_integrity_does_not_match_the_pin_is_refused(tmp_path, packages):
+    cache, _, art = packages
+    wrong = NpmPackage(art.name, art.version, "sha512-" + base64.b64encode(b"0" * 64).decode())
+    with pytest.raises(PreparationError, match="does not match the pinned"):
+        fetch_npm_package(wrong, cache)
+
+
+def test_captions_read_like_cub_captions():
+    captions = build_captions(EmojiEntry("1F436", "dog face", ["dog", "pet", "face"], "animals & nature", "animal-mammal"),
+                              "flat style")
+    assert captions[0] == "a dog face" and "a dog face, flat style" in captions and 5 <= len(captions) <= 10
+    assert len(set(captions)) == len(captions)
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "captions", "license", "source", "attribution",
+                                                    "training_permission"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_import_csv_validates_every_row_and_reports_by_row(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.new("RGB", (300, 200), (10, 120, 200)).save(images / "good.jpg")
+    (images / "broken.jpg").write_bytes(b"not really a jpeg")
+    base = {"captions": "a blue product shot|a studio photo", "license": "LicenseRef-customer-owned",
+            "source": "studio", "attribution": "", "training_permission": "allowed"}
+    write_csv(tmp_path / "photos.csv", [
+        {**base, "file": "good.jpg"}, {**base, "file": "missing.jpg"}, {**base, "file": "broken.jpg"},
+        {**base, "file": "good.jpg", "captions": " | "}, {**base, "file": "good.jpg", "license": "my licence"},
+        {**base, "file": "../escape.jpg"}, {**base, "file": "good.jpg", "training_permission": "sure"},
+    ])
+    written, errors = import_csv(images, tmp_path / "photos.csv", tmp_path / "out")
+    assert written == 1
+    text = "\n".join(errors)
+    for expected in ("row 3: missing file", "row 4: broken.jpg: unreadable image", "row 5: empty caption",
+                     "row 6: unknown licence", "row 7: file '../escape.jpg' must be inside", "row 8: training_permission"):
+        assert expected in text
+    item = read_manifest(tmp_path / "out")[0]
+    assert item.captions == ("a blue product shot", "a studio photo") and item.license == "LicenseRef-customer-owned"
+
+
+def test_import_csv_refuses_a_file_without_the_columns(tmp_path):
+    (tmp_path / "bad.csv").write_text("name,text\nx,y\n")
+    with pytest.raises(PreparationError, match="missing column"):
+        import_csv(tmp_path, tmp_path / "bad.csv", tmp_path / "out")

@@ -1,0 +1,64 @@
+"""Evaluation statistics against known values, and the evaluation command end to end on a tiny set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from generator.evaluate import (
+    format_table,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    main,
+    r_precision,
+)
+from tests.synthetic import make_shapes_dataset
+
+
+def test_frechet_distance_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Same covariance, means 2 apart in one dimension: FID = 4 (up to sampling noise).
+    b = rng.normal(size=(4000, 3)) + np.array([2.0, 0.0, 0.0])
+    assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.25)
+    # Same mean, scale 2 in every dimension: Tr(I + 4I - 2*2I) = 3.
+    assert frechet_distance(a, rng.normal(size=(4000, 3)) * 2) == pytest.approx(3.0, abs=0.3)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(1)
+    same = kernel_inception_distance(rng.normal(size=(500, 8)), rng.normal(size=(500, 8)))
+    different = kernel_inception_distance(rng.normal(size=(500, 8)), rng.normal(size=(500, 8)) + 1)
+    assert abs(same) < 0.05 < different
+
+
+def test_inception_score_bounds():
+    confident_and_varied = np.eye(10)[np.arange(1000) % 10] * 50
+    assert inception_score(confident_and_varied) == pytest.approx(10, rel=0.01)
+    all_the_same = np.tile(np.eye(10)[0] * 50, (1000, 1))
+    assert inception_score(all_the_same) == pytest.approx(1, rel=0.01)
+
+
+def test_r_precision_perfect_and_chance():
+    text = torch.randn(200, 16)
+    assert r_precision(text.clone(), text, text) == 1.0
+    random_images = torch.randn(200, 16)
+    assert r_precision(random_images, text, torch.randn(500, 16)) < 0.1
+
+
+def test_evaluate_command_end_to_end(tmp_path, tiny_checkpoint, capsys):
+    data = make_shapes_dataset(tmp_path / "shapes", size=64, copies=3)
+    out = tmp_path / "eval.json"
+    assert main([str(tiny_checkpoint), "--data", str(data), "--samples", "24", "--label-field", "none",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["rows"]) == {"real (held-out half)", "untrained generator", f"checkpoint {tiny_checkpoint.name}"}
+    for row in report["rows"].values():
+        assert np.isfinite(row["fid_in_domain"]) and 0 <= row["r_precision"] <= 1
+    assert "FID*" in capsys.readouterr().out and "FID*" in format_table(report)
+    assert main([str(tmp_path / "nowhere"), "--data", str(data)]) == 2
