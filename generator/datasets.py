@@ -223,20 +223,12 @@ def iterate_artwork(source: EmojiSource, archive: tarfile.TarFile, emojis: dict[
         data = archive.extractfile(member).read()
         return lambda size: render_svg(data, size)
 
-    if source.name == "twemoji":
-        members = _svg_members(archive, "package/")
+    svg_folders = {"twemoji": "package/", "openmoji": "package/src/"}
+    if source.name in svg_folders:
+        members = _svg_members(archive, svg_folders[source.name])
         by_code = {Path(n).stem.upper(): m for n, m in members.items()}
         for hexcode in emojis:
-            member = by_code.get(hexcode.replace(" ", "-")) or by_code.get(hexcode.replace("-FE0F", ""))
-            if member is None:
-                report.skip("no artwork for this emoji in the package", hexcode)
-                continue
-            yield hexcode, source.styles[0], svg_renderer(member)
-        return
-    if source.name == "openmoji":
-        members = _svg_members(archive, "package/src/")
-        by_code = {Path(n).stem.upper(): m for n, m in members.items()}
-        for hexcode in emojis:
+            # Some packages drop the variation selector FE0F from file names.
             member = by_code.get(hexcode) or by_code.get(hexcode.replace("-FE0F", ""))
             if member is None:
                 report.skip("no artwork for this emoji in the package", hexcode)

@@ -108,23 +108,21 @@ class UsagePolicy:
 
     @staticmethod
     def _compile_category(name: str, spec: dict[str, Any]) -> TermRule:
-        terms = tuple(spec["terms"])
-        pattern = "|".join(f"(?:{term_pattern(t, spec.get('suffixes', True))})" for t in terms)
-        return TermRule(
-            f"usage.blocked.{name}", name, Outcome.parse(spec.get("outcome", "deny")),
-            spec.get("message", f"The caption asks for {name.replace('_', ' ')}, which this site does not generate."),
-            terms, re.compile(pattern),
-        )
+        default = f"The caption asks for {name.replace('_', ' ')}, which this site does not generate."
+        return UsagePolicy._compile(f"usage.blocked.{name}", name, spec, tuple(spec["terms"]), default,
+                                    spec.get("suffixes", True))
 
     @staticmethod
     def _compile_names(name: str, spec: dict[str, Any]) -> TermRule:
-        terms = tuple(spec["names"])
-        pattern = "|".join(f"(?:{term_pattern(t, allow_suffixes=False)})" for t in terms)
-        return TermRule(
-            f"usage.protected.{name}", name, Outcome.parse(spec.get("outcome", "deny")),
-            spec.get("message", f"The caption names a protected {name.rstrip('s')}; images of it need permission."),
-            terms, re.compile(pattern),
-        )
+        default = f"The caption names a protected {name.rstrip('s')}; images of it need permission."
+        return UsagePolicy._compile(f"usage.protected.{name}", name, spec, tuple(spec["names"]), default, False)
+
+    @staticmethod
+    def _compile(rule_id: str, name: str, spec: dict[str, Any], terms: tuple[str, ...], default_message: str,
+                 suffixes: bool) -> TermRule:
+        pattern = "|".join(f"(?:{term_pattern(t, suffixes)})" for t in terms)
+        return TermRule(rule_id, name, Outcome.parse(spec.get("outcome", "deny")), spec.get("message", default_message),
+                        terms, re.compile(pattern))
 
     def check_caption(self, caption: str, context: UsageContext | None = None) -> Verdict:
         context = context or UsageContext()

@@ -93,14 +93,13 @@ def _read(path: str | os.PathLike, what: str) -> str:
         raise SignerConfigurationError(f"cannot read the {what} at {path}: {exc.strerror or exc}") from exc
 
 
-class PemFileSigner(BaseSigner):
-    """Production: a certificate chain (end-entity first) and a private key in PEM files."""
+class CertificateFileSigner(BaseSigner):
+    """A signer whose certificate chain and trust anchor are PEM files."""
 
-    def __init__(self, certificate_chain: str, private_key: str, trust_anchor: str, algorithm: str = "es256",
-                 tsa_url: str | None = None):
+    def __init__(self, certificate_chain: str, trust_anchor: str, algorithm: str = "es256", tsa_url: str | None = None):
         if algorithm not in ALGORITHMS:
             raise SignerConfigurationError(f"unknown signing algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
-        self.chain_path, self.key_path, self.anchor_path = certificate_chain, private_key, trust_anchor
+        self.chain_path, self.anchor_path = certificate_chain, trust_anchor
         self.algorithm = algorithm
         self.tsa_url = tsa_url or None
 
@@ -109,6 +108,15 @@ class PemFileSigner(BaseSigner):
 
     def trust_anchor_pem(self) -> str:
         return _read(self.anchor_path, "trust anchor")
+
+
+class PemFileSigner(CertificateFileSigner):
+    """Production: a certificate chain (end-entity first) and a private key in PEM files."""
+
+    def __init__(self, certificate_chain: str, private_key: str, trust_anchor: str, algorithm: str = "es256",
+                 tsa_url: str | None = None):
+        super().__init__(certificate_chain, trust_anchor, algorithm, tsa_url)
+        self.key_path = private_key
 
     def c2pa_signer(self):
         import c2pa
@@ -119,26 +127,18 @@ class PemFileSigner(BaseSigner):
         return c2pa.Signer.from_info(info)
 
 
-class CallbackSigner(BaseSigner):
+class CallbackSigner(CertificateFileSigner):
     """A key that never leaves a KMS or HSM: ``sign`` (a callable or its dotted path) takes the
     bytes to sign and returns the signature."""
 
     def __init__(self, sign: Callable[[bytes], bytes] | str, certificate_chain: str, trust_anchor: str,
                  algorithm: str = "es256", tsa_url: str | None = None):
+        super().__init__(certificate_chain, trust_anchor, algorithm, tsa_url)
         if isinstance(sign, str):
             from django.utils.module_loading import import_string
 
             sign = import_string(sign)
         self.sign = sign
-        self.chain_path, self.anchor_path = certificate_chain, trust_anchor
-        self.algorithm = algorithm
-        self.tsa_url = tsa_url or None
-
-    def certificate_chain_pem(self) -> str:
-        return _read(self.chain_path, "signing certificate chain")
-
-    def trust_anchor_pem(self) -> str:
-        return _read(self.anchor_path, "trust anchor")
 
     def c2pa_signer(self):
         import c2pa
