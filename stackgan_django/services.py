@@ -89,12 +89,24 @@ def active_model_version() -> ModelVersion:
     return model_version
 
 
+def _images_since(**filters: Any) -> int:
+    since = timezone.now() - timedelta(days=1)
+    return (GenerationRequest.objects.filter(created_at__gte=since, **filters)
+            .exclude(state=State.POLICY_DENIED).aggregate(total=Sum("num_images"))["total"] or 0)
+
+
 def images_requested_today(user: Any) -> int:
+    """Images this user asked for in the last 24 hours (refused requests do not count)."""
     if user is None or not getattr(user, "pk", None):
         return 0
-    since = timezone.now() - timedelta(days=1)
-    return (GenerationRequest.objects.filter(requested_by=user, created_at__gte=since)
-            .exclude(state=State.POLICY_DENIED).aggregate(total=Sum("num_images"))["total"] or 0)
+    return _images_since(requested_by=user)
+
+
+def group_images_today(user: Any) -> dict[str, int]:
+    """Images asked for in the last 24 hours by the members of each of the user's groups."""
+    if user is None or not getattr(user, "pk", None):
+        return {}
+    return {group.name: _images_since(requested_by__groups=group) for group in user.groups.all()}
 
 
 def _store_decisions(verdict: Verdict, request: GenerationRequest | None = None, asset: Asset | None = None) -> None:
@@ -123,7 +135,8 @@ def check_usage(caption: str, purpose: str, num_images: int, user: Any) -> Verdi
             Outcome.DENY, "policy.unavailable",
             "The usage policy cannot be read, so nothing can be generated; an administrator has been told.",
             {"error": str(exc)[:500]})])
-    context = UsageContext(purpose=purpose, num_images=num_images, user_images_today=images_requested_today(user))
+    context = UsageContext(purpose=purpose, num_images=num_images, user_images_today=images_requested_today(user),
+                           group_images_today=group_images_today(user))
     return policies.usage.check_caption(caption, context)
 
 

@@ -230,3 +230,29 @@ def test_unknown_stackgan_settings_are_an_error(settings):
     settings.STACKGAN = {"MAX_IMAGE_PER_REQUEST": 3}
     errors = [m for m in run_checks() if m.id == "stackgan_django.E001"]
     assert errors and "MAX_IMAGE_PER_REQUEST" in errors[0].msg
+
+
+def test_user_and_group_quotas_are_counted_here_and_limited_by_the_policy(db, active_model, no_broker, users, settings,
+                                                                          tmp_path):
+    import shutil
+
+    from django.contrib.auth.models import Group
+
+    from policies import DEFAULT_DIR
+
+    folder = tmp_path / "policies"
+    shutil.copytree(DEFAULT_DIR, folder)
+    usage = (folder / "usage.toml").read_text().replace("per_user_per_day = 500", "per_user_per_day = 5")
+    (folder / "usage.toml").write_text(usage + '\ndesk = 6\n')
+    settings.STACKGAN = {**settings.STACKGAN, "POLICY_DIR": str(folder)}
+    editor, reviewer = users
+    desk = Group.objects.create(name="desk")
+    editor.groups.add(desk)
+    reviewer.groups.add(desk)
+    assert services.submit_request(caption="a red apple", num_images=4, user=editor).state == State.QUEUED
+    over_user = services.submit_request(caption="a red apple", num_images=2, user=editor)
+    assert over_user.state == State.POLICY_DENIED and over_user.decisions.get().rule_id == "usage.quota.user"
+    over_group = services.submit_request(caption="a blue bird", num_images=3, user=reviewer)
+    assert over_group.state == State.POLICY_DENIED
+    assert over_group.decisions.get().rule_id == "usage.quota.group"
+    assert services.submit_request(caption="a blue bird", num_images=2, user=reviewer).state == State.QUEUED
