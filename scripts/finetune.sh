@@ -12,11 +12,10 @@ IMAGES=$1; CSV=$2; NAME=$3; STEPS=${4:-2000}
 PY=.venv/bin/python
 [ -x "$PY" ] || make install
 DATA=data/$NAME
+$PY manage.py migrate --noinput -v0
 $PY -m generator.datasets import-csv --images "$IMAGES" --csv "$CSV" --out "$DATA"
-$PY -m policies check-dataset "$DATA"
-$PY -m generator.train --data "$DATA" --init-from models/default --output "runs/$NAME" --steps "$STEPS" \
+$PY manage.py train_model --data "$DATA" --init-from models/default --output "runs/$NAME" --steps "$STEPS" \
     --batch-size 16 --checkpoint-every 250 --sample-every 250
 $PY -m policies build-near-copy-index "$DATA" --out "runs/$NAME/near_copies.json"
-$PY manage.py migrate --noinput -v0
 $PY manage.py register_model "runs/$NAME" --name "$NAME" --notes "fine-tuned from models/default on $DATA"
 echo "registered model version $NAME; sample grid: runs/$NAME/samples.png; activate it in the admin (Model versions)."

@@ -11,8 +11,7 @@ OUT=${OUT:-runs/gpu-256}
 STEPS=${STEPS:-4000}
 $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use scripts/train-shipped-model.sh on CPU')"
 [ -f "$DATA/manifest.jsonl" ] || $PY -m generator.datasets prepare twemoji --out "$DATA"
-$PY -m policies check-dataset "$DATA"
-$PY -m generator.train --data "$DATA" --output "$OUT" --variant v2 --branches 3 --ngf 64 --ndf 64 \
+$PY manage.py train_model --data "$DATA" --output "$OUT" --variant v2 --branches 3 --ngf 64 --ndf 64 \
     --batch-size 24 --steps "$STEPS" --checkpoint-every 500 --sample-every 500 --weights-dtype float16 --quiet \
     --sample-caption "a grinning face, flat style" --sample-caption "a red apple, flat style" \
     --sample-caption "a dog face, flat style" --sample-caption "an automobile, flat style"

@@ -1,0 +1,36 @@
+"""Management commands that compose the generator with the policies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.synthetic import make_shapes_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_train_model_refuses_a_dataset_the_data_policy_rejects(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", size=32, copies=1)
+    lines = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+    lines[2]["license"] = "LicenseRef-scraped-from-the-web"
+    (data / "manifest.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    result = manage("train_model", "--data", str(data), "--output", str(tmp_path / "run"), "--steps", "2")
+    assert result.returncode != 0
+    assert "data.licence" in result.stderr and "line 3" in result.stderr and "LicenseRef-scraped" in result.stderr
+    assert not (tmp_path / "run" / "generator.safetensors").exists()
+
+
+def test_train_model_trains_on_an_accepted_dataset(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", size=32, copies=1)
+    result = manage("train_model", "--data", str(data), "--output", str(tmp_path / "run"), "--steps", "2",
+                    "--batch-size", "4", "--ngf", "8", "--ndf", "8", "--base-size", "16", "--branches", "1", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "8 of 8 items may be trained on" in result.stdout
+    assert (tmp_path / "run" / "generator.safetensors").is_file()
