@@ -68,7 +68,9 @@ class Command(BaseCommand):
         credentials_file.chmod(0o600)
 
         folder, name, notes = model_source()
-        if not ModelVersion.objects.filter(is_active=True).exists():
+        active = ModelVersion.objects.filter(is_active=True).first()
+        # A trained model replaces an untrained placeholder; a model someone chose stays.
+        if active is None or (not active.trained and name != active.name):
             services.register_model_version(name, folder, notes=notes, activate=True)
         active = ModelVersion.objects.get(is_active=True)
         self.stdout.write(f"model version in use: {active.name} ({active.notes or active.checkpoint_path})")
