@@ -31,7 +31,11 @@ def model_source() -> tuple[Path, str, str]:
         folder = Path(app_settings.MODEL_DIR)
         return folder, folder.name, "configured in STACKGAN['MODEL_DIR']"
     if (SHIPPED_MODEL_DIR / "config.json").is_file():
-        return SHIPPED_MODEL_DIR, "shipped-default", "the model shipped in the repository"
+        from generator.checkpoint import checkpoint_sha256
+
+        # Named by content, so a retrained shipped model becomes a new version, not a clash.
+        sha = checkpoint_sha256(SHIPPED_MODEL_DIR)
+        return SHIPPED_MODEL_DIR, f"shipped-{sha[:12]}", "the model shipped in the repository (models/default)"
     folder = Path(settings.VAR_DIR) / "models" / "untrained-v2"
     if not (folder / "config.json").is_file():
         from generator.__main__ import init_untrained
