@@ -8,6 +8,7 @@ import datetime
 import logging
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,22 +62,22 @@ def certificate_status(chain_pem: str) -> CertificateStatus:
 C2PA_EKUS = ("1.3.6.1.5.5.7.3.4", "1.3.6.1.5.5.7.3.36", "1.3.6.1.4.1.62558.2.1")
 
 
-class BaseSigner:
+class BaseSigner(ABC):
     """What the provenance code needs from a signer."""
 
     algorithm = "es256"
     tsa_url: str | None = None
     is_development = False
 
-    def certificate_chain_pem(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def certificate_chain_pem(self) -> str: ...
 
+    @abstractmethod
     def trust_anchor_pem(self) -> str:
         """The root that verification trusts for this signer's certificates."""
-        raise NotImplementedError
 
-    def c2pa_signer(self):
-        raise NotImplementedError
+    @abstractmethod
+    def c2pa_signer(self): ...
 
     def problems(self) -> list[str]:
         """Configuration problems, as words an operator can act on (empty when usable)."""
