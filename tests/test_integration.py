@@ -30,7 +30,9 @@ def wait_for(request_ids, states=("done", "failed"), timeout=120):
 def test_whole_path_on_real_services(celery_worker, active_model, users):
     editor, reviewer = users
     print(f"database={database_description()} broker={broker_description()}")
-    allowed = services.submit_request(caption="a red apple with a green leaf", num_images=3, user=editor)
+    # A fixed seed: the tiny untrained network's images pass the output policy for it (random seeds
+    # sometimes give a too-smooth image, which the policy rightly refuses).
+    allowed = services.submit_request(caption="a red apple with a green leaf", num_images=3, seed=12345, user=editor)
     denied = services.submit_request(caption="a n-u-d-e figure", num_images=2, user=editor)
     assert allowed.state == GenerationRequest.State.QUEUED
     assert denied.state == GenerationRequest.State.POLICY_DENIED
@@ -40,11 +42,12 @@ def test_whole_path_on_real_services(celery_worker, active_model, users):
     assert states[allowed.pk] == "done", GenerationRequest.objects.get(pk=allowed.pk).error
     allowed.refresh_from_db()
     assets = list(allowed.assets.order_by("index"))
-    assert [a.index for a in assets] == [0, 1, 2]
+    refused = list(allowed.decisions.filter(stage="output").values_list("rule_id", flat=True))
+    assert [a.index for a in assets] == [0, 1, 2], f"the output policy refused: {refused}"
     assert all(a.state == Asset.State.PENDING_REVIEW for a in assets)
     assert allowed.compute_seconds > 0
-    for asset, expected_seed in zip(assets, [allowed.seed, allowed.seed + 1, allowed.seed + 2]):
-        assert asset.seed == expected_seed
+    for asset in assets:
+        assert asset.seed == allowed.seed + asset.index
         with asset.file.open("rb") as handle:
             image = Image.open(handle)
             assert image.format == "PNG" and image.size == (64, 64)
