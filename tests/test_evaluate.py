@@ -62,3 +62,31 @@ def test_evaluate_command_end_to_end(tmp_path, tiny_checkpoint, capsys):
         assert np.isfinite(row["fid_in_domain"]) and 0 <= row["r_precision"] <= 1
     assert "FID*" in capsys.readouterr().out and "FID*" in format_table(report)
     assert main([str(tmp_path / "nowhere"), "--data", str(data)]) == 2
+
+
+def test_standard_inception_path_runs_a_user_supplied_torchscript_file(tmp_path, tiny_checkpoint):
+    """The --inception code path with a real TorchScript file of the expected interface (299 px in,
+    (pool features, logits) out). Real Inception-v3 weights are not shipped; the interface is what counts."""
+
+    class PoolAndLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=4), torch.nn.ReLU(),
+                                                torch.nn.AdaptiveAvgPool2d(1))
+            self.classify = torch.nn.Linear(8, 10)
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            assert images.shape[-1] == 299
+            pool = self.features(images).flatten(1)
+            return pool, self.classify(pool)
+
+    torch.manual_seed(0)
+    scripted = torch.jit.script(PoolAndLogits())
+    scripted.save(str(tmp_path / "inception.pt"))
+    data = make_shapes_dataset(tmp_path / "shapes", size=64, copies=3)
+    out = tmp_path / "eval.json"
+    assert main([str(tiny_checkpoint), "--data", str(data), "--samples", "24", "--label-field", "none",
+                 "--inception", str(tmp_path / "inception.pt"), "--out", str(out)]) == 0
+    standard = json.loads(out.read_text())["standard_inception"]
+    assert np.isfinite(standard["fid"]) and standard["fid"] >= 0
+    assert 1.0 <= standard["inception_score"] <= 10.0
