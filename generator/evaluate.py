@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from generator.checkpoint import read_config
 from generator.data import load_rgb_image, manifest_sha256, read_manifest
+from generator.matching import contrastive_fit, flip_and_shift
 from generator.pipeline import StackGANPipeline, default_device
 from generator.text_encoder import TextEncoder
 
@@ -63,13 +64,6 @@ class SmallConvNet(nn.Module):
         return self.head(self.trunk(images))
 
 
-def augment(batch: torch.Tensor) -> torch.Tensor:
-    if random.random() < 0.5:
-        batch = batch.flip(-1)
-    shift = random.randint(-4, 4), random.randint(-4, 4)
-    return torch.roll(batch, shifts=shift, dims=(2, 3))
-
-
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, epochs: int, seed: int) -> SmallConvNet:
     torch.manual_seed(seed)
     net = SmallConvNet(classes)
@@ -78,7 +72,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, e
         order = torch.randperm(len(images))
         for start in range(0, len(images), 64):
             index = order[start:start + 64]
-            loss = F.cross_entropy(net(augment(images[index])), labels[index])
+            loss = F.cross_entropy(net(flip_and_shift(images[index])), labels[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -89,24 +83,8 @@ def train_image_text_encoder(images: torch.Tensor, caption_embeddings: list[torc
                              seed: int) -> SmallConvNet:
     """Image encoder into the frozen text space, by InfoNCE over matching (image, caption) pairs."""
     torch.manual_seed(seed)
-    dim = caption_embeddings[0].shape[-1]
-    net = SmallConvNet(dim)
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(epochs):
-        order = torch.randperm(len(images))
-        for start in range(0, len(images), 64):
-            index = order[start:start + 64]
-            if len(index) < 2:
-                continue
-            text = torch.stack([caption_embeddings[i][random.randrange(len(caption_embeddings[i]))] for i in index])
-            image = F.normalize(net(augment(images[index])), dim=-1)
-            logits = image @ F.normalize(text, dim=-1).T / 0.07
-            target = torch.arange(len(index))
-            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    return net.eval()
+    net = SmallConvNet(caption_embeddings[0].shape[-1])
+    return contrastive_fit(net, images, caption_embeddings, epochs, seed)
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -195,7 +173,7 @@ def load_real(folder: Path, encoder: TextEncoder, label_field: str) -> RealSet:
 
 def feature_networks(real: RealSet, folder: Path, encoder: TextEncoder, seed: int) -> tuple[SmallConvNet, SmallConvNet]:
     """Train (or load, cached per manifest and encoder) the two evaluation networks."""
-    key = hashlib.sha256((manifest_sha256(folder) + encoder.fingerprint + f"v1-{seed}").encode()).hexdigest()[:16]
+    key = hashlib.sha256((manifest_sha256(folder) + encoder.fingerprint + f"v2-{seed}").encode()).hexdigest()[:16]
     cache = folder / ".cache" / f"eval-nets-{key}.safetensors"
     classifier, aligner = SmallConvNet(len(real.label_names)), SmallConvNet(encoder.dim)
     if cache.is_file():

@@ -31,9 +31,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from generator import checkpoint as ckpt
+from generator.augment import diff_augment, parse_policy
 from generator.config import StackGANConfig
 from generator.data import CaptionedImageDataset, ManifestItem, embed_captions_cached, manifest_sha256, read_manifest
 from generator.losses import colour_consistency_loss, discriminator_loss, generator_adversarial_loss, kl_divergence
+from generator.matching import load_or_fit_encoder, matching_loss
 from generator.models import build_discriminators, build_generator, count_parameters, init_weights
 from generator.pipeline import default_device, tensor_to_pil
 from generator.text_encoder import TextEncoder
@@ -55,6 +57,9 @@ class TrainingOptions:
     kl_weight: float = 2.0
     uncond_weight: float = 1.0
     colour_weight: float = 0.0
+    matching_weight: float = 0.0
+    matching_epochs: int = 20
+    diff_augment: str = ""
     ema_decay: float = 0.999
     lr_decay_epochs: int = 0
     seed: int = 0
@@ -76,6 +81,9 @@ class TrainingOptions:
             raise ValueError("batch size must be at least 2 (batch norm needs two samples)")
         if self.weights_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError("weights dtype must be float32, float16 or bfloat16")
+        if self.matching_weight < 0:
+            raise ValueError("the matching-loss weight cannot be negative")
+        parse_policy(self.diff_augment)
 
 
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -129,6 +137,10 @@ class Trainer:
         self.batch_size = min(options.batch_size, len(self.dataset))
         self.steps_per_epoch = max(1, len(self.dataset) // self.batch_size)
         self.total_steps = options.steps if options.steps is not None else options.epochs * self.steps_per_epoch
+        self.augment_policy = parse_policy(options.diff_augment)
+        self.matcher, self.matcher_sha256 = None, None
+        if options.matching_weight > 0 and embeddings is not None:
+            self.matcher, self.matcher_sha256 = self._matching_encoder(embeddings)
 
         self.generator = build_generator(self.config).to(self.device)
         self.discriminators = build_discriminators(self.config).to(self.device)
@@ -180,6 +192,21 @@ class Trainer:
             d_weights = {k.removeprefix("discriminators."): v for k, v in tensors.items() if k.startswith("discriminators.")}
             if d_weights:
                 load_matching(self.discriminators, d_weights)
+
+    def _matching_encoder(self, embeddings: dict[str, torch.Tensor]) -> tuple[nn.Module, str]:
+        """The frozen image-caption encoder of the matching loss, trained on this run's real images."""
+        from torch.nn import functional as F
+
+        images = torch.cat([
+            F.interpolate(torch.stack(self.dataset.pixels[i:i + 128]).float().div(127.5).sub(1), size=(64, 64),
+                          mode="bilinear", antialias=True, align_corners=False)
+            for i in range(0, len(self.dataset.pixels), 128)
+        ])
+        per_item = [torch.stack([embeddings[c] for c in item.captions]) for item in self.dataset.items]
+        key = manifest_sha256(self.options.data) + self.encoder.fingerprint + ",".join(i.image for i in self.dataset.items)
+        encoder, digest = load_or_fit_encoder(images, per_item, key, Path(self.options.data) / ".cache",
+                                              seed=self.options.seed, epochs=self.options.matching_epochs)
+        return encoder.to(self.device), digest
 
     def _resume(self) -> None:
         state = ckpt.load_training_state(self.output)
@@ -236,9 +263,10 @@ class Trainer:
             disc = self.discriminators[i]
             for group in opt.param_groups:
                 group["lr"] = options.lr_d * self.learning_rate_factor()
-            real_out = disc(real[i], cond)
-            wrong_out = disc(real[i], mu_wrong) if mu_wrong is not None else (None, None)
-            fake_out = disc(fakes[i].detach(), cond)
+            real_seen = self.augmented(real[i])
+            real_out = disc(real_seen, cond)
+            wrong_out = disc(real_seen, mu_wrong) if mu_wrong is not None else (None, None)
+            fake_out = disc(self.augmented(fakes[i].detach()), cond)
             loss_d = discriminator_loss(real_out, wrong_out, fake_out, options.uncond_weight)
             opt.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -247,8 +275,13 @@ class Trainer:
 
         loss_g = torch.zeros((), device=self.device)
         for i in self.trained_scales:
-            loss_g = loss_g + generator_adversarial_loss(self.discriminators[i](fakes[i], mu), options.uncond_weight)
+            loss_g = loss_g + generator_adversarial_loss(self.discriminators[i](self.augmented(fakes[i]), mu), options.uncond_weight)
         losses["loss_g_adv"] = loss_g.item()
+        if self.matcher is not None:
+            # On the largest trained scale: its gradient reaches every stage below it.
+            matching = matching_loss(self.matcher, fakes[self.trained_scales[-1]], text)
+            loss_g = loss_g + options.matching_weight * matching
+            losses["matching"] = matching.item()
         if mu is not None and options.kl_weight > 0:
             kl = kl_divergence(mu, logvar)
             loss_g = loss_g + options.kl_weight * kl
@@ -267,6 +300,9 @@ class Trainer:
         # Warm-up of the EMA decay, so that short runs do not sample from near-initial weights.
         update_ema(self.ema, self.generator, min(options.ema_decay, (1 + self.step) / (10 + self.step)))
         return losses
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        return diff_augment(images, self.augment_policy) if self.augment_policy else images
 
     def _trained_ca(self) -> nn.Module:
         return self.generator.stage_two.ca if self.generator.stage_two is not None else self.generator.stage_one.ca
@@ -359,6 +395,12 @@ class Trainer:
                 "epochs": round(self.step / self.steps_per_epoch, 2),
                 "device": str(self.device),
                 "init_from": str(self.options.init_from) if self.options.init_from else None,
+                "diff_augment": list(self.augment_policy),
+                "matching_loss": {
+                    "weight": self.options.matching_weight,
+                    "encoder": "MatchingImageEncoder trained contrastively on this run's real images",
+                    "encoder_sha256": self.matcher_sha256,
+                } if self.matcher is not None else None,
             },
         }
 
@@ -432,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--kl-weight", type=float, default=2.0, help="weight of the conditioning-augmentation KL term")
     train.add_argument("--uncond-weight", type=float, default=1.0, help="weight of the unconditional (JCU) loss terms")
     train.add_argument("--colour-weight", type=float, default=0.0, help="lambda1 of the colour-consistency term (lambda2 = 5 x); 0 = off")
+    train.add_argument("--matching-weight", type=float, default=0.0,
+                       help="weight of the image-caption matching loss (AttnGAN's DAMSM, sentence level); 0 = off")
+    train.add_argument("--matching-epochs", type=int, default=20, help="epochs to train the matching loss's image encoder")
+    train.add_argument("--diff-augment", default="",
+                       help="DiffAugment policies before the discriminators, e.g. color,translation,cutout ('' = off)")
     train.add_argument("--ema-decay", type=float, default=0.999, help="decay of the generator weight average that is saved")
     train.add_argument("--seed", type=int, default=0, help="random seed of initialisation, data order and noise")
     train.add_argument("--device", help="cuda, cuda:1, cpu ... (default: CUDA when present)")
@@ -463,6 +510,7 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         data=args.data, output=args.output, config=config, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d,
         betas=(args.beta1, args.beta2), steps=args.steps, epochs=math.ceil(epochs) if epochs else None,
         kl_weight=args.kl_weight, uncond_weight=args.uncond_weight, colour_weight=args.colour_weight,
+        matching_weight=args.matching_weight, matching_epochs=args.matching_epochs, diff_augment=args.diff_augment,
         ema_decay=args.ema_decay, lr_decay_epochs=lr_decay, seed=args.seed, device=args.device,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         init_from=args.init_from, text_encoder=args.text_encoder, sample_captions=args.sample_captions,
