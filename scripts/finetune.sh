@@ -15,7 +15,7 @@ DATA=data/$NAME
 $PY manage.py migrate --noinput -v0
 $PY -m generator.datasets import-csv --images "$IMAGES" --csv "$CSV" --out "$DATA"
 $PY manage.py train_model --data "$DATA" --init-from models/default --output "runs/$NAME" --steps "$STEPS" \
-    --batch-size 16 --checkpoint-every 250 --sample-every 250
+    --batch-size 16 --checkpoint-every 250 --sample-every 250 --diff-augment color,translation,cutout --matching-weight 2
 $PY -m policies build-near-copy-index "$DATA" --out "runs/$NAME/near_copies.json"
 $PY manage.py register_model "runs/$NAME" --name "$NAME" --notes "fine-tuned from models/default on $DATA"
 echo "registered model version $NAME; sample grid: runs/$NAME/samples.png; activate it in the admin (Model versions)."

@@ -13,6 +13,7 @@ $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA
 [ -f "$DATA/manifest.jsonl" ] || $PY -m generator.datasets prepare twemoji --out "$DATA"
 $PY manage.py train_model --data "$DATA" --output "$OUT" --variant v2 --branches 3 --ngf 64 --ndf 64 \
     --batch-size 24 --steps "$STEPS" --checkpoint-every 500 --sample-every 500 --weights-dtype float16 --quiet \
+    --diff-augment color,translation,cutout --matching-weight 2 \
     --sample-caption "a grinning face, flat style" --sample-caption "a red apple, flat style" \
     --sample-caption "a dog face, flat style" --sample-caption "an automobile, flat style"
 mkdir -p models/default
