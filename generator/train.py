@@ -152,6 +152,7 @@ class Trainer:
         )
         self.step = 0
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.parent_lineage: dict[str, Any] = {}
         if options.init_from:
             self._init_from(Path(options.init_from))
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
@@ -184,6 +185,9 @@ class Trainer:
         if self.config.variant == "v1" and source_config.branches == 1 and self.config.branches == 2:
             weights = {f"stage_one.{k.removeprefix('stage_one.')}": v for k, v in weights.items()}
         fresh = load_matching(self.generator, weights)
+        lineage_file = folder / ckpt.LINEAGE_FILE
+        if lineage_file.is_file():
+            self.parent_lineage = json.loads(lineage_file.read_text())
         if fresh:
             logger.info("fine-tuning from %s; %d tensors start fresh (new branches)", folder, len(fresh))
         state = ckpt.load_training_state(folder)
@@ -374,35 +378,41 @@ class Trainer:
         return path
 
     def lineage(self) -> dict[str, Any]:
+        """What this checkpoint was made from: every dataset and training phase, the ones of the
+        checkpoint it was fine-tuned from included, so the data policy sees all of them."""
         report = self.dataset.report
-        return {
-            "datasets": [
-                {
-                    "name": Path(self.options.data).resolve().name,
-                    "manifest_sha256": manifest_sha256(self.options.data),
-                    "items_used": report.used,
-                    "items_skipped": len(report.skipped),
-                    "skipped": [dataclasses.asdict(s) for s in report.skipped[:1000]],
-                    "licences": report.licences,
-                    "attributions": sorted({i.attribution for i in self.dataset.items if i.attribution})[:1000],
-                }
-            ],
-            "training": {
-                "started_at": self.started_at,
-                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "steps": self.step,
-                "batch_size": self.batch_size,
-                "epochs": round(self.step / self.steps_per_epoch, 2),
-                "device": str(self.device),
-                "init_from": str(self.options.init_from) if self.options.init_from else None,
-                "diff_augment": list(self.augment_policy),
-                "matching_loss": {
-                    "weight": self.options.matching_weight,
-                    "encoder": "MatchingImageEncoder trained contrastively on this run's real images",
-                    "encoder_sha256": self.matcher_sha256,
-                } if self.matcher is not None else None,
-            },
+        dataset = {
+            "name": Path(self.options.data).resolve().name,
+            "manifest_sha256": manifest_sha256(self.options.data),
+            "items_used": report.used,
+            "items_skipped": len(report.skipped),
+            "skipped": [dataclasses.asdict(s) for s in report.skipped[:1000]],
+            "licences": report.licences,
+            "attributions": sorted({i.attribution for i in self.dataset.items if i.attribution})[:1000],
         }
+        phase = {
+            "run": self.output.name,
+            "dataset": dataset["name"],
+            "sizes": self.config.image_sizes,
+            "started_at": self.started_at,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "steps": self.step,
+            "batch_size": self.batch_size,
+            "epochs": round(self.step / self.steps_per_epoch, 2),
+            "device": str(self.device),
+            "init_from": str(self.options.init_from) if self.options.init_from else None,
+            "diff_augment": list(self.augment_policy),
+            "matching_loss": {
+                "weight": self.options.matching_weight,
+                "encoder": "MatchingImageEncoder trained contrastively on this run's real images",
+                "encoder_sha256": self.matcher_sha256,
+            } if self.matcher is not None else None,
+        }
+        parent_datasets = [d for d in self.parent_lineage.get("datasets", [])
+                           if d.get("manifest_sha256") != dataset["manifest_sha256"]]
+        parent_training = self.parent_lineage.get("training") or {}
+        earlier = parent_training.get("phases") or ([parent_training] if parent_training else [])
+        return {"datasets": parent_datasets + [dataset], "training": {**phase, "phases": earlier + [phase]}}
 
     def save(self) -> Path:
         dtype = getattr(torch, self.options.weights_dtype)

@@ -137,3 +137,19 @@ def test_bad_objective_options_are_refused_with_a_message(tmp_path, capsys):
     assert code == 2 and "unknown augmentation colour" in capsys.readouterr().err
     code = main(["--data", str(data), "--output", str(tmp_path / "run"), "--steps", "1", "--matching-weight", "-1"])
     assert code == 2 and "cannot be negative" in capsys.readouterr().err
+
+
+def test_a_fine_tuned_checkpoint_carries_the_datasets_and_phases_it_descends_from(tmp_path):
+    base_data = make_shapes_dataset(tmp_path / "base", size=16, copies=1)
+    customer_data = make_shapes_dataset(tmp_path / "customer", size=16, copies=2)
+    common = dict(steps=2, batch_size=4, device="cpu", config=StackGANConfig(ngf=8, ndf=8, base_size=16, branches=1),
+                  sample_every=0, checkpoint_every=0, progress=False)
+    Trainer(TrainingOptions(data=base_data, output=tmp_path / "base-run", **common)).run()
+    Trainer(TrainingOptions(data=customer_data, output=tmp_path / "tuned", init_from=tmp_path / "base-run",
+                            **common)).run()
+    lineage = json.loads((tmp_path / "tuned" / "lineage.json").read_text())
+    assert [d["name"] for d in lineage["datasets"]] == ["base", "customer"]
+    assert [d["items_used"] for d in lineage["datasets"]] == [8, 16]
+    phases = lineage["training"]["phases"]
+    assert [(p["run"], p["dataset"]) for p in phases] == [("base-run", "base"), ("tuned", "customer")]
+    assert phases[1]["init_from"] == str(tmp_path / "base-run")
