@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from generator.checkpoint import read_config
+from generator.checkpoint import WEIGHTS_FILE, read_config
 from generator.data import load_rgb_image, manifest_sha256, read_manifest
 from generator.matching import contrastive_fit, flip_and_shift
 from generator.pipeline import StackGANPipeline, default_device
@@ -173,7 +173,7 @@ def load_real(folder: Path, encoder: TextEncoder, label_field: str) -> RealSet:
 
 def feature_networks(real: RealSet, folder: Path, encoder: TextEncoder, seed: int) -> tuple[SmallConvNet, SmallConvNet]:
     """Train (or load, cached per manifest and encoder) the two evaluation networks."""
-    key = hashlib.sha256((manifest_sha256(folder) + encoder.fingerprint + f"v2-{seed}").encode()).hexdigest()[:16]
+    key = hashlib.sha256((manifest_sha256(folder) + encoder.fingerprint + f"v3-{seed}").encode()).hexdigest()[:16]
     cache = folder / ".cache" / f"eval-nets-{key}.safetensors"
     classifier, aligner = SmallConvNet(len(real.label_names)), SmallConvNet(encoder.dim)
     if cache.is_file():
@@ -276,6 +276,7 @@ def evaluate(checkpoint: Path, data: Path, samples: int = 500, per_caption: int 
         rows[name] = result
     report = {
         "checkpoint": str(checkpoint),
+        "weights_sha256": hashlib.sha256((checkpoint / WEIGHTS_FILE).read_bytes()).hexdigest(),
         "data": str(data),
         "manifest_sha256": manifest_sha256(data),
         "samples": len(captions),

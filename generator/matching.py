@@ -51,10 +51,12 @@ class MatchingImageEncoder(nn.Module):
         return self.head(self.trunk(images))
 
 
-def flip_and_shift(batch: torch.Tensor) -> torch.Tensor:
-    if random.random() < 0.5:
+def flip_and_shift(batch: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
+    """A random horizontal flip and a circular shift of up to 4 pixels (the whole batch alike)."""
+    rng = rng or random.Random(random.getrandbits(32))
+    if rng.random() < 0.5:
         batch = batch.flip(-1)
-    shift = random.randint(-4, 4), random.randint(-4, 4)
+    shift = rng.randint(-4, 4), rng.randint(-4, 4)
     return torch.roll(batch, shifts=shift, dims=(2, 3))
 
 
@@ -75,7 +77,7 @@ def contrastive_fit(net: nn.Module, images: torch.Tensor, caption_embeddings: li
             if len(index) < 2:
                 continue
             text = torch.stack([caption_embeddings[i][rng.randrange(len(caption_embeddings[i]))] for i in index])
-            loss = symmetric_info_nce(net(flip_and_shift(images[index])), text, temperature)
+            loss = symmetric_info_nce(net(flip_and_shift(images[index], rng)), text, temperature)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Train the shipped model on CPU in three resumable phases (64 px, grow to 128, grow to 256) and copy
 # the result to models/default. Re-running resumes where it stopped. Steps per phase can be set:
-#   P1_STEPS=4500 P2_STEPS=500 P3_STEPS=500 bash scripts/train-shipped-model.sh
+#   P1_STEPS=4500 P2_STEPS=500 P3_STEPS=400 bash scripts/train-shipped-model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 DATA=${DATA:-data/twemoji}
 RUNS=${RUNS:-runs/shipped}
-P1_STEPS=${P1_STEPS:-4500}; P2_STEPS=${P2_STEPS:-500}; P3_STEPS=${P3_STEPS:-500}
+P1_STEPS=${P1_STEPS:-4500}; P2_STEPS=${P2_STEPS:-500}; P3_STEPS=${P3_STEPS:-400}
 # DiffAugment keeps the discriminator from memorising two thousand images; the matching loss (AttnGAN's
 # DAMSM, sentence level) teaches the text conditioning far sooner than the adversarial loss alone.
 COMMON=(--batch-size 16 --checkpoint-every 250 --sample-every 500 --quiet
