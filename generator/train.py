@@ -267,10 +267,10 @@ class Trainer:
             disc = self.discriminators[i]
             for group in opt.param_groups:
                 group["lr"] = options.lr_d * self.learning_rate_factor()
-            real_seen = self.augmented(real[i])
+            real_seen = diff_augment(real[i], self.augment_policy)
             real_out = disc(real_seen, cond)
             wrong_out = disc(real_seen, mu_wrong) if mu_wrong is not None else (None, None)
-            fake_out = disc(self.augmented(fakes[i].detach()), cond)
+            fake_out = disc(diff_augment(fakes[i].detach(), self.augment_policy), cond)
             loss_d = discriminator_loss(real_out, wrong_out, fake_out, options.uncond_weight)
             opt.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -279,7 +279,8 @@ class Trainer:
 
         loss_g = torch.zeros((), device=self.device)
         for i in self.trained_scales:
-            loss_g = loss_g + generator_adversarial_loss(self.discriminators[i](self.augmented(fakes[i]), mu), options.uncond_weight)
+            seen = diff_augment(fakes[i], self.augment_policy)
+            loss_g = loss_g + generator_adversarial_loss(self.discriminators[i](seen, mu), options.uncond_weight)
         losses["loss_g_adv"] = loss_g.item()
         if self.matcher is not None:
             # On the largest trained scale: its gradient reaches every stage below it.
@@ -304,9 +305,6 @@ class Trainer:
         # Warm-up of the EMA decay, so that short runs do not sample from near-initial weights.
         update_ema(self.ema, self.generator, min(options.ema_decay, (1 + self.step) / (10 + self.step)))
         return losses
-
-    def augmented(self, images: torch.Tensor) -> torch.Tensor:
-        return diff_augment(images, self.augment_policy) if self.augment_policy else images
 
     def _trained_ca(self) -> nn.Module:
         return self.generator.stage_two.ca if self.generator.stage_two is not None else self.generator.stage_one.ca
