@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lineage import Lineage, LineageError
+from lineage.manifest import read_manifest_lines as _manifest_lines
 from policies.decisions import Decision, Outcome, Verdict
 
 
@@ -80,31 +81,48 @@ class DataPolicy:
     def check_dataset(self, folder: str | Path) -> DatasetVerdict:
         return self.check_items(read_manifest_lines(Path(folder) / "manifest.jsonl"))
 
-    def check_lineage(self, lineage: dict[str, Any]) -> Verdict:
-        """A model version is usable only if every dataset it was trained on used allowed licences."""
+    def check_lineage(self, lineage: Lineage | dict[str, Any] | None) -> Verdict:
+        """A model version is usable only if its lineage parses, names at least one dataset, and every
+        dataset records its licences, all of them allowed. Anything else fails closed."""
         verdict = Verdict("data", self.version)
-        for dataset in lineage.get("datasets", []):
-            bad = sorted(lic for lic in dataset.get("licences", {}) if lic not in self.allowed_licences)
+        try:
+            parsed = lineage if isinstance(lineage, Lineage) else Lineage.from_dict(lineage if lineage is not None else {})
+        except LineageError as exc:
+            verdict.decisions.append(Decision(
+                Outcome.DENY, "data.lineage.invalid",
+                f"The training-data lineage cannot be read, so what the model was trained on is unknown: {exc}",
+                {"error": str(exc)[:500]},
+            ))
+            return verdict
+        if not parsed.datasets:
+            verdict.decisions.append(Decision(
+                Outcome.DENY, "data.lineage.no_datasets",
+                "The lineage names no training dataset, so the rights to what the model learned from are not on record.",
+            ))
+        for dataset in parsed.datasets:
+            if not dataset.licences or not any(dataset.licences.values()):
+                verdict.decisions.append(Decision(
+                    Outcome.DENY, "data.lineage.no_licences",
+                    f"dataset {dataset.name!r} records no licences, so its rights are not on record",
+                    {"dataset": dataset.name},
+                ))
+                continue
+            bad = sorted(lic for lic in dataset.licences if lic not in self.allowed_licences)
             if bad:
                 verdict.decisions.append(Decision(
                     Outcome.DENY, "data.lineage.licence",
-                    f"dataset {dataset.get('name')!r} was trained with licences this policy does not allow: {', '.join(bad)}",
-                    {"dataset": dataset.get("name"), "licences": bad},
+                    f"dataset {dataset.name!r} was trained with licences this policy does not allow: {', '.join(bad)}",
+                    {"dataset": dataset.name, "licences": bad},
                 ))
         return verdict
 
 
 def read_manifest_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line as a dict with its "line" number; an unreadable line becomes an item with no
+    licence, so the licence rule refuses it by line number."""
     items = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                data = {"license": None, "training_permission": None, "image": "(unreadable line)"}
-            if not isinstance(data, dict):
-                data = {"license": None, "training_permission": None, "image": "(not an object)"}
-            items.append({**data, "line": number})
+    for line in _manifest_lines(path):
+        data = line.data if line.data is not None else {"license": None, "training_permission": None,
+                                                          "image": f"(unreadable line: {line.error})"}
+        items.append({**data, "line": line.number})
     return items
