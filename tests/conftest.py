@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from generator.config import StackGANConfig
+from lineage import DatasetRecord, Lineage, TrainingPhase
 
 TINY_CONFIG = StackGANConfig(ngf=8, ndf=8, base_size=16, branches=3)  # 16/32/64 px, CPU-fast
+# The lineage the test checkpoints declare: a rights-clean synthetic set, so activation passes.
+SHAPES_LINEAGE = Lineage(
+    datasets=(DatasetRecord(name="shapes", manifest_sha256="0" * 64, items_used=16, licences={"CC0-1.0": 16},
+                            attributions=()),),
+    phases=(TrainingPhase(run="tiny", dataset="shapes", sizes=(16, 32, 64), steps=0),),
+)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +41,7 @@ def tiny_checkpoint(tmp_path_factory, text_encoder) -> Path:
     model = build_generator(TINY_CONFIG)
     init_weights(model)
     calibrate_batch_norm(model, TINY_CONFIG, text_encoder)
-    lineage = {"datasets": [{"name": "shapes", "licences": {"CC0-1.0": 16}}], "training": {"steps": 0}}
-    return save_pretrained(folder, TINY_CONFIG, model.state_dict(), text_encoder.describe(), lineage)
+    return save_pretrained(folder, TINY_CONFIG, model.state_dict(), text_encoder.describe(), SHAPES_LINEAGE.to_dict())
 
 
 @pytest.fixture

@@ -241,10 +241,54 @@ def test_data_policy_counts_excludes_and_refuses():
     assert "line 4 (4.png)" in messages and "line 5 (5.png)" in messages and "line 6 (6.png)" in messages
 
 
+def _lineage(**dataset_fields):
+    dataset = {"name": "x", "manifest_sha256": "a" * 64, "items_used": 3, "licences": {"CC-BY-4.0": 3},
+               "attributions": ["by someone"], **dataset_fields}
+    return {"format_version": 1, "datasets": [dataset], "phases": []}
+
+
 def test_data_policy_allows_a_clean_set_and_judges_lineage():
     assert not POLICIES.data.check_items([item(1), item(2, "CC0-1.0", attribution="")]).denied
-    assert POLICIES.data.check_lineage({"datasets": [{"name": "x", "licences": {"LicenseRef-apple": 3}}]}).denied
-    assert not POLICIES.data.check_lineage({"datasets": [{"name": "x", "licences": {"CC-BY-4.0": 3}}]}).denied
+    assert POLICIES.data.check_lineage(_lineage(licences={"LicenseRef-apple": 3})).denied
+    assert not POLICIES.data.check_lineage(_lineage()).denied
+
+
+def _denied_by(lineage) -> list[str]:
+    verdict = POLICIES.data.check_lineage(lineage)
+    assert verdict.denied
+    return [d.rule_id for d in verdict.decisions]
+
+
+@pytest.mark.parametrize(("lineage", "rule", "named"), [
+    ({}, "data.lineage.invalid", "format_version"),
+    (None, "data.lineage.invalid", "format_version"),
+    ({"format_version": 1, "datasets": [], "phases": []}, "data.lineage.no_datasets", ""),
+    (_lineage(licences={}), "data.lineage.no_licences", ""),
+    ({**_lineage(), "datasets": [{k: v for k, v in _lineage()["datasets"][0].items() if k != "licences"}]},
+     "data.lineage.invalid", "licences"),
+    ({**_lineage(), "datasets": [{**{k: v for k, v in _lineage()["datasets"][0].items() if k != "licences"},
+                                  "licenses": {"CC-BY-4.0": 3}}]}, "data.lineage.invalid", "licences"),
+    ({**_lineage(), "extra": 1}, "data.lineage.invalid", "extra"),
+    ("not an object", "data.lineage.invalid", "object"),
+    (_lineage(licences={"CC-BY-4.0": "three"}), "data.lineage.invalid", "CC-BY-4.0"),
+])
+def test_data_policy_denies_a_lineage_it_cannot_trust(lineage, rule, named):
+    verdict = POLICIES.data.check_lineage(lineage)
+    assert verdict.denied and rule in [d.rule_id for d in verdict.decisions]
+    assert named in " ".join(d.message for d in verdict.decisions)
+
+
+def test_lineage_round_trips_and_reads_the_first_unversioned_files():
+    from lineage import Lineage
+
+    current = Lineage.from_dict(json.loads((Path("models/default") / "lineage.json").read_text()))
+    assert Lineage.from_dict(current.to_dict()) == current
+    legacy = {"datasets": _lineage()["datasets"], "training": {"run": "p1", "dataset": "x", "sizes": [64], "steps": 10,
+                                                             "diff_augment": ["color"], "phases": [
+                                                                 {"run": "p1", "dataset": "x", "sizes": [64], "steps": 10,
+                                                                  "diff_augment": ["color"]}]}}
+    upgraded = Lineage.from_dict(legacy)
+    assert upgraded.phases[0].options == {"diff_augment": ["color"]} and upgraded.trained
 
 
 # -- output policy --------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import io
 from datetime import timedelta
 
 import pytest
+
+from tests.conftest import SHAPES_LINEAGE
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -197,7 +199,8 @@ def test_model_activation_checks_lineage_against_the_data_policy(db, tiny_checkp
 
     bad = tmp_path / "bad"
     shutil.copytree(tiny_checkpoint, bad)
-    lineage = {"datasets": [{"name": "apple64", "licences": {"LicenseRef-Apple-proprietary-emoji": 10}}]}
+    lineage = SHAPES_LINEAGE.to_dict()
+    lineage["datasets"][0].update(name="apple64", licences={"LicenseRef-Apple-proprietary-emoji": 10})
     (bad / "lineage.json").write_text(json.dumps(lineage))
     with pytest.raises(services.WorkflowError, match="cannot be activated.*LicenseRef-Apple"):
         services.register_model_version("bad", bad, activate=True)
