@@ -6,8 +6,6 @@ import io
 from datetime import timedelta
 
 import pytest
-
-from tests.conftest import SHAPES_LINEAGE
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -18,6 +16,7 @@ from policies import Decision, Outcome, Verdict
 from stackgan_django import services
 from stackgan_django.audit import verify_chain
 from stackgan_django.models import AppendOnlyError, Asset, AuditEvent, GenerationRequest, PolicyDecision
+from tests.conftest import SHAPES_LINEAGE
 
 State = GenerationRequest.State
 
