@@ -19,7 +19,7 @@ from typing import Any
 from lineage.manifest import ManifestLine, read_manifest_lines
 
 __all__ = [
-    "FORMAT_VERSION", "DatasetRecord", "Lineage", "LineageError", "ManifestLine", "SkippedRecord", "TrainingPhase",
+    "FORMAT_VERSION", "LINEAGE_FILE", "DatasetRecord", "Lineage", "LineageError", "ManifestLine", "SkippedRecord", "TrainingPhase",
     "read_lineage", "read_manifest_lines", "write_lineage",
 ]
 

@@ -50,11 +50,9 @@ class AssetSerializer(serializers.ModelSerializer):
 
     def get_attribution(self, asset) -> list[str]:
         """Credit lines owed to the training data's rights holders (from the model's lineage)."""
-        lineage = asset.request.model_version.lineage if asset.request.model_version else {}
-        lines = []
-        for dataset in (lineage or {}).get("datasets", []):
-            lines += dataset.get("attributions", [])
-        return sorted(set(lines))
+        model_version = asset.request.model_version
+        lineage = model_version.parsed_lineage if model_version else None
+        return lineage.attributions() if lineage else []
 
     def get_download_url(self, asset) -> str:
         request = self.context.get("request")

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from lineage import Lineage, LineageError
+
 
 class ModelVersion(models.Model):
     """A checkpoint folder the workers can load, with the data it was trained on."""
@@ -31,6 +33,17 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({'active' if self.is_active else 'inactive'})"
+
+    @property
+    def parsed_lineage(self) -> Lineage | None:
+        """The lineage read through its schema, or None when there is none that parses: readers show
+        nothing rather than guess from raw keys (and activation refuses such a model)."""
+        if not self.lineage:
+            return None
+        try:
+            return Lineage.from_dict(self.lineage)
+        except LineageError:
+            return None
 
 
 class GenerationRequest(models.Model):

@@ -52,6 +52,16 @@ def active_model(db, tiny_checkpoint):
 
 
 @pytest.fixture
+def no_broker(monkeypatch) -> list[int]:
+    """Record what would be enqueued instead of sending it, for tests about the database."""
+    from stackgan_django.services import delivery
+
+    sent: list[int] = []
+    monkeypatch.setattr(delivery, "enqueue", lambda request_id, countdown=None: sent.append(request_id))
+    return sent
+
+
+@pytest.fixture
 def users(db):
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Permission

@@ -14,11 +14,6 @@ from stackgan_django import services
 from stackgan_django.models import Asset, GenerationRequest
 
 
-@pytest.fixture
-def no_broker(monkeypatch):
-    monkeypatch.setattr(services, "enqueue", lambda request_id, countdown=None: None)
-
-
 def make_assets(user, count=2):
     request = services.submit_request(caption="a red apple with a green leaf", num_images=count, user=user)
     services.start_request(request.pk)

@@ -19,11 +19,6 @@ from stackgan_django.provenance import manifests
 from stackgan_django.provenance.signers import PemFileSigner, SignerConfigurationError, make_development_ca
 
 
-@pytest.fixture
-def no_broker(monkeypatch):
-    monkeypatch.setattr(services, "enqueue", lambda request_id, countdown=None: None)
-
-
 def picture(seed=0, size=64):
     """A small illustration (shapes on a tinted background), like what the generator draws."""
     import random

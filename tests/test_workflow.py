@@ -21,14 +21,6 @@ from tests.conftest import SHAPES_LINEAGE
 State = GenerationRequest.State
 
 
-@pytest.fixture
-def no_broker(monkeypatch):
-    """Record what would be enqueued instead of sending it: these tests are about the database."""
-    sent = []
-    monkeypatch.setattr(services, "enqueue", lambda request_id, countdown=None: sent.append(request_id))
-    return sent
-
-
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"caption": ""}, "caption"), ({"caption": "   \u00a0 "}, "caption"), ({"caption": "x" * 1001}, "caption"),
     ({"caption": 42}, "caption"), ({"num_images": 0}, "num_images"), ({"num_images": 9}, "num_images"),

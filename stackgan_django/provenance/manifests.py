@@ -127,7 +127,7 @@ def _training_mining() -> dict[str, Any]:
 
 
 def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]], mark_id: int) -> dict[str, Any]:
-    lineage = model_version.lineage or {}
+    lineage = model_version.parsed_lineage
     generation: dict[str, Any] = {
         "model_version": model_version.name,
         "model_version_id": model_version.pk,
@@ -145,9 +145,9 @@ def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]
         generation["caption"] = request.caption
     training_data = {
         "datasets": [
-            {"name": d.get("name"), "manifest_sha256": d.get("manifest_sha256"), "items": d.get("items_used"),
-             "licences": d.get("licences", {}), "attributions": d.get("attributions", [])[:50]}
-            for d in lineage.get("datasets", [])
+            {"name": d.name, "manifest_sha256": d.manifest_sha256, "items": d.items_used,
+             "licences": dict(d.licences), "attributions": list(d.attributions[:50])}
+            for d in (lineage.datasets if lineage else ())
         ],
     }
     return {

@@ -1,0 +1,76 @@
+"""Review: a person approves, rejects or revokes an asset; approval signs a review manifest whose
+parent ingredient is the generated file, so the approved file carries its whole history."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from stackgan_django.audit import record_event
+from stackgan_django.models import Asset, Review
+from stackgan_django.services.errors import TransitionError, WorkflowError
+
+REVIEW_TRANSITIONS = {
+    Review.Decision.APPROVE: ({Asset.State.PENDING_REVIEW}, Asset.State.APPROVED),
+    Review.Decision.REJECT: ({Asset.State.PENDING_REVIEW}, Asset.State.REJECTED),
+    Review.Decision.REVOKE: ({Asset.State.APPROVED}, Asset.State.REVOKED),
+}
+
+
+def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
+    allowed_from, target = REVIEW_TRANSITIONS[decision]
+    with transaction.atomic():
+        asset = Asset.objects.select_for_update().filter(pk=asset_id).first()
+        if asset is None:
+            raise WorkflowError(f"There is no asset with id {asset_id!r}.")
+        if asset.state not in allowed_from:
+            raise TransitionError(
+                f"Asset {asset.pk} is {asset.get_state_display().lower()}; it cannot be {target.label.lower()}."
+            )
+        asset.state = target
+        asset.decided_at = timezone.now()
+        fields = ["state", "decided_at"]
+        if target == Asset.State.APPROVED:
+            _sign_approval(asset, reviewer, note)
+            fields += ["approved_file", "approved_sha256", "provenance", "provenance_state"]
+        asset.save(update_fields=fields)
+        Review.objects.create(asset=asset, reviewer=reviewer if getattr(reviewer, "pk", None) else None,
+                              decision=decision, note=note or "")
+        record_event(f"asset.{target.value}", asset, reviewer, note=note or "", request=asset.request_id)
+        return asset
+
+
+def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
+    """Sign a review manifest whose parent ingredient is the generated file; keep both files."""
+    from django.core.files.base import ContentFile
+
+    from stackgan_django import provenance
+
+    with asset.file.open("rb") as handle:
+        generated = handle.read()
+    reviewer_id = provenance.pseudonym("user", reviewer.pk) if getattr(reviewer, "pk", None) else "system"
+    try:
+        approved = provenance.sign_review(generated, asset_public_id=str(asset.public_id), decision="approve",
+                                          reviewer=reviewer_id, note=note or "")
+    except (provenance.SignerConfigurationError, provenance.SigningUnavailable) as exc:
+        raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
+    name = asset.file.name.rsplit(".", 1)[0] + "-approved.png"
+    asset.approved_file.save(name, ContentFile(approved), save=False)
+    asset.approved_sha256 = hashlib.sha256(approved).hexdigest()
+    asset.provenance = provenance.verify_bytes(approved).to_dict()
+    asset.provenance_state = asset.provenance.get("state", "")
+
+
+def approve_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
+    return _review(asset_id, Review.Decision.APPROVE, reviewer, note)
+
+
+def reject_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
+    return _review(asset_id, Review.Decision.REJECT, reviewer, note)
+
+
+def revoke_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
+    return _review(asset_id, Review.Decision.REVOKE, reviewer, note)
