@@ -96,7 +96,10 @@ class StackGANv2Generator(nn.Module):
         z: torch.Tensor,
         text_embedding: torch.Tensor | None = None,
         ca_noise: torch.Tensor | None = None,
+        branches: int | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """``branches`` stops after that many scales: training a lower branch alone skips the cost of
+        the higher ones."""
         if self.ca is not None:
             if text_embedding is None:
                 raise ValueError("a conditional generator needs text embeddings")
@@ -106,10 +109,18 @@ class StackGANv2Generator(nn.Module):
             condition, mu, logvar = z, None, None
             features = self.stages[0](z)
         images = [self.heads[0](features)]
-        for stage, head in zip(self.stages[1:], self.heads[1:]):
+        last = len(self.stages) if branches is None else branches
+        for stage, head in zip(self.stages[1:last], self.heads[1:last]):
             features = stage(features, condition)
             images.append(head(features))
         return images, mu, logvar
+
+    def branch_modules(self, index: int) -> list[nn.Module]:
+        """The modules that belong to output scale ``index`` (the CA goes with the first scale)."""
+        modules: list[nn.Module] = [self.stages[index], self.heads[index]]
+        if index == 0 and self.ca is not None:
+            modules.insert(0, self.ca)
+        return modules
 
 
 def down_block(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:

@@ -34,7 +34,13 @@ from generator import checkpoint as ckpt
 from generator.augment import diff_augment, parse_policy
 from generator.config import StackGANConfig
 from generator.data import CaptionedImageDataset, ManifestItem, embed_captions_cached, manifest_sha256, read_manifest
-from generator.losses import colour_consistency_loss, discriminator_loss, generator_adversarial_loss, kl_divergence
+from generator.losses import (
+    colour_consistency_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    kl_divergence,
+    mode_seeking_loss,
+)
 from generator.matching import load_or_fit_encoder, matching_loss
 from generator.models import build_discriminators, build_generator, count_parameters, init_weights
 from generator.pipeline import default_device, tensor_to_pil
@@ -59,6 +65,8 @@ class TrainingOptions:
     colour_weight: float = 0.0
     matching_weight: float = 0.0
     matching_epochs: int = 20
+    mode_seeking_weight: float = 0.0
+    train_branches: tuple[int, ...] | None = None
     diff_augment: str = ""
     ema_decay: float = 0.999
     lr_decay_epochs: int = 0
@@ -83,6 +91,12 @@ class TrainingOptions:
             raise ValueError("weights dtype must be float32, float16 or bfloat16")
         if self.matching_weight < 0:
             raise ValueError("the matching-loss weight cannot be negative")
+        if self.mode_seeking_weight < 0:
+            raise ValueError("the mode-seeking weight cannot be negative")
+        if self.train_branches is not None:
+            bad = [i for i in self.train_branches if not 0 <= i < self.config.branches]
+            if bad or not self.train_branches:
+                raise ValueError(f"train branches must be scale indices 0..{self.config.branches - 1}, got {self.train_branches}")
         parse_policy(self.diff_augment)
 
 
@@ -150,6 +164,16 @@ class Trainer:
         self.trained_scales = (
             list(range(self.config.branches)) if self.config.variant == "v2" else [self.config.branches - 1]
         )
+        if options.train_branches is not None:
+            self.trained_scales = sorted(set(options.train_branches))
+            # The scales not trained keep their weights: a new branch over frozen lower stages costs no
+            # backward pass through them, and what the lower stages learned cannot be undone.
+            for index in range(self.config.branches):
+                if index not in self.trained_scales:
+                    for module in self.generator.branch_modules(index):
+                        module.requires_grad_(False)
+        # Scales above the highest trained one need not be computed while training.
+        self.forward_branches = self.trained_scales[-1] + 1
         self.step = 0
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.parent_lineage: dict[str, Any] = {}
@@ -251,8 +275,18 @@ class Trainer:
         real = [img.to(self.device, non_blocking=True) for img in batch["images"]]
         batch_size = real[0].size(0)
         text = batch["embedding"].to(self.device) if self.config.conditional else None
-        z = torch.randn(batch_size, self.config.z_dim, device=self.device)
-        fakes, mu, logvar = self.generator(z, text)
+        # The mode-seeking term needs a second image for some captions: the first half of the batch again,
+        # with other latents, in the same forward pass.
+        pairs = batch_size // 2 if options.mode_seeking_weight > 0 and text is not None else 0
+        z = torch.randn(batch_size + pairs, self.config.z_dim, device=self.device)
+        g_text = torch.cat([text, text[:pairs]]) if pairs else text
+        if self.forward_branches < self.config.branches:
+            all_fakes, mu, logvar = self.generator(z, g_text, branches=self.forward_branches)
+        else:
+            all_fakes, mu, logvar = self.generator(z, g_text)
+        fakes = [f[:batch_size] for f in all_fakes]
+        if mu is not None:
+            mu, logvar = mu[:batch_size], logvar[:batch_size]
         mu_wrong = None
         if self.config.conditional:
             with torch.no_grad():
@@ -287,13 +321,21 @@ class Trainer:
             matching = matching_loss(self.matcher, fakes[self.trained_scales[-1]], text)
             loss_g = loss_g + options.matching_weight * matching
             losses["matching"] = matching.item()
+        if pairs:
+            seeking = sum(
+                mode_seeking_loss(all_fakes[i][:pairs], all_fakes[i][batch_size:], z[:pairs], z[batch_size:])
+                for i in self.trained_scales
+            ) / len(self.trained_scales)
+            loss_g = loss_g + options.mode_seeking_weight * seeking
+            losses["mode_seeking"] = seeking.item()
         if mu is not None and options.kl_weight > 0:
             kl = kl_divergence(mu, logvar)
             loss_g = loss_g + options.kl_weight * kl
             losses["kl"] = kl.item()
         if options.colour_weight > 0 and self.config.variant == "v2":
             colour = sum(
-                colour_consistency_loss(fakes[i - 1], fakes[i], options.colour_weight) for i in range(1, len(fakes))
+                colour_consistency_loss(fakes[i - 1], fakes[i], options.colour_weight)
+                for i in range(1, len(fakes)) if i in self.trained_scales
             )
             if torch.is_tensor(colour):
                 loss_g = loss_g + colour
@@ -400,6 +442,8 @@ class Trainer:
             "device": str(self.device),
             "init_from": str(self.options.init_from) if self.options.init_from else None,
             "diff_augment": list(self.augment_policy),
+            "mode_seeking_weight": self.options.mode_seeking_weight,
+            "trained_scales": [self.config.image_sizes[i] for i in self.trained_scales],
             "matching_loss": {
                 "weight": self.options.matching_weight,
                 "encoder": "MatchingImageEncoder trained contrastively on this run's real images",
@@ -485,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--matching-weight", type=float, default=0.0,
                        help="weight of the image-caption matching loss (AttnGAN's DAMSM, sentence level); 0 = off")
     train.add_argument("--matching-epochs", type=int, default=20, help="epochs to train the matching loss's image encoder")
+    train.add_argument("--mode-seeking-weight", type=float, default=0.0,
+                       help="weight of MSGAN's mode-seeking term against seeds of one caption collapsing; 0 = off")
+    train.add_argument("--train-branches", type=lambda text: tuple(int(x) for x in text.split(",")), default=None,
+                       help="comma-separated scale indices to train (0 = base); the others stay frozen [all for v2]")
     train.add_argument("--diff-augment", default="",
                        help="DiffAugment policies before the discriminators, e.g. color,translation,cutout ('' = off)")
     train.add_argument("--ema-decay", type=float, default=0.999, help="decay of the generator weight average that is saved")
@@ -519,6 +567,7 @@ def options_from_args(args: argparse.Namespace) -> TrainingOptions:
         betas=(args.beta1, args.beta2), steps=args.steps, epochs=math.ceil(epochs) if epochs else None,
         kl_weight=args.kl_weight, uncond_weight=args.uncond_weight, colour_weight=args.colour_weight,
         matching_weight=args.matching_weight, matching_epochs=args.matching_epochs, diff_augment=args.diff_augment,
+        mode_seeking_weight=args.mode_seeking_weight, train_branches=args.train_branches,
         ema_decay=args.ema_decay, lr_decay_epochs=lr_decay, seed=args.seed, device=args.device,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         init_from=args.init_from, text_encoder=args.text_encoder, sample_captions=args.sample_captions,
