@@ -253,7 +253,7 @@ def evaluate(checkpoint: Path, data: Path, samples: int = 500, per_caption: int 
         torch.stack([real.embeddings[i][0] for i in half_b]), None)
 
     # Baseline 2: the same architecture, untrained; then the checkpoint.
-    from generator.__main__ import calibrate_batch_norm
+    from generator.calibration import calibrate_batch_norm
     from generator.models import build_generator, init_weights
 
     config, _ = read_config(checkpoint)

@@ -71,8 +71,6 @@ class StackGANv2Generator(nn.Module):
 
     def __init__(self, config: StackGANConfig):
         super().__init__()
-        if config.variant != "v2":
-            raise ValueError("StackGANv2Generator needs a v2 config")
         self.config = config
         if config.conditional:
             self.ca = ConditioningAugmentation(config.text_dim, config.cond_dim)
@@ -114,6 +112,18 @@ class StackGANv2Generator(nn.Module):
             features = stage(features, condition)
             images.append(head(features))
         return images, mu, logvar
+
+    @property
+    def condition_encoder(self) -> nn.Module | None:
+        return self.ca
+
+    def parameter_groups(self) -> list[tuple[str, list[nn.Module]]]:
+        rows: list[tuple[str, list[nn.Module]]] = []
+        if self.ca is not None:
+            rows.append(("ca (conditioning augmentation)", [self.ca]))
+        for i, (stage, head) in enumerate(zip(self.stages, self.heads)):
+            rows.append((f"stage{i} ({self.config.image_sizes[i]} px) + image head", [stage, head]))
+        return rows
 
     def branch_modules(self, index: int) -> list[nn.Module]:
         """The modules that belong to output scale ``index`` (the CA goes with the first scale)."""
