@@ -9,50 +9,28 @@ from pathlib import Path
 
 import torch
 
+from generator.calibration import calibrate_batch_norm
 from generator.checkpoint import save_pretrained
 from generator.config import StackGANConfig
 from generator.models import build_discriminators, build_generator, count_parameters, init_weights
+from generator.registry import VARIANTS, get_variant
+from lineage import Lineage
+
+__all__ = ["calibrate_batch_norm", "init_untrained", "main", "parameter_table"]
 
 
 def parameter_table(config: StackGANConfig) -> list[tuple[str, int]]:
     generator = build_generator(config)
-    rows = [(f"G.{name}", count_parameters(child)) for name, child in generator.named_children()]
-    if config.variant == "v2":
-        rows = []
-        if generator.ca is not None:
-            rows.append(("G.ca (conditioning augmentation)", count_parameters(generator.ca)))
-        for i, (stage, head) in enumerate(zip(generator.stages, generator.heads)):
-            rows.append((f"G.stage{i} ({config.image_sizes[i]} px) + image head", count_parameters(stage) + count_parameters(head)))
+    rows = [(f"G.{name}", sum(count_parameters(m) for m in modules)) for name, modules in generator.parameter_groups()]
     rows.append(("G total", count_parameters(generator)))
     for i, disc in enumerate(build_discriminators(config)):
         rows.append((f"D{config.image_sizes[i]}", count_parameters(disc)))
     return rows
 
 
-@torch.no_grad()
-def calibrate_batch_norm(generator: torch.nn.Module, config: StackGANConfig, encoder, batches: int = 4) -> None:
-    """Set batch-norm running statistics from real forward passes (cumulative average).
-
-    A fresh network's running statistics (mean 0, variance 1) do not match its activations, so in
-    eval mode it draws flat grey images; calibrated, it draws the varied noise an untrained
-    generator really produces.
-    """
-    for module in generator.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    generator.train()
-    captions = ["a red apple", "a blue bird", "a yellow flower", "a green tree"] * 4
-    text = encoder.encode(captions) if config.conditional else None
-    for _ in range(batches):
-        generator(torch.randn(len(captions), config.z_dim), text)
-    for module in generator.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = 0.1
-    generator.eval()
-
-
 def init_untrained(folder: Path, config: StackGANConfig, seed: int, text_encoder: str | None) -> Path:
+    """A randomly initialised checkpoint. Its lineage names no dataset, so the data policy refuses to
+    activate it: it is for smoke tests and baselines, never for serving."""
     from generator.text_encoder import TextEncoder
 
     torch.manual_seed(seed)
@@ -60,7 +38,7 @@ def init_untrained(folder: Path, config: StackGANConfig, seed: int, text_encoder
     init_weights(generator)
     encoder = TextEncoder(text_encoder)
     calibrate_batch_norm(generator, config, encoder)
-    lineage = {"datasets": [], "training": {"steps": 0, "note": f"untrained: random initialisation, seed {seed}"}}
+    lineage = Lineage(note=f"untrained: random initialisation, seed {seed}")
     return save_pretrained(folder, config, generator.state_dict(), encoder.describe(), lineage)
 
 
@@ -74,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("folder", type=Path)
             cmd.add_argument("--seed", type=int, default=0)
             cmd.add_argument("--text-encoder")
-        cmd.add_argument("--variant", default="v2", choices=("v1", "v2"))
+        cmd.add_argument("--variant", default="v2", choices=tuple(VARIANTS))
         cmd.add_argument("--ngf", type=int, default=64)
         cmd.add_argument("--ndf", type=int, default=64)
         cmd.add_argument("--branches", type=int, default=None)
         cmd.add_argument("--text-dim", type=int, default=384)
     args = parser.parse_args(argv)
-    branches = args.branches or (3 if args.variant == "v2" else 2)
+    branches = args.branches or get_variant(args.variant).max_branches
     config = StackGANConfig(variant=args.variant, ngf=args.ngf, ndf=args.ndf, branches=branches, text_dim=args.text_dim)
     if args.command == "params":
         print(f"StackGAN-{config.variant}, ngf={config.ngf}, ndf={config.ndf}, text_dim={config.text_dim}, "

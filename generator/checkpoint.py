@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from generator.config import StackGANConfig
+from lineage import Lineage, write_lineage
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "generator.safetensors"
@@ -56,10 +59,13 @@ def save_pretrained(
     config: StackGANConfig,
     generator_state: dict[str, torch.Tensor],
     text_encoder: dict[str, Any],
-    lineage: dict[str, Any] | None = None,
+    lineage: Lineage | dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write an inference checkpoint. ``text_encoder`` is {name, dim, sha256}."""
+    """Write an inference checkpoint. ``text_encoder`` is {name, dim, sha256}; ``lineage`` goes through
+    the schema (a dict is parsed first, so a malformed one is refused before anything is written)."""
+    if lineage is not None and not isinstance(lineage, Lineage):
+        lineage = Lineage.from_dict(lineage)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in generator_state.items()}
@@ -75,7 +81,7 @@ def save_pretrained(
         },
     )
     if lineage is not None:
-        _write_json(folder / LINEAGE_FILE, lineage)
+        write_lineage(folder, lineage)
     return folder
 
 
@@ -182,3 +188,71 @@ def restore_optimizer(
     for param_id, values in plain.get("scalars", {}).items():
         state.setdefault(int(param_id), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+
+
+# -- the training state of a run (resuming) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunState:
+    """What a resumed run takes back besides the tensors: where it was and when it began."""
+
+    step: int
+    started_at: str | None
+
+
+def _tuple_state(state: Any) -> Any:
+    """random.getstate() comes back from JSON with lists where tuples were."""
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state
+
+
+def save_training_run(folder: Path, config: StackGANConfig, step: int, started_at: str,
+                      modules: dict[str, nn.Module], opt_g: torch.optim.Optimizer,
+                      opt_d: list[torch.optim.Optimizer], options: dict[str, str]) -> None:
+    """Networks (by prefix), optimisers, step and random states: everything to continue bit-for-bit."""
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    for prefix, module in modules.items():
+        tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+    opt_g_tensors, opt_g_plain = flatten_optimizer(opt_g, "opt_g")
+    tensors.update(opt_g_tensors)
+    opt_d_plain = []
+    for i, opt in enumerate(opt_d):
+        t, plain = flatten_optimizer(opt, f"opt_d{i}")
+        tensors.update(t)
+        opt_d_plain.append(plain)
+    save_training_state(folder, tensors, {
+        "step": step, "config": config.to_dict(), "started_at": started_at, "opt_g": opt_g_plain,
+        "opt_d": opt_d_plain, "python_rng": random.getstate(), "options": options,
+    })
+
+
+def restore_training_run(folder: Path, config: StackGANConfig, modules: dict[str, nn.Module],
+                         opt_g: torch.optim.Optimizer, opt_d: list[torch.optim.Optimizer]) -> RunState | None:
+    """Load the state ``save_training_run`` wrote into the given networks and optimisers; None if the
+    folder holds no state. A state of another architecture is refused rather than half-loaded."""
+    state = load_training_state(folder)
+    if state is None:
+        return None
+    tensors, plain = state
+    saved_config = StackGANConfig.from_dict(plain["config"])
+    if saved_config != config:
+        raise CheckpointError(
+            f"{folder} holds a run with a different architecture ({saved_config}); use another --output or --no-resume"
+        )
+    for prefix, module in modules.items():
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    restore_optimizer(opt_g, "opt_g", tensors, plain["opt_g"])
+    if len(plain["opt_d"]) != len(opt_d):
+        raise CheckpointError(f"{folder} was trained with {len(plain['opt_d'])} discriminators, this run trains {len(opt_d)}")
+    for i, opt in enumerate(opt_d):
+        restore_optimizer(opt, f"opt_d{i}", tensors, plain["opt_d"][i])
+    random.setstate(_tuple_state(plain["python_rng"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    return RunState(int(plain["step"]), plain.get("started_at"))
+
+
+def discriminator_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The discriminators of a checkpoint's training state (empty when it kept none), for fine-tuning."""
+    state = load_training_state(folder)
+    if state is None:
+        return {}
+    return {k.removeprefix("discriminators."): v for k, v in state[0].items() if k.startswith("discriminators.")}

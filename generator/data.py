@@ -26,6 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from lineage.manifest import read_manifest_lines
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.jsonl"
@@ -117,18 +119,15 @@ def read_manifest(folder: str | os.PathLike) -> list[ManifestItem]:
         raise ManifestError(path, [f"no {MANIFEST_FILE} in {folder}"])
     items: list[ManifestItem] = []
     errors: list[str] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                items.append(parse_manifest_line(json.loads(raw.decode("utf-8")), number))
-            except UnicodeDecodeError:
-                errors.append(f"line {number}: not valid UTF-8")
-            except json.JSONDecodeError as exc:
-                errors.append(f"line {number}: not valid JSON ({exc.msg})")
-            except ValueError as exc:
-                errors.append(f"line {number}: {exc}")
+    # The line loop (numbering, blank lines, JSON decoding) is the one the data policy uses too.
+    for line in read_manifest_lines(path):
+        if line.data is None:
+            errors.append(f"line {line.number}: {line.error}")
+            continue
+        try:
+            items.append(parse_manifest_line(line.data, line.number))
+        except ValueError as exc:
+            errors.append(f"line {line.number}: {exc}")
     if errors:
         raise ManifestError(path, errors)
     if not items:

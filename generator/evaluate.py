@@ -26,6 +26,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,11 +34,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from generator.bundle import BundleTextEncoder, is_bundle
 from generator.checkpoint import WEIGHTS_FILE, read_config
 from generator.data import load_rgb_image, manifest_sha256, read_manifest
 from generator.matching import contrastive_fit, flip_and_shift
 from generator.pipeline import StackGANPipeline, default_device
-from generator.text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 EVAL_SIZE = 64
@@ -120,7 +121,7 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 10, s
 def inception_score(logits: np.ndarray, splits: int = 10) -> float:
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     scores = []
-    for part in np.array_split(probs, splits):
+    for part in np.array_split(probs, max(1, min(splits, len(probs)))):
         marginal = part.mean(0, keepdims=True)
         kl = (part * (np.log(part + 1e-12) - np.log(marginal + 1e-12))).sum(1).mean()
         scores.append(math.exp(kl))
@@ -150,7 +151,7 @@ class RealSet:
     embeddings: list[torch.Tensor]
 
 
-def load_real(folder: Path, encoder: TextEncoder, label_field: str) -> RealSet:
+def load_real(folder: Path, encoder: Any, label_field: str) -> RealSet:
     items = [i for i in read_manifest(folder) if i.trainable]
     images, labels, captions = [], [], []
     for item in items:
@@ -171,10 +172,11 @@ def load_real(folder: Path, encoder: TextEncoder, label_field: str) -> RealSet:
     return RealSet(torch.stack(images), torch.tensor([names.index(x) for x in labels]), names, captions, embeddings)
 
 
-def feature_networks(real: RealSet, folder: Path, encoder: TextEncoder, seed: int) -> tuple[SmallConvNet, SmallConvNet]:
+def feature_networks(real: RealSet, folder: Path, encoder: Any, seed: int,
+                     cache_dir: Path | None = None) -> tuple[SmallConvNet, SmallConvNet]:
     """Train (or load, cached per manifest and encoder) the two evaluation networks."""
     key = hashlib.sha256((manifest_sha256(folder) + encoder.fingerprint + f"v3-{seed}").encode()).hexdigest()[:16]
-    cache = folder / ".cache" / f"eval-nets-{key}.safetensors"
+    cache = (cache_dir or folder / ".cache") / f"eval-nets-{key}.safetensors"
     classifier, aligner = SmallConvNet(len(real.label_names)), SmallConvNet(encoder.dim)
     if cache.is_file():
         tensors = load_file(str(cache))
@@ -216,25 +218,44 @@ def describe(images: torch.Tensor, captions_idx: list[int], real: RealSet, refer
 
 
 def generate_for(pipeline: StackGANPipeline, captions: list[str], per_caption: int, seed: int) -> torch.Tensor:
-    images = []
+    """The final scale's images, resized to the evaluation size."""
+    return generate_per_scale(pipeline, captions, per_caption, seed)[pipeline.config.output_size]
+
+
+def generate_per_scale(pipeline: StackGANPipeline, captions: list[str], per_caption: int,
+                       seed: int) -> dict[int, torch.Tensor]:
+    """Every scale's images of the same seeds (scale in px -> (N, 3, 64, 64) in [-1, 1]), so the figures
+    of the 64, 128 and 256 px branches of one checkpoint can be compared."""
+    images: dict[int, list[torch.Tensor]] = {size: [] for size in pipeline.config.image_sizes}
     for start in range(0, len(captions), 32):
         chunk = captions[start:start + 32]
         seeds = [seed + (start + i) * per_caption + j for i in range(len(chunk)) for j in range(per_caption)]
-        output = pipeline(chunk, num_images_per_caption=per_caption, seeds=seeds)
-        for item in output.images:
-            resized = item.image.resize((EVAL_SIZE, EVAL_SIZE))
-            images.append(torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1)
-    return torch.stack(images)
+        output = pipeline(chunk, num_images_per_caption=per_caption, seeds=seeds, return_all_scales=True)
+        for size, generated in output.scales.items():
+            for item in generated:
+                resized = item.image.resize((EVAL_SIZE, EVAL_SIZE))
+                images[size].append(torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1)
+    return {size: torch.stack(batch) for size, batch in images.items()}
 
 
 def evaluate(checkpoint: Path, data: Path, samples: int = 500, per_caption: int = 4, seed: int = 0,
-             label_field: str = "subgroup", device: str | None = None, inception: Path | None = None) -> dict:
+             label_field: str = "subgroup", device: str | None = None, inception: Path | None = None,
+             cache_dir: Path | None = None) -> dict:
+    """FID*, R-precision, diversity and memorisation of a checkpoint at each of its scales, next to real
+    images and an untrained generator of the same architecture. ``data`` may be a training bundle:
+    then its cached caption embeddings stand in for the text encoder, which is never loaded."""
     random.seed(seed)
     torch.manual_seed(seed)
     device = device or str(default_device())
-    encoder = TextEncoder(device=device)
+    encoder: Any
+    if is_bundle(data):
+        encoder = BundleTextEncoder(data)
+    else:
+        from generator.text_encoder import TextEncoder
+
+        encoder = TextEncoder(device=device)
     real = load_real(data, encoder, label_field)
-    classifier, aligner = feature_networks(real, data, encoder, seed)
+    classifier, aligner = feature_networks(real, data, encoder, seed, cache_dir)
     order = torch.randperm(len(real.images), generator=torch.Generator().manual_seed(seed)).tolist()
     half_a, half_b = order[: len(order) // 2], order[len(order) // 2:][:samples]
     with torch.no_grad():
@@ -253,27 +274,32 @@ def evaluate(checkpoint: Path, data: Path, samples: int = 500, per_caption: int 
         torch.stack([real.embeddings[i][0] for i in half_b]), None)
 
     # Baseline 2: the same architecture, untrained; then the checkpoint.
-    from generator.__main__ import calibrate_batch_norm
+    from generator.calibration import calibrate_batch_norm
     from generator.models import build_generator, init_weights
 
     config, _ = read_config(checkpoint)
     torch.manual_seed(seed)
     untrained_model = build_generator(config)
     init_weights(untrained_model)
-    calibrate_batch_norm(untrained_model, config, encoder)
+    calibrate_batch_norm(untrained_model, config, encoder, captions=[c[0] for c in real.captions[:4]])
     untrained = StackGANPipeline(untrained_model, config, encoder, torch.device(device))
     trained = StackGANPipeline.from_pretrained(checkpoint, device=device, text_encoder=encoder)
     groups = [list(range(i * per_caption, (i + 1) * per_caption)) for i in range(min(100, len(captions)))]
+    real_row = rows["real (held-out half)"]
+    per_scale: dict[str, dict[str, dict[str, float]]] = {}
     for name, pipeline in (("untrained generator", untrained), (f"checkpoint {checkpoint.name}", trained)):
-        one_each = generate_for(pipeline, captions, 1, seed)
-        several = generate_for(pipeline, captions[:100], per_caption, seed + 10_000)
-        result = describe(one_each, eval_items, real, real.images, classifier, aligner, reference_features,
-                          text_pool, true_text, None)
-        with torch.no_grad():
-            several_features = classifier.features(several).numpy()
-        result["diversity"] = float(np.mean([torch.pdist(torch.from_numpy(several_features[g])).mean().item()
-                                             for g in groups]))
-        rows[name] = result
+        one_each = generate_per_scale(pipeline, captions, 1, seed)
+        several = generate_per_scale(pipeline, captions[:100], per_caption, seed + 10_000)
+        for size in config.image_sizes:
+            result = describe(one_each[size], eval_items, real, real.images, classifier, aligner, reference_features,
+                              text_pool, true_text, None)
+            with torch.no_grad():
+                several_features = classifier.features(several[size]).numpy()
+            result["diversity"] = float(np.mean([torch.pdist(torch.from_numpy(several_features[g])).mean().item()
+                                                 for g in groups]))
+            per_scale.setdefault(str(size), {"real (held-out half)": real_row})[name] = result
+        # The top-level rows are the final scale's, the output users see.
+        rows[name] = per_scale[str(config.output_size)][name]
     report = {
         "checkpoint": str(checkpoint),
         "weights_sha256": hashlib.sha256((checkpoint / WEIGHTS_FILE).read_bytes()).hexdigest(),
@@ -284,6 +310,7 @@ def evaluate(checkpoint: Path, data: Path, samples: int = 500, per_caption: int 
         "feature_network": f"in-domain CNN predicting '{label_field}' ({len(real.label_names)} labels), 128-d features",
         "note": "in-domain figures: comparable between models on this data and feature network only, not with papers",
         "rows": rows,
+        "scales": per_scale,
     }
     if inception is not None:
         report["standard_inception"] = standard_inception(inception, trained, captions, real, half_b, seed)
@@ -315,9 +342,22 @@ def format_table(report: dict) -> str:
                ("r_precision", "R-prec", "{:.3f}"), ("diversity", "divers.", "{:.3f}"),
                ("nearest_train_feature_distance", "NN feat", "{:.3f}"), ("nearest_train_pixel_rmse", "NN pix", "{:.3f}")]
     lines = [f"{'':28}" + "".join(f"{title:>9}" for _, title, _ in columns)]
-    for name, row in report["rows"].items():
+
+    def add(name: str, row: dict[str, float]) -> None:
         cells = "".join(f"{(fmt.format(row[key]) if key in row else '-'):>9}" for key, _, fmt in columns)
         lines.append(f"{name[:28]:28}{cells}")
+
+    scales = report.get("scales") or {}
+    if len(scales) > 1:
+        # One block per scale of the same checkpoint and seeds: where quality is lost shows directly.
+        add("real (held-out half)", report["rows"]["real (held-out half)"])
+        for size, rows in scales.items():
+            for name, row in rows.items():
+                if not name.startswith("real"):
+                    add(f"{size:>3} px {name}", row)
+    else:
+        for name, row in report["rows"].items():
+            add(name, row)
     lines.append("* in-domain feature network (see 'note'); R-prec: true caption first among 100 (chance 0.01);")
     lines.append("  divers.: mean pairwise feature distance of 4 samples per caption; NN: distance to nearest training image")
     if "standard_inception" in report:
@@ -339,13 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device")
     parser.add_argument("--out", type=Path, help="JSON report (default: CHECKPOINT/evaluation.json)")
     args = parser.parse_args(argv)
+    from generator.bundle import BundleError
     from generator.checkpoint import CheckpointError
     from generator.data import ManifestError
 
     try:
         report = evaluate(args.checkpoint, args.data, args.samples, seed=args.seed, label_field=args.label_field,
                           device=args.device, inception=args.inception)
-    except (CheckpointError, ManifestError, OSError) as exc:
+    except (CheckpointError, ManifestError, BundleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.checkpoint / "evaluation.json"

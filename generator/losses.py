@@ -71,3 +71,13 @@ def colour_consistency_loss(lower: torch.Tensor, higher: torch.Tensor, weight_me
     mean_low, cov_low = mean_and_covariance(lower.detach())
     mean_high, cov_high = mean_and_covariance(higher)
     return weight_mean * F.mse_loss(mean_high, mean_low) + 5 * weight_mean * F.mse_loss(cov_high, cov_low)
+
+
+def mode_seeking_loss(images_a: torch.Tensor, images_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019): two latents with one caption should give images
+    that differ in proportion to the latents. Minimising 1 / (image distance / latent distance)
+    pushes the generator away from collapsing every seed of a caption onto one picture."""
+    image_distance = (images_a - images_b).abs().mean(dim=(1, 2, 3))
+    latent_distance = (z_a - z_b).abs().mean(dim=1)
+    return (1 / (image_distance / latent_distance + eps)).mean()

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -122,3 +123,19 @@ def load_or_fit_encoder(images: torch.Tensor, caption_embeddings: list[torch.Ten
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return encoder.eval().requires_grad_(False), digest.hexdigest()
+
+
+def fit_matching_encoder(dataset: Any, embeddings: dict[str, torch.Tensor], encoder_fingerprint: str,
+                         cache_dir: Path | None, seed: int, epochs: int = 20) -> tuple[MatchingImageEncoder, str]:
+    """The frozen image-caption encoder of a run's matching loss, trained on the run's real images
+    (``dataset``: a CaptionedImageDataset) at 64 px and cached per manifest, encoder and item list."""
+    from generator.data import manifest_sha256
+
+    images = torch.cat([
+        F.interpolate(torch.stack(dataset.pixels[i:i + 128]).float().div(127.5).sub(1), size=(64, 64),
+                      mode="bilinear", antialias=True, align_corners=False)
+        for i in range(0, len(dataset.pixels), 128)
+    ])
+    per_item = [torch.stack([embeddings[c] for c in item.captions]) for item in dataset.items]
+    key = manifest_sha256(dataset.folder) + encoder_fingerprint + ",".join(i.image for i in dataset.items)
+    return load_or_fit_encoder(images, per_item, key, cache_dir, seed=seed, epochs=epochs)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from torch import nn
 
 from generator.config import StackGANConfig
-from generator.stackgan_v1 import StackGANv1Generator, build_v1_discriminators
-from generator.stackgan_v2 import StackGANv2Generator, build_v2_discriminators
+from generator.stackgan_v1 import StackGANv1Generator, build_v1_discriminators  # noqa: F401 (re-exported)
+from generator.stackgan_v2 import StackGANv2Generator, build_v2_discriminators  # noqa: F401 (re-exported)
 
 
 def build_generator(config: StackGANConfig) -> nn.Module:
-    return StackGANv2Generator(config) if config.variant == "v2" else StackGANv1Generator(config)
+    return config.spec.build_generator(config)
 
 
 def build_discriminators(config: StackGANConfig) -> nn.ModuleList:
-    return build_v2_discriminators(config) if config.variant == "v2" else build_v1_discriminators(config)
+    return config.spec.build_discriminators(config)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -104,7 +104,9 @@ class StackGANPipeline:
         load_weights_into(model, folder / WEIGHTS_FILE)
         encoder = None
         if config.conditional:
-            encoder = text_encoder if isinstance(text_encoder, TextEncoder) else TextEncoder(text_encoder, device=device)
+            # Anything with encode/dim/fingerprint serves (a training bundle's cached embeddings, for one).
+            encoder = (text_encoder if text_encoder is not None and not isinstance(text_encoder, str | os.PathLike)
+                       else TextEncoder(text_encoder, device=device))
             expected = raw.get("text_encoder") or {}
             if encoder.dim != config.text_dim:
                 raise CheckpointError(

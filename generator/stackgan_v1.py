@@ -94,8 +94,6 @@ class StackGANv1Generator(nn.Module):
 
     def __init__(self, config: StackGANConfig):
         super().__init__()
-        if config.variant != "v1":
-            raise ValueError("StackGANv1Generator needs a v1 config")
         self.config = config
         self.stage_one = StageOneGenerator(config)
         self.stage_two = StageTwoGenerator(config) if config.branches == 2 else None
@@ -123,6 +121,17 @@ class StackGANv1Generator(nn.Module):
         # Stage-II has its own CA; it reuses the same noise so that one seed fixes both stages.
         refined, mu, logvar = self.stage_two(sketch.detach(), text_embedding, ca_noise)
         return [sketch, refined], mu, logvar
+
+    @property
+    def condition_encoder(self) -> nn.Module:
+        """The CA of the stage that trains (Stage-II when present): its statistics condition the discriminator."""
+        return self.stage_two.ca if self.stage_two is not None else self.stage_one.ca
+
+    def branch_modules(self, index: int) -> list[nn.Module]:
+        return [self.stage_one if index == 0 else self.stage_two]
+
+    def parameter_groups(self) -> list[tuple[str, list[nn.Module]]]:
+        return [(name, [child]) for name, child in self.named_children()]
 
 
 def build_v1_discriminators(config: StackGANConfig) -> nn.ModuleList:

@@ -71,8 +71,6 @@ class StackGANv2Generator(nn.Module):
 
     def __init__(self, config: StackGANConfig):
         super().__init__()
-        if config.variant != "v2":
-            raise ValueError("StackGANv2Generator needs a v2 config")
         self.config = config
         if config.conditional:
             self.ca = ConditioningAugmentation(config.text_dim, config.cond_dim)
@@ -96,7 +94,10 @@ class StackGANv2Generator(nn.Module):
         z: torch.Tensor,
         text_embedding: torch.Tensor | None = None,
         ca_noise: torch.Tensor | None = None,
+        branches: int | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """``branches`` stops after that many scales: training a lower branch alone skips the cost of
+        the higher ones."""
         if self.ca is not None:
             if text_embedding is None:
                 raise ValueError("a conditional generator needs text embeddings")
@@ -106,10 +107,30 @@ class StackGANv2Generator(nn.Module):
             condition, mu, logvar = z, None, None
             features = self.stages[0](z)
         images = [self.heads[0](features)]
-        for stage, head in zip(self.stages[1:], self.heads[1:]):
+        last = len(self.stages) if branches is None else branches
+        for stage, head in zip(self.stages[1:last], self.heads[1:last]):
             features = stage(features, condition)
             images.append(head(features))
         return images, mu, logvar
+
+    @property
+    def condition_encoder(self) -> nn.Module | None:
+        return self.ca
+
+    def parameter_groups(self) -> list[tuple[str, list[nn.Module]]]:
+        rows: list[tuple[str, list[nn.Module]]] = []
+        if self.ca is not None:
+            rows.append(("ca (conditioning augmentation)", [self.ca]))
+        for i, (stage, head) in enumerate(zip(self.stages, self.heads)):
+            rows.append((f"stage{i} ({self.config.image_sizes[i]} px) + image head", [stage, head]))
+        return rows
+
+    def branch_modules(self, index: int) -> list[nn.Module]:
+        """The modules that belong to output scale ``index`` (the CA goes with the first scale)."""
+        modules: list[nn.Module] = [self.stages[index], self.heads[index]]
+        if index == 0 and self.ca is not None:
+            modules.insert(0, self.ca)
+        return modules
 
 
 def down_block(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:

@@ -32,7 +32,7 @@ def tiny_checkpoint(tmp_path_factory, text_encoder) -> Path:
     """A real StackGAN-v2 checkpoint with random (BN-calibrated) weights."""
     import torch
 
-    from generator.__main__ import calibrate_batch_norm
+    from generator.calibration import calibrate_batch_norm
     from generator.checkpoint import save_pretrained
     from generator.models import build_generator, init_weights
 

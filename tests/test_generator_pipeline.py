@@ -176,7 +176,7 @@ def test_a_few_hundred_steps_bring_samples_closer_to_the_training_images(tmp_pat
     for name in ("config.json", "generator.safetensors", "lineage.json", "training_state.json", "samples.png"):
         assert (tmp_path / "run" / name).is_file()
     lineage = json.loads((tmp_path / "run" / "lineage.json").read_text())
-    assert lineage["datasets"][0]["licences"] == {"CC0-1.0": 16} and lineage["training"]["steps"] == 400
+    assert lineage["datasets"][0]["licences"] == {"CC0-1.0": 16} and lineage["phases"][-1]["steps"] == 400
 
     # Resuming continues from the saved step; fine-tuning can grow a branch.
     resumed = Trainer(TrainingOptions(**{**options.__dict__, "steps": 410}))

@@ -13,6 +13,7 @@ from generator.config import StackGANConfig
 from generator.data import load_rgb_image, read_manifest
 from generator.matching import MatchingImageEncoder, contrastive_fit, load_or_fit_encoder, matching_loss, symmetric_info_nce
 from generator.train import Trainer, TrainingOptions, main
+from lineage import read_lineage
 from tests.synthetic import make_shapes_dataset
 
 
@@ -126,9 +127,9 @@ def test_matching_loss_teaches_the_generator_to_follow_its_captions(shapes, tmp_
     assert after < before - 0.2, (before, after)
     log = [json.loads(line) for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
     assert all("matching" in row for row in log)
-    training = json.loads((tmp_path / "run" / "lineage.json").read_text())["training"]
-    assert training["diff_augment"] == ["color", "translation", "cutout"]
-    assert training["matching_loss"]["weight"] == 5.0 and len(training["matching_loss"]["encoder_sha256"]) == 64
+    phase = read_lineage(tmp_path / "run").phases[-1]
+    assert phase.options["diff_augment"] == ["color", "translation", "cutout"]
+    assert phase.options["matching_loss"]["weight"] == 5.0 and len(phase.options["matching_loss"]["encoder_sha256"]) == 64
 
 
 def test_bad_objective_options_are_refused_with_a_message(tmp_path, capsys):
@@ -150,6 +151,6 @@ def test_a_fine_tuned_checkpoint_carries_the_datasets_and_phases_it_descends_fro
     lineage = json.loads((tmp_path / "tuned" / "lineage.json").read_text())
     assert [d["name"] for d in lineage["datasets"]] == ["base", "customer"]
     assert [d["items_used"] for d in lineage["datasets"]] == [8, 16]
-    phases = lineage["training"]["phases"]
+    phases = lineage["phases"]
     assert [(p["run"], p["dataset"]) for p in phases] == [("base-run", "base"), ("tuned", "customer")]
     assert phases[1]["init_from"] == str(tmp_path / "base-run")
