@@ -392,6 +392,13 @@ def _device_of(module: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def use_half_precision(options: InferenceOptions, device: torch.device) -> bool:
+    """Whether the optimised generator runs in float16 on ``device``: on CUDA unless switched off."""
+    if options.half_precision is None:
+        return device.type == "cuda"
+    return bool(options.half_precision)
+
+
 def optimize_generator(model: nn.Module, options: InferenceOptions | None = None,
                        example_inputs: Sequence[torch.Tensor | None] | None = None,
                        tolerance: float = 1e-3) -> tuple[nn.Module, OptimisationReport]:
@@ -408,7 +415,7 @@ def optimize_generator(model: nn.Module, options: InferenceOptions | None = None
     if model.training:
         raise OptimisationError("optimise an eval-mode model: call model.eval() first (batch norm must use running statistics)")
     device = _device_of(model)
-    half = options.half_precision if options.half_precision is not None else device.type == "cuda"
+    half = use_half_precision(options, device)
     if half and device.type != "cuda":
         raise OptimisationError("half precision is for CUDA only; on a CPU it is slower than float32")
     optimised = copy.deepcopy(model).eval()
