@@ -104,8 +104,9 @@ class Detection:
 
 def _cell_means(image: Image.Image) -> np.ndarray:
     luma = image.convert("L") if image.mode != "L" else image
-    return np.asarray(luma.resize((GRID * 4, GRID * 4), Image.Resampling.BILINEAR), dtype=np.float32).reshape(
-        GRID, 4, GRID, 4).mean(axis=(1, 3), dtype=np.float64)
+    if luma.size != (GRID * 4, GRID * 4):  # a generated 256 px image is already on the grid
+        luma = luma.resize((GRID * 4, GRID * 4), Image.Resampling.BILINEAR)
+    return np.asarray(luma, dtype=np.float32).reshape(GRID, 4, GRID, 4).mean(axis=(1, 3), dtype=np.float64)
 
 
 def _local_mean(cells: np.ndarray) -> np.ndarray:

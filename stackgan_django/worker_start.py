@@ -84,24 +84,42 @@ def warm_up_active_model() -> dict[str, float] | None:
         connection.close()  # this thread's own database connection
 
 
-def _warm_governance(model_version) -> None:
+def _warm_governance(model_version, size: int | None = None) -> None:
     """What the first stamped image would otherwise set up: policy files, the training-image index,
-    the signer and the C2PA contexts (the signer is built, nothing is signed)."""
+    the signer, the C2PA contexts, the PNG and JPEG encoders. A throwaway image of the model's
+    output size is checked, watermarked, signed and verified, then dropped (nothing is stored)."""
+    from types import SimpleNamespace
+
     from PIL import Image
 
     from stackgan_django import provenance
     from stackgan_django.governance import current_policies
-    from stackgan_django.provenance import manifests
 
     try:  # the task's own loader, so the warm-up reads the index exactly as requests will
         from stackgan_django.tasks import _near_copy_index
         near_copies = _near_copy_index(model_version)
     except ImportError:
         near_copies = None
+    size = size or _output_size(model_version)
+    image = Image.new("RGB", (size, size), (200, 180, 160))
     policies = current_policies()
-    policies.output.check_image(Image.new("RGB", (64, 64), "white"), near_copies)
+    policies.output.check_image(image, near_copies)
     signer = provenance.get_signer()
-    if not signer.problems():
-        manifests._cached("c2pa-signer", signer.c2pa_signer)
-        manifests._context(for_signing=True)
-        manifests._context(for_signing=False)
+    if signer.problems():
+        return  # the first request reports the signer's problem to the operator, as it always has
+    request = SimpleNamespace(caption="worker warm-up", public_id="warm-up", requested_by_id=None, purpose="warm-up",
+                              policy_version=policies.version)
+    png = provenance.embed_mark_and_xmp(image, 1)
+    signed = provenance.sign_generated(png, model_version=model_version, request=request, decisions=[], mark_id=1)
+    provenance.verify_bytes(signed)
+
+
+def _output_size(model_version) -> int:
+    from pathlib import Path
+
+    from generator.checkpoint import CheckpointError, read_config
+
+    try:
+        return read_config(Path(model_version.checkpoint_path))[0].output_size
+    except (CheckpointError, OSError, ValueError):
+        return 256

@@ -73,6 +73,7 @@ STEPS = {
     "phase up-sampling": InferenceOptions.none().replace(phase_upsampling=True),
     "phase after folding": InferenceOptions.none().replace(fold_batch_norm=True, phase_upsampling=True),
     "constant condition": InferenceOptions.none().replace(fold_constant_condition=True),
+    "fused GLU": InferenceOptions.none().replace(fuse_glu=True),
     "channels-last": InferenceOptions.none().replace(channels_last=True),
     "all": InferenceOptions(),
 }
