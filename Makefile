@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run worker demo test lint benchmarks finetune clean
+.PHONY: install run worker demo test lint benchmarks bench finetune clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ finetune: install
 
 lint: install
 	$(PY) -m ruff check .
+
+## make bench: generation speed against the eager model and the hardware's ceiling, batching across
+## requests, governance cost per image through the real task, first-request latency (BENCH_ARGS="--json out.json")
+bench: install
+	$(PY) benchmarks/speed.py $(BENCH_ARGS)
 
 benchmarks: install
 	$(PY) benchmarks/generator_speed.py

@@ -1,0 +1,510 @@
+"""Generation speed against the hardware's limit, batching across requests, governance cost per
+image through the real worker task, and first-request latency after worker start. Every speed is
+set against a baseline measured in the same run (the plain eager model, one-by-one processing, a
+warm request), so the ratios hold on a busy machine even when the absolute figures do not.
+
+    python benchmarks/speed.py [--checkpoint models/default] [--device cpu|cuda] [--compile]
+                               [--ngf64] [--rounds 3] [--json results.json | --json -]
+
+Sections (each can be skipped with --skip NAME): ceiling, inference, batching, governance, start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECTIONS = ("ceiling", "inference", "batching", "governance", "start")
+BATCH = 16
+CAPTION = "a red apple with a green leaf, flat style"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def synchronise(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(functions: dict[str, Callable[[], Any]], rounds: int, device) -> dict[str, float]:
+    """Seconds per call of each function: the fastest of ``rounds`` calls, measured in alternation
+    (A B C A B C ...) after one warm-up call each. Other processes only ever add time, so the
+    fastest round is the least disturbed one, and alternation spreads the load over all of them."""
+    for fn in functions.values():
+        fn()
+    synchronise(device)
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            synchronise(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Ceiling
+
+
+def ceiling_product(device) -> tuple[Callable[[], Any], float]:
+    """A large fp32 square matrix product (the most this device does on dense work) and its FLOPs."""
+    import torch
+
+    size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    return (lambda: a @ b), 2.0 * size**3
+
+
+def measure_ceiling(device, rounds: int) -> dict[str, Any]:
+    product, flops = ceiling_product(device)
+    seconds = interleaved_times({"mm": product}, max(rounds, 5), device)["mm"]
+    return {"matrix_size": 8192 if device.type == "cuda" else 2048, "gflops": flops / seconds / 1e9}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+
+
+def load_generator(checkpoint: Path, branches: int | None, ngf: int | None, device):
+    """The checkpoint's generator (its first ``branches`` scales), eval mode. With ``ngf`` a
+    freshly initialised model of that width instead (speed does not depend on the weights)."""
+    import torch
+
+    from generator.checkpoint import WEIGHTS_FILE, read_config
+    from generator.models import build_generator, init_weights
+
+    config, _ = read_config(checkpoint)
+    if ngf is not None:
+        config = config.replace(ngf=ngf)
+    if branches is not None:
+        config = config.replace(branches=branches)
+    model = build_generator(config)
+    if ngf is None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(checkpoint / WEIGHTS_FILE))
+        own = model.state_dict()
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items() if k in own})
+    else:
+        torch.manual_seed(0)
+        init_weights(model)
+    return model.to(device).eval(), config
+
+
+def generator_inputs(config, batch: int, device):
+    import torch
+
+    rng = torch.Generator().manual_seed(1)
+    z = torch.randn(batch, config.z_dim, generator=rng)
+    text = torch.nn.functional.normalize(torch.randn(batch, config.text_dim, generator=rng), dim=1)
+    noise = torch.randn(batch, config.cond_dim, generator=rng)
+    return z.to(device), text.to(device), noise.to(device)
+
+
+def flops_per_image(model, inputs) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(*inputs)
+    return counter.get_total_flops() / inputs[0].shape[0]
+
+
+def inference_variants(device, compile_too: bool) -> dict[str, Any]:
+    """Cumulative steps, each measured against the eager model: what each rewrite adds."""
+    from generator.fast_inference import InferenceOptions
+
+    none = InferenceOptions.none()
+    steps = {
+        "eager (baseline)": None,
+        "+ batch norm folded": none.replace(fold_batch_norm=True),
+        "+ phase up-sampling": none.replace(fold_batch_norm=True, phase_upsampling=True),
+        "+ constant condition folded": none.replace(fold_batch_norm=True, phase_upsampling=True, fold_constant_condition=True),
+        "+ fused GLU": none.replace(fold_batch_norm=True, phase_upsampling=True, fold_constant_condition=True, fuse_glu=True),
+        "+ channels-last (optimised)": InferenceOptions(half_precision=False),
+    }
+    if device.type == "cuda":
+        steps["+ float16 (CUDA)"] = InferenceOptions(half_precision=True)
+    if compile_too:
+        steps["+ torch.compile"] = InferenceOptions(compile=True)
+    return steps
+
+
+def run_inference(args, device) -> list[dict[str, Any]]:
+    import torch
+
+    from generator.fast_inference import check_equivalence, optimize_generator
+
+    rows = []
+    cases = [(size_index, None) for size_index in (1, 2, 3)]
+    if args.ngf64:
+        cases.append((3, 64))
+    for branches, ngf in cases:
+        model, config = load_generator(args.checkpoint, branches, ngf, device)
+        size = config.output_size
+        inputs = generator_inputs(config, BATCH, device)
+        all_steps = inference_variants(device, args.compile)
+        # The full ladder at 256 px with the shipped model; elsewhere eager against optimised.
+        names = list(all_steps) if (branches == 3 and ngf is None) else \
+            [n for n in all_steps if n in ("eager (baseline)", "+ channels-last (optimised)", "+ float16 (CUDA)", "+ torch.compile")]
+        log(f"inference: {size} px, ngf {config.ngf}, batch {BATCH}: building {len(names)} variants")
+        models, flops, differences = {}, {}, {}
+        for name in names:
+            options = all_steps[name]
+            if options is None:
+                models[name] = model
+            else:
+                started = time.perf_counter()
+                models[name], _ = optimize_generator(model, options, example_inputs=generator_inputs(config, 2, device))
+                if options.compile:
+                    log(f"  compiled in {time.perf_counter() - started:.0f} s")
+            counted = models[name]._orig_mod if hasattr(models[name], "_orig_mod") else models[name]
+            flops[name] = flops_per_image(counted, inputs)
+            differences[name] = check_equivalence(model, models[name], inputs) if options is not None else 0.0
+        # The ceiling is timed in the same alternation, so its share is against the machine as it
+        # was during these rounds, not at some quieter or busier moment.
+        product, product_flops = ceiling_product(device)
+        functions = {n: (lambda m=models[n], x=inputs: m(*x)) for n in names}
+        functions["ceiling"] = product
+        with torch.inference_mode():
+            seconds = interleaved_times(functions, args.rounds, device)
+        ceiling_now = product_flops / seconds["ceiling"]
+        base = seconds["eager (baseline)"]
+        for name in names:
+            rate = BATCH / seconds[name]
+            rows.append({"size": size, "ngf": config.ngf, "variant": name, "batch": BATCH, "images_per_s": rate,
+                         "speedup": base / seconds[name], "gflop_per_image": flops[name] / 1e9,
+                         "ceiling_gflops": ceiling_now / 1e9, "ceiling_share": flops[name] * rate / ceiling_now,
+                         "max_abs_diff": differences[name]})
+        del models
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching across requests
+
+
+def run_batching(args, device) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from generator import StackGANPipeline
+    from generator.pipeline import GenerationJob
+
+    pipe = StackGANPipeline.from_pretrained(args.checkpoint, device=device, inference=True)
+    captions = ["a grinning face", "a red apple", "a dog face", "an automobile", "a blue heart", "a birthday cake"]
+    rows = []
+    for waiting in (1, 4, 16):
+        jobs = [GenerationJob(f"{captions[i % len(captions)]}, flat style", [1000 + i]) for i in range(waiting)]
+        log(f"batching: {waiting} waiting requests of one 256 px image")
+        results: dict[str, list] = {}
+
+        def one_by_one(jobs=jobs, results=results):
+            results["single"] = [pipe.generate_jobs([job], batch_size=BATCH)[0] for job in jobs]
+
+        def batched(jobs=jobs, results=results):
+            results["batched"] = pipe.generate_jobs(jobs, batch_size=BATCH)
+
+        seconds = interleaved_times({"one-by-one": one_by_one, "batched": batched}, args.rounds, device)
+        difference = max(int(np.abs(np.asarray(a[0].image, dtype=int) - np.asarray(b[0].image, dtype=int)).max())
+                         for a, b in zip(results["single"], results["batched"]))
+        rows.append({"waiting_requests": waiting, "one_by_one_images_per_s": waiting / seconds["one-by-one"],
+                     "batched_images_per_s": waiting / seconds["batched"], "speedup": seconds["one-by-one"] / seconds["batched"],
+                     "max_pixel_diff": difference})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Governance and worker start: Django in a scratch folder, the real task, a fresh process
+
+
+DJANGO_BOOT = """
+import os, sys, time, json
+sys.path.insert(0, {root!r})
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django
+django.setup()
+"""
+
+START_PROBE = DJANGO_BOOT + """
+from django.conf import settings
+from django.test import override_settings
+backend_path, warm, requests, images = sys.argv[1], sys.argv[2] == "warm", int(sys.argv[3]), int(sys.argv[4])
+with override_settings(STACKGAN={{**settings.STACKGAN, "GENERATOR_BACKEND": backend_path}}):
+    from stackgan_django import services, tasks
+    from stackgan_django.worker_start import wait_for_warm_up, warm_up_worker
+    warm_seconds = None
+    if warm:
+        started = time.perf_counter()
+        warm_up_worker()  # what worker_process_init runs
+        wait_for_warm_up()
+        warm_seconds = time.perf_counter() - started
+    latencies = []
+    for i in range(requests):
+        request = services.submit_request(caption="a red apple, flat style", num_images=images, seed=100 + i)
+        started = time.perf_counter()
+        assert tasks.generate(request.pk) == "done"
+        latencies.append(time.perf_counter() - started)
+print(json.dumps({{"warm_up_seconds": warm_seconds, "latencies": latencies}}))
+"""
+
+
+def django_environment(var_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"STACKGAN_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "config.settings",
+                "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
+    # A scratch SQLite database: the benchmark never writes to a configured one.
+    env.pop("DATABASE_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    env.pop("DJANGO_STORAGE_BACKEND", None)
+    return env
+
+
+def prepare_django(var_dir: Path, checkpoint: Path) -> None:
+    """Migrate the scratch database and register + activate the checkpoint (in a child process,
+    so this process can set up Django itself afterwards on the same folder)."""
+    script = DJANGO_BOOT.format(root=str(ROOT)) + f"""
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from stackgan_django import services
+services.register_model_version("bench", {str(checkpoint)!r}, activate=True)
+"""
+    subprocess.run([sys.executable, "-c", script], env=django_environment(var_dir), check=True, timeout=600)
+
+
+def run_governance(args, var_dir: Path, device) -> dict[str, Any]:
+    """End-to-end worker time per image through the real task (tasks.generate, called as the worker
+    calls it), split into the generator's time (request.compute_seconds) and everything else; and
+    each governance step alone through the real stamping functions, on the same images."""
+    os.environ.update({k: v for k, v in django_environment(var_dir).items() if k.startswith(("STACKGAN", "DJANGO"))})
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_STORAGE_BACKEND"):
+        os.environ.pop(name, None)
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from django.test import override_settings
+
+    from stackgan_django import generation, provenance, services, tasks
+    from stackgan_django.generation import backend_for
+    from stackgan_django.governance import current_policies
+    from stackgan_django.models import GenerationRequest
+
+    backends = {"eager generator": "stackgan_django.generation.PipelineBackend",
+                "optimised generator": "stackgan_django.fast_backend.OptimisedPipelineBackend"}
+    results: dict[str, Any] = {"images_per_request": args.images_per_request, "requests": args.requests, "backends": {}}
+    for label, path in backends.items():
+        with override_settings(STACKGAN={**settings.STACKGAN, "DEVICE": str(device), "GENERATOR_BACKEND": path}):
+            generation._backends.clear()  # the process keeps one backend per model version: load this one
+            model_version = services.active_model_version()
+            backend = backend_for(model_version)
+            if hasattr(backend, "warm_up"):
+                backend.warm_up()
+            backend.generate("warm up", [0])
+            log(f"governance: {args.requests} requests x {args.images_per_request} images through tasks.generate, {label}")
+            totals, computes, images = [], [], 0
+            for i in range(args.requests + 1):  # the first is a warm-up of the task path itself
+                request = services.submit_request(caption=CAPTION, num_images=args.images_per_request, seed=10 * i)
+                started = time.perf_counter()
+                outcome = tasks.generate(request.pk)
+                elapsed = time.perf_counter() - started
+                request = GenerationRequest.objects.get(pk=request.pk)
+                if outcome != "done":
+                    raise RuntimeError(f"the task ended {outcome}: {request.error}")
+                if i:
+                    totals.append(elapsed)
+                    computes.append(request.compute_seconds)
+                    images += request.num_images
+            total, compute = sum(totals), sum(computes)
+            results["backends"][label] = {
+                "end_to_end_ms_per_image": total / images * 1e3, "generator_ms_per_image": compute / images * 1e3,
+                "outside_generator_ms_per_image": (total - compute) / images * 1e3,
+                "outside_generator_share": (total - compute) / total}
+    # Each step alone, on generated images, through the same functions the task calls.
+    pipe_images = [item.image for item in backend.generate(CAPTION, list(range(8)))]
+    policies = current_policies()
+    model_version = services.active_model_version()
+    request = GenerationRequest.objects.filter(model_version=model_version).first()
+    steps: dict[str, list[float]] = {k: [] for k in ("output policy", "watermark + XMP", "sign", "verify", "storage")}
+    sizes = []
+    started = time.perf_counter()
+    near_copies = tasks._near_copy_index(model_version)  # the task reads it once per request
+    results["near_copy_index_ms_per_request"] = (time.perf_counter() - started) * 1e3
+    for round_index in range(2):
+        for index, image in enumerate(pipe_images):
+            mark_id = 5000 + round_index * 100 + index
+            started = time.perf_counter()
+            policies.output.check_image(image, near_copies)
+            steps["output policy"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            png = provenance.embed_mark_and_xmp(image, mark_id)
+            steps["watermark + XMP"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            signed = provenance.sign_generated(png, model_version=model_version, request=request, decisions=[], mark_id=mark_id)
+            steps["sign"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            report = provenance.verify_bytes(signed)
+            steps["verify"].append(time.perf_counter() - started)
+            if report.state != "Trusted" or report.watermark.get("mark_id") != mark_id:
+                raise RuntimeError(f"stamped image does not verify: {report.state} {report.watermark}")
+            started = time.perf_counter()
+            name = default_storage.save(f"bench/{mark_id}.png", ContentFile(signed))
+            steps["storage"].append(time.perf_counter() - started)
+            default_storage.delete(name)
+            sizes.append(len(signed))
+    results["steps_ms"] = {k: statistics.median(v) * 1e3 for k, v in steps.items()}
+    results["signed_file_kb"] = statistics.median(sizes) / 1024
+    return results
+
+
+def run_start(args, var_dir: Path) -> dict[str, Any]:
+    """First-request latency in a fresh process: with the worker-start warm-up, and without."""
+    script = START_PROBE.format(root=str(ROOT))
+    results = {}
+    for label, backend, warm in (("optimised, warm-up at start", "stackgan_django.fast_backend.OptimisedPipelineBackend", "warm"),
+                                 ("optimised, no warm-up", "stackgan_django.fast_backend.OptimisedPipelineBackend", "cold")):
+        log(f"worker start: fresh process, {label}")
+        done = subprocess.run([sys.executable, "-c", script, backend, warm, str(args.start_requests), str(args.images_per_request)],
+                              env=django_environment(var_dir), capture_output=True, text=True, timeout=900)
+        if done.returncode:
+            raise RuntimeError(f"start probe failed:\n{done.stderr[-3000:]}")
+        probe = json.loads(done.stdout.strip().splitlines()[-1])
+        first, warm_requests = probe["latencies"][0], probe["latencies"][1:]
+        warm_median = statistics.median(warm_requests)
+        results[label] = {"warm_up_seconds": probe["warm_up_seconds"], "first_request_s": first,
+                          "warm_request_s": warm_median, "first_over_warm": first / warm_median}
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def print_report(results: dict[str, Any]) -> None:
+    env = results["environment"]
+    print(f"stackgan-django speed, {env['date']}: {env['device_name']} ({env['device']}), torch {env['torch']}, "
+          f"{env['threads']} threads, checkpoint {env['checkpoint']}")
+    print("Speeds are set against baselines measured in the same run (alternating rounds, fastest round). On a shared CPU")
+    print("the absolute figures are noisy; the ratios hold better.")
+    if "ceiling" in results:
+        c = results["ceiling"]
+        print(f"\nceiling: fp32 {c['matrix_size']}x{c['matrix_size']} matrix product, {c['gflops']:.1f} GFLOP/s")
+    if "inference" in results:
+        print(f"\n{'px':>4} {'ngf':>4} {'variant':30} {'batch':>5} {'images/s':>9} {'x eager':>8} {'GFLOP/img':>10} "
+              f"{'of ceiling':>11} {'max|diff|':>10}")
+        for r in results["inference"]:
+            print(f"{r['size']:>4} {r['ngf']:>4} {r['variant']:30} {r['batch']:>5} {r['images_per_s']:>9.2f} {r['speedup']:>8.2f} "
+                  f"{r['gflop_per_image']:>10.2f} {r['ceiling_share']:>10.1%} {r['max_abs_diff']:>10.1e}")
+        print("GFLOP/img: multiply-adds x 2 actually executed by that variant; 'of ceiling': its GFLOP/s over the matrix")
+        print("product's, timed in the same alternating rounds (ceiling during the rounds: "
+              + ", ".join(f"{r['size']} px {r['ceiling_gflops']:.0f}" for r in results["inference"] if r["variant"].startswith("eager"))
+              + " GFLOP/s);")
+        print("max|diff|: largest difference from the eager model's images (range [-1, 1]).")
+    if "batching" in results:
+        print(f"\n{'waiting requests':>16} {'one-by-one img/s':>17} {'batched img/s':>14} {'speedup':>8} {'max px diff':>12}")
+        for r in results["batching"]:
+            print(f"{r['waiting_requests']:>16} {r['one_by_one_images_per_s']:>17.2f} {r['batched_images_per_s']:>14.2f} "
+                  f"{r['speedup']:>8.2f} {r['max_pixel_diff']:>12}")
+        print("one 256 px image per request, optimised generator; batched = one forward pass of up to 16 images.")
+    if "governance" in results:
+        g = results["governance"]
+        print(f"\nworker time per 256 px image through tasks.generate ({g['requests']} requests x {g['images_per_request']} images):")
+        print(f"{'generator':22} {'end-to-end ms':>14} {'generator ms':>13} {'outside ms':>11} {'outside share':>14}")
+        for label, r in g["backends"].items():
+            print(f"{label:22} {r['end_to_end_ms_per_image']:>14.1f} {r['generator_ms_per_image']:>13.1f} "
+                  f"{r['outside_generator_ms_per_image']:>11.1f} {r['outside_generator_share']:>13.1%}")
+        steps = ", ".join(f"{k} {v:.2f} ms" for k, v in g["steps_ms"].items())
+        total = sum(g["steps_ms"].values())
+        print(f"each step alone (median per image): {steps}; together {total:.2f} ms; near-copy index "
+              f"{g['near_copy_index_ms_per_request']:.1f} ms per request; signed file {g['signed_file_kb']:.0f} KB")
+        print("'outside' is everything the task does besides the generator: output policy, watermark, XMP, signing,")
+        print("verification, storage, and the database work (rows, audit events).")
+    if "start" in results:
+        print(f"\n{'fresh worker process':30} {'warm-up s':>10} {'first request s':>16} {'warm request s':>15} {'first/warm':>11}")
+        for label, r in results["start"].items():
+            warm = f"{r['warm_up_seconds']:.1f}" if r["warm_up_seconds"] is not None else "-"
+            print(f"{label:30} {warm:>10} {r['first_request_s']:>16.2f} {r['warm_request_s']:>15.2f} {r['first_over_warm']:>11.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per measurement (medians)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile (minutes of compilation on a CPU)")
+    parser.add_argument("--ngf64", action="store_true", help="also the 256 px case at ngf 64 (fresh weights)")
+    parser.add_argument("--requests", type=int, default=4, help="requests through the real task, per generator")
+    parser.add_argument("--images-per-request", type=int, default=4)
+    parser.add_argument("--start-requests", type=int, default=4, help="requests in the fresh-process probe (first + warm)")
+    parser.add_argument("--skip", action="append", default=[], choices=SECTIONS)
+    parser.add_argument("--json", help="write the results as JSON to this file ('-': print JSON instead of the table)")
+    args = parser.parse_args()
+    if not (args.checkpoint / "config.json").is_file():
+        parser.error(f"{args.checkpoint} is not a checkpoint folder (no config.json)")
+    if args.start_requests < 2:
+        parser.error("--start-requests must be at least 2 (the first request and a warm one)")
+
+    import torch
+
+    from generator.pipeline import default_device
+
+    device = torch.device(args.device) if args.device else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but no CUDA device is available")
+    results: dict[str, Any] = {"environment": {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "checkpoint": str(args.checkpoint)}}
+    started = time.perf_counter()
+    if "ceiling" not in args.skip:
+        results["ceiling"] = measure_ceiling(device, args.rounds)
+    if "inference" not in args.skip:
+        results["inference"] = run_inference(args, device)
+    if "batching" not in args.skip:
+        results["batching"] = run_batching(args, device)
+    if "governance" not in args.skip or "start" not in args.skip:
+        with tempfile.TemporaryDirectory(prefix="stackgan-bench-") as scratch:
+            var_dir = Path(scratch)
+            prepare_django(var_dir, args.checkpoint.resolve())
+            if "start" not in args.skip:  # before this process loads Django and models
+                results["start"] = run_start(args, var_dir)
+            if "governance" not in args.skip:
+                results["governance"] = run_governance(args, var_dir, device)
+    results["environment"]["seconds"] = time.perf_counter() - started
+    if args.json == "-":
+        print(json.dumps(results, indent=2))
+    else:
+        print_report(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+            print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The cheaper stamping path (watermark on RGB in float32, our own C2PA thumbnail, pixels kept by
+file hash) gives files that verify exactly as before, and never trusts a file it did not write."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from stackgan_django import watermark
+from stackgan_django.provenance import embed_mark_and_xmp, manifests, sign_generated, sign_review, verify_bytes
+
+KEY = b"test-key-0123456789abcdef0123456"
+
+
+class FakeModelVersion:
+    name, pk, checkpoint_sha256, lineage, trained = "tiny", 1, "0" * 64, {}, True
+
+
+class FakeRequest:
+    caption, public_id, requested_by_id, purpose, policy_version = "a red apple", "req-1", None, "editorial", "v1"
+
+
+def drawing(seed: int, size: int = 256) -> Image.Image:
+    rng = random.Random(seed)
+    image = Image.new("RGB", (size, size), tuple(rng.randrange(120, 256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y, r = rng.randrange(size), rng.randrange(size), rng.randrange(size // 10, size // 3)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
+
+
+def stamp(image: Image.Image, mark_id: int) -> bytes:
+    png = embed_mark_and_xmp(image, mark_id)
+    return sign_generated(png, model_version=FakeModelVersion(), request=FakeRequest(), decisions=[], mark_id=mark_id)
+
+
+def active_manifest(data: bytes) -> dict:
+    import c2pa
+
+    reader = c2pa.Reader.try_create("image/png", io.BytesIO(data), context=manifests._context(for_signing=False))
+    with reader:
+        store = json.loads(reader.json())
+    return store["manifests"][store["active_manifest"]]
+
+
+@pytest.mark.parametrize("strength", [1.0, 2.0])
+def test_watermark_moves_only_luminance_and_is_found_again(strength):
+    image = drawing(1)
+    marked = watermark.embed(image, 123456, KEY, strength)
+    before = np.asarray(image.convert("YCbCr"), dtype=float)
+    after = np.asarray(marked.convert("YCbCr"), dtype=float)
+    luma_change = np.abs(after[:, :, 0] - before[:, :, 0])
+    assert 0.5 < luma_change.mean() <= strength + 1.5
+    # Chroma stays (rounding and clipping at the gamut's edge aside).
+    assert np.abs(after[:, :, 1:] - before[:, :, 1:]).mean() < 0.5
+    assert watermark.detect(marked, KEY).mark_id == 123456
+    assert not watermark.detect(image, KEY).found
+    assert np.array_equal(np.asarray(marked), watermark.embed_array(np.asarray(image), 123456, KEY, strength))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.float32)])
+def test_embed_array_refuses_what_is_not_rgb_bytes(bad):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        watermark.embed_array(bad, 1, KEY)
+
+
+def test_signed_file_carries_our_thumbnail_and_verifies_as_before(db):
+    signed = stamp(drawing(2), 777)
+    manifest = active_manifest(signed)
+    assert manifest["thumbnail"]["format"] == "image/jpeg"
+    in_process = verify_bytes(signed).to_dict()
+    manifests.reset_cache()  # as another process would see it: decoded from the bytes
+    from_bytes = verify_bytes(signed).to_dict()
+    assert in_process["state"] == from_bytes["state"] == "Trusted"
+    assert in_process["watermark"] == from_bytes["watermark"]
+    assert from_bytes["watermark"]["mark_id"] == 777
+
+
+def test_the_kept_pixels_never_vouch_for_changed_bytes(db):
+    signed = stamp(drawing(3), 4242)
+    # Change the pixels and re-encode: a different file with the manifest gone; another file whose
+    # pixels differ but whose bytes were never written here must be decoded, not looked up.
+    changed = Image.open(io.BytesIO(signed)).convert("RGB")
+    changed.paste((0, 0, 0), (0, 0, 256, 128))
+    buffer = io.BytesIO()
+    changed.save(buffer, "PNG")
+    report = verify_bytes(buffer.getvalue())
+    assert report.state == "No manifest"
+    # Flip one byte inside the image data of the signed file: the hash differs, the C2PA hash check fails.
+    tampered = bytearray(signed)
+    idat = bytes(tampered).index(b"IDAT")
+    tampered[idat + 200] ^= 0xFF
+    assert verify_bytes(bytes(tampered)).state == "Invalid"
+
+
+def test_review_signature_gets_a_thumbnail_from_the_stored_file(db):
+    signed = stamp(drawing(4), 99)
+    manifests.reset_cache()  # the reviewer's process never saw the pixels
+    approved = sign_review(signed, asset_public_id="a-1", decision="approve", reviewer="rev", note="ok")
+    assert active_manifest(approved)["thumbnail"]["format"] == "image/jpeg"
+    assert verify_bytes(approved).state == "Trusted"
+
+
+def test_recent_images_are_bounded():
+    recent = manifests._RecentImages(capacity=3)
+    entries = [(bytes([i]) * 10, manifests._Pixels(Image.new("RGB", (2, 2)))) for i in range(5)]
+    for data, pixels in entries:
+        recent.remember(data, pixels)
+    assert recent.lookup(entries[0][0]) is None and recent.lookup(entries[1][0]) is None
+    assert all(recent.lookup(data) is pixels for data, pixels in entries[2:])
