@@ -202,7 +202,7 @@ def test_a_prefork_child_killed_mid_task_does_not_leave_the_request_running(faul
         fault_dirs.hold.unlink()
         wait_done([pk])
     finally:
-        victim.stop()
+        victim.kill()
     assert GenerationRequest.objects.get(pk=pk).attempts == 2
     assert actions(pk) in (
         ["request.queued", "request.started", "request.requeued", "request.started", "request.done"],
