@@ -125,6 +125,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients in this process")
     parser.add_argument("--workers", type=int, default=2, help="generation workers (solo pool) to start")
     parser.add_argument("--num-images", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=0, help="submissions per second (0: all at once, a burst)")
     parser.add_argument("--denied-every", type=int, default=20, help="every Nth caption is one the policy refuses")
     parser.add_argument("--model", help="checkpoint folder to activate (default: the active one, else the shipped one)")
     parser.add_argument("--base-url", help="the requests endpoint of a running site (then no site is started)")
@@ -165,16 +166,21 @@ def main() -> int:
         submitted: list[tuple[int, dict, float]] = []
         lock = threading.Lock()
 
-        def submit(caption: str) -> None:
+        wall = time.perf_counter()
+
+        def submit(numbered: tuple[int, str]) -> None:
+            number, caption = numbered
+            if args.rate > 0:  # paced: the n-th submission leaves at n / rate seconds
+                time.sleep(max(0.0, wall + number / args.rate - time.perf_counter()))
             started = time.perf_counter()
             code, body = post_json(url, token, {"caption": caption, "num_images": args.num_images})
             with lock:
                 submitted.append((code, body, time.perf_counter() - started))
 
-        print(f"submitting {args.requests} requests with {args.clients} clients to {url} ...", flush=True)
-        wall = time.perf_counter()
+        print(f"submitting {args.requests} requests with {args.clients} clients to {url} "
+              f"({f'{args.rate}/s' if args.rate else 'all at once'}) ...", flush=True)
         with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(submit, captions))
+            list(pool.map(submit, enumerate(captions)))
         submit_seconds = time.perf_counter() - wall
         codes = statistics.multimode([c for c, _, _ in submitted])
         bad = [(c, b) for c, b, _ in submitted if c not in (202, 422)]
