@@ -10,6 +10,7 @@ slept on: every wait polls with a deadline. The recovery times are printed (run 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -341,3 +342,23 @@ def test_postgresql_restarted_while_idle_and_while_a_request_runs(private_postgr
         connection.close()
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
+
+
+def test_the_soft_time_limit_fails_the_request_with_a_reason(fault_workers, fault_dirs, active_model, settings):
+    stackgan = {**json.loads(fault_workers.env["FAULT_STACKGAN"]), "MAX_ATTEMPTS": 1}
+    env = {**fault_workers.env, "STACKGAN_TASK_TIME_LIMIT": "3", "FAULT_STACKGAN": json.dumps(stackgan)}
+    slow = CeleryWorker(env, [VICTIM_QUEUE], fault_dirs.base / "time-limit.log", pool="prefork", name="time-limit")
+    slow.wait_ready()
+    settings.STACKGAN = {**settings.STACKGAN, "QUEUE": VICTIM_QUEUE}
+    try:
+        fault_dirs.hold.touch()  # the generator hangs until the soft limit (3 s, prefork only) interrupts it
+        [pk] = submit(num_images=1)
+        wait_until(lambda: states([pk])[pk] == State.FAILED, 60, "the request to fail at the soft time limit")
+    finally:
+        slow.kill()
+    request = GenerationRequest.objects.get(pk=pk)
+    assert request.error == "Generation took longer than the worker's time limit and was stopped."
+    assert actions(pk) == ["request.queued", "request.started", "request.failed"]
+    assert not Asset.objects.filter(request_id=pk).exists() and files_under(fault_dirs.media) == []
+    assert verify_chain().ok
+

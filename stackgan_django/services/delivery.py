@@ -23,8 +23,9 @@ MAINTENANCE_TASK = "stackgan_django.maintain"
 # that submitted it (transaction.on_commit); the outbox leaves it to that send.
 SEND_IN_FLIGHT_SECONDS = 5
 # Sent but not started after RESEND_AFTER_SECONDS while the broker's queue is not empty: the message
-# may simply be waiting its turn, so it is re-sent only after this many times that delay.
-RESEND_WHEN_QUEUE_BUSY_FACTOR = 10
+# may simply be waiting its turn, so it is re-sent only after this many times that delay (a queue
+# that never empties must not hide a lost message for ever; a needless copy is a cheap skip).
+RESEND_WHEN_QUEUE_BUSY_FACTOR = 20
 OUTBOX_BATCH = 200
 
 
