@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def prepare_database(model_dir: str | None) -> str:
         from generator.checkpoint import checkpoint_sha256
 
         services.register_model_version(f"load-{checkpoint_sha256(folder)[:12]}", folder, activate=True)
-    user, _ = get_user_model().objects.get_or_create(username="load-benchmark")
+    # A user of this run alone: the usage policy's daily quota per user must not refuse a second run.
+    user = get_user_model().objects.create_user(f"load-benchmark-{uuid.uuid4().hex[:8]}")
     user.user_permissions.add(Permission.objects.get(codename="add_generationrequest"))
     return Token.objects.get_or_create(user=user)[0].key
 
@@ -210,13 +212,15 @@ def main() -> int:
         repeated = {pk: n for pk, n in starts.items() if n > 1}
         span = (max(r["finished_at"] for r in done) - min(r["created_at"] for r in done)).total_seconds() if done else 0
         lost = args.requests - len(set(ids))
+        denied_by = dict(PolicyDecision.objects.filter(request__public_id__in=ids, stage="usage", outcome="deny")
+                         .values_list("rule_id").annotate(n=Count("pk")).values_list("rule_id", "n"))
         storage = check_storage(min_age_seconds=0)
         # Rows of earlier runs on the same database point at their own media folders: judge this run's.
         this_run = set(Asset.objects.filter(request__public_id__in=ids).values_list("pk", flat=True))
         storage.missing = [m for m in storage.missing if m[0] in this_run]
         chain = verify_chain()
         print(json.dumps({
-            "requests": args.requests, "answered": len(ids), "lost_or_unanswered": lost, "states": by_state,
+            "requests": args.requests, "answered": len(ids), "lost_or_unanswered": lost, "states": by_state, "denied_by_rule": denied_by,
             "assets": assets, "images_refused_by_output_policy": refused_images,
             "expected_images": len(done) * args.num_images, "requests_started_more_than_once": len(repeated),
             "throughput_requests_per_s": round(len(done) / span, 3) if span else None,
@@ -225,7 +229,8 @@ def main() -> int:
             "files_stored": storage.files_seen, "orphan_files": len(storage.orphans), "assets_without_file": len(storage.missing),
             "audit_chain": str(chain),
         }, indent=2))
-        ok = (lost == 0 and set(by_state) <= {"done", "policy_denied"} and assets + refused_images == len(done) * args.num_images
+        expected_denials = sum(1 for c in captions if c == DENIED_CAPTION)
+        ok = (lost == 0 and by_state.get("policy_denied", 0) == expected_denials and set(by_state) <= {"done", "policy_denied"} and assets + refused_images == len(done) * args.num_images
               and storage.ok and chain.ok)
         print("OK: every request done or refused by policy, none lost, none duplicated" if ok else "PROBLEMS: see above")
         return 0 if ok else 1
