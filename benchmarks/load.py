@@ -230,8 +230,9 @@ def main() -> int:
             "audit_chain": str(chain),
         }, indent=2))
         expected_denials = sum(1 for c in captions if c == DENIED_CAPTION)
-        ok = (lost == 0 and by_state.get("policy_denied", 0) == expected_denials and set(by_state) <= {"done", "policy_denied"} and assets + refused_images == len(done) * args.num_images
-              and storage.ok and chain.ok)
+        ok = (lost == 0 and by_state.get("policy_denied", 0) == expected_denials
+              and set(by_state) <= {"done", "policy_denied"}
+              and assets + refused_images == len(done) * args.num_images and storage.ok and chain.ok)
         print("OK: every request done or refused by policy, none lost, none duplicated" if ok else "PROBLEMS: see above")
         return 0 if ok else 1
     finally:
