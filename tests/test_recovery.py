@@ -225,3 +225,16 @@ def test_a_connection_the_server_ended_is_replaced(transactional_db, active_mode
     from stackgan_django.services.worker import with_fresh_connection
 
     assert with_fresh_connection(lambda: GenerationRequest.objects.count(), "a test query") == 0
+
+
+def test_checks_warn_when_nothing_schedules_the_maintenance_or_redis_would_redeliver_running_tasks(settings):
+    from django.core.checks import run_checks
+
+    assert not {"stackgan_django.W130", "stackgan_django.W131", "stackgan_django.W132"} & {m.id for m in run_checks()}
+    settings.CELERY_BEAT_SCHEDULE = {}
+    settings.CELERY_TASK_ACKS_LATE = False
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+    settings.CELERY_TASK_TIME_LIMIT = 660
+    ids = {m.id for m in run_checks()}
+    assert {"stackgan_django.W130", "stackgan_django.W131", "stackgan_django.W132"} <= ids

@@ -9,6 +9,7 @@ import logging
 from datetime import datetime, timedelta
 
 from celery import current_app
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -41,7 +42,10 @@ def enqueue(request_id: int, countdown: float | None = None) -> bool:
         return False
     # Delivery bookkeeping, not a state change, so no audit event: the row stays QUEUED. A row a
     # worker already took is RUNNING and not touched.
-    GenerationRequest.objects.filter(pk=request_id, state=GenerationRequest.State.QUEUED).update(sent_at=timezone.now())
+    try:
+        GenerationRequest.objects.filter(pk=request_id, state=GenerationRequest.State.QUEUED).update(sent_at=timezone.now())
+    except DatabaseError:  # the message is out; unmarked, the row is at worst sent once more (a harmless skip)
+        logger.warning("request %s was sent but could not be marked as sent", request_id, exc_info=True)
     return True
 
 
