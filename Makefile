@@ -49,3 +49,10 @@ benchmarks: install
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache
+
+## reliability (issue 13): make load / make recovery-times (minutes; run by hand, not in CI)
+load: install
+	$(PY) benchmarks/load.py --requests 500
+
+recovery-times: install
+	$(PY) benchmarks/recovery.py

@@ -129,6 +129,62 @@ CELERY_TASK_ROUTES = {"stackgan_django.generate": {"queue": "gpu"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# -- Reliability (issue 13): long GPU tasks, a broker or database that goes away -----------------
+# Late acknowledgement (above): a message is acked only when its task returns, so a worker killed
+# mid-task loses nothing; prefetch 1 (above): a worker never holds a second request hostage while it
+# renders. The database is the source of truth either way: a running request's lease and the
+# maintenance task below recover what a message cannot.
+_TASK_SECONDS = int(os.environ.get("STACKGAN_TASK_TIME_LIMIT", "600"))
+# The soft limit raises inside the task, which fails the request with a reason the editor sees
+# (and retries it while attempts remain); the hard limit kills a child that ignores it (prefork
+# pool only: the solo pool has no time limits, there the lease deadline REQUEST_DEADLINE_SECONDS does it).
+CELERY_TASK_SOFT_TIME_LIMIT = _TASK_SECONDS
+CELERY_TASK_TIME_LIMIT = _TASK_SECONDS + 60
+# A task that raised or hit its hard limit is acked: its row already says what happened (QUEUED
+# again or FAILED), or its lease lapses and the maintenance task requeues it. Redelivering the
+# message would only repeat a failure the services have counted.
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
+# On a broker connection loss, a task already rendering finishes and writes its result to the
+# database (the images are not wasted); its unacked message comes back later as a duplicate, which
+# start_request skips. Set explicitly: the default changes in Celery 6.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Reconnect to the broker for ever (a worker that gave up after 100 tries stays dead), and keep a
+# web request that submits while the broker is down short: about one second of publish retries,
+# then the request stays in the outbox (sent_at empty) and beat's maintenance task sends it.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest task (hard limit), else Redis hands a running task to a second worker.
+        "visibility_timeout": max(3600, 2 * CELERY_TASK_TIME_LIMIT),
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
+# Celery beat runs the maintenance task every few seconds on its own small queue, so it never waits
+# behind a GPU task: lapsed leases requeued (a dead worker's request is back within LEASE_SECONDS +
+# this interval), the outbox sent (a submission made while the broker was down reaches a worker a few
+# seconds after the broker is back). "expires": beats missed while no maintenance worker ran are dropped.
+STACKGAN_MAINTENANCE_QUEUE = os.environ.get("STACKGAN_MAINTENANCE_QUEUE", "stackgan-maintenance")
+_MAINTENANCE_SECONDS = float(os.environ.get("STACKGAN_MAINTENANCE_INTERVAL", "5"))
+CELERY_BEAT_SCHEDULE = {
+    "stackgan-maintenance": {
+        "task": "stackgan_django.maintain",
+        "schedule": _MAINTENANCE_SECONDS,
+        "options": {"queue": STACKGAN_MAINTENANCE_QUEUE, "expires": max(_MAINTENANCE_SECONDS * 2, 5)},
+    },
+}
+CELERY_TASK_ROUTES = {**CELERY_TASK_ROUTES, "stackgan_django.maintain": {"queue": STACKGAN_MAINTENANCE_QUEUE}}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# A worker reconnects to PostgreSQL after a restart: a persistent connection is checked before
+# reuse (CONN_HEALTH_CHECKS; Celery's Django fixup closes unusable ones before each task), and the
+# services reopen a connection that died mid-task (services.worker.with_fresh_connection).
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# -- end reliability ----------------------------------------------------------------------------
+
 STACKGAN = {
     "MODEL_DIR": os.environ.get("STACKGAN_MODEL_DIR") or None,
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Web server and one Celery worker for local use; Ctrl-C stops both.
+# Web server, one Celery worker for generation, and the maintenance worker with Celery beat
+# (recovers requests whose worker died, sends requests the broker could not take); Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -7,6 +8,13 @@ mkdir -p var
 $PY -m celery -A config worker -Q gpu -c 1 --pool solo -l info --without-gossip --without-mingle \
     --without-heartbeat >var/worker.log 2>&1 &
 WORKER=$!
-trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null' EXIT INT TERM
-echo "worker started (pid $WORKER, log var/worker.log); admin at http://127.0.0.1:8000/admin/"
+# One process is enough on a laptop: a small solo worker for the maintenance queue with beat
+# embedded (-B). In production run `celery -A config beat` once per site and the maintenance worker
+# beside the web tier (see the README's "Running in production").
+$PY -m celery -A config worker -Q stackgan-maintenance -c 1 --pool solo -B -l info --without-gossip \
+    --without-mingle --without-heartbeat -n maintenance@%h >var/maintenance.log 2>&1 &
+MAINTENANCE=$!
+trap 'kill $WORKER $MAINTENANCE 2>/dev/null; wait $WORKER $MAINTENANCE 2>/dev/null' EXIT INT TERM
+echo "worker started (pid $WORKER, log var/worker.log), maintenance + beat (pid $MAINTENANCE, log var/maintenance.log)"
+echo "admin at http://127.0.0.1:8000/admin/"
 $PY manage.py runserver 127.0.0.1:8000

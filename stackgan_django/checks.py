@@ -103,3 +103,31 @@ def check_development_signer(app_configs=None, **kwargs):
                         hint="Use PemFileSigner or CallbackSigner with a certificate from a real CA.",
                         id="stackgan_django.W106")]
     return []
+
+
+# -- reliability (issue 13) --------------------------------------------------------------------------
+
+@register(Tags.compatibility)
+def check_reliability_settings(app_configs=None, **kwargs):
+    """The periodic maintenance and the Celery settings that recovery relies on."""
+    from stackgan_django.services.delivery import MAINTENANCE_TASK
+
+    warnings = []
+    schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None) or {}
+    if not any(isinstance(entry, dict) and entry.get("task") == MAINTENANCE_TASK for entry in schedule.values()):
+        warnings.append(Warning(
+            f"no Celery beat schedule runs {MAINTENANCE_TASK!r}: requests whose worker died stay RUNNING, and requests "
+            "submitted while the broker was down are not sent", id="stackgan_django.W130",
+            hint=f"Add {{'task': '{MAINTENANCE_TASK}', 'schedule': 5.0}} to CELERY_BEAT_SCHEDULE and run celery beat."))
+    if not getattr(settings, "CELERY_TASK_ACKS_LATE", False):
+        warnings.append(Warning("CELERY_TASK_ACKS_LATE is off: a worker killed mid-task loses its message",
+                                hint="Set CELERY_TASK_ACKS_LATE = True.", id="stackgan_django.W131"))
+    transport = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    hard_limit = getattr(settings, "CELERY_TASK_TIME_LIMIT", None)
+    visibility = transport.get("visibility_timeout", 3600)
+    if str(getattr(settings, "CELERY_BROKER_URL", "")).startswith("redis") and hard_limit and visibility <= hard_limit:
+        warnings.append(Warning(
+            f"the Redis visibility timeout ({visibility} s) is not longer than the task time limit ({hard_limit} s): "
+            "Redis hands a running request to a second worker", id="stackgan_django.W132",
+            hint="Raise CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'] above CELERY_TASK_TIME_LIMIT."))
+    return warnings

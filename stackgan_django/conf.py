@@ -34,10 +34,18 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_PREFIX": "stackgan",
     # A folder of policy TOML files; None = the defaults shipped in policies/default/.
     "POLICY_DIR": None,
-    # QUEUED or RUNNING longer than this: the sweeper re-enqueues (the broker may lose a message).
+    # RUNNING longer than this: the lease is no longer renewed and the request is taken over (a hung
+    # generator; on the solo pool Celery's time limits do not apply).
     "REQUEST_DEADLINE_SECONDS": 900,
     "MAX_ATTEMPTS": 3,
     "QUEUE": "gpu",
+    # Reliability (issue 13). A RUNNING request holds a lease its worker renews every third of
+    # LEASE_SECONDS; a lapsed lease means the worker died and the request is taken over.
+    "LEASE_SECONDS": 30,
+    # A QUEUED request the broker took but no worker started within this many seconds, while the
+    # broker's queue is empty, lost its message (a broker restarted without persistence): it is sent
+    # again (ten times later if the queue is busy). A duplicate is harmless.
+    "RESEND_AFTER_SECONDS": 30,
     # Provenance. The signer class (dotted path) and its constructor arguments: DevelopmentSigner
     # (a CA made on first use under var/signing), PemFileSigner or CallbackSigner (KMS / HSM).
     "SIGNER": "stackgan_django.provenance.signers.DevelopmentSigner",

@@ -73,6 +73,12 @@ class GenerationRequest(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     compute_seconds = models.FloatField(null=True, blank=True)
+    # Reliability (issue 13): the outbox mark and the running worker's lease.
+    sent_at = models.DateTimeField(null=True, blank=True,
+                                   help_text="when the broker last took this QUEUED request; empty = still to send")
+    lease_expires_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="a RUNNING request whose lease lapsed lost its worker")
+    worker = models.CharField(max_length=200, blank=True, help_text="host and process of the last worker")
 
     class Meta:
         ordering = ["-created_at"]

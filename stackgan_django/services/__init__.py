@@ -4,10 +4,11 @@ log in one transaction. Admin, API, tasks and commands call these functions; non
 state on its own. The public names are re-exported here so callers import from one place."""
 
 from stackgan_django.conf import app_settings
-from stackgan_django.services.delivery import GENERATE_TASK, enqueue
+from stackgan_django.services.delivery import GENERATE_TASK, MAINTENANCE_TASK, enqueue, queue_depth, send_pending_requests
 from stackgan_django.services.errors import TransitionError, WorkflowError
 from stackgan_django.services.model_versions import activate_model_version, model_lineage, register_model_version
 from stackgan_django.services.review import REVIEW_TRANSITIONS, approve_asset, reject_asset, revoke_asset
+from stackgan_django.services.storage_check import StorageReport, check_storage, delete_orphans
 from stackgan_django.services.submission import (
     InvalidSubmission,
     NoActiveModel,
@@ -22,15 +23,21 @@ from stackgan_django.services.submission import (
 from stackgan_django.services.verification import verify_file
 from stackgan_django.services.worker import (
     GeneratedOutput,
+    LeaseKeeper,
+    LeaseLost,
     UnknownRequest,
+    asset_file_name,
     defer_request,
     fail_request,
     finish_request,
     near_copy_index,
     new_mark_id,
     process_request,
+    recover_lapsed_leases,
+    remove_unowned_files,
     render_and_check,
     retry_request,
+    run_maintenance,
     stamp_output,
     start_request,
     sweep_stale_requests,
@@ -43,4 +50,7 @@ __all__ = [
     "images_requested_today", "model_lineage", "near_copy_index", "new_mark_id", "process_request", "register_model_version",
     "reject_asset", "render_and_check", "retry_request", "revoke_asset", "stamp_output", "start_request", "submit_request",
     "sweep_stale_requests", "validate_submission", "verify_file",
+    # reliability (issue 13)
+    "MAINTENANCE_TASK", "LeaseKeeper", "LeaseLost", "StorageReport", "asset_file_name", "check_storage", "delete_orphans",
+    "queue_depth", "recover_lapsed_leases", "remove_unowned_files", "run_maintenance", "send_pending_requests",
 ]

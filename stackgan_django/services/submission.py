@@ -136,5 +136,16 @@ def submit_request(*, caption: Any, num_images: Any = 4, seed: Any = None, purpo
             rules=[d.rule_id for d in verdict.decisions],
         )
         if not verdict.denied:
-            transaction.on_commit(lambda: delivery.enqueue(request.pk))
+            transaction.on_commit(lambda: send_after_submit(request.pk))
     return request
+
+
+def send_after_submit(request_id: int) -> None:
+    """Send the new request; when the broker took it, also send what earlier submissions could not
+    (the outbox), so a site whose broker came back recovers on its next submission too."""
+    if delivery.enqueue(request_id) is False:
+        return
+    try:
+        delivery.send_pending_requests(include_lost=False, limit=20)
+    except Exception:  # the editor's request is recorded and sent; the periodic task retries the rest
+        logger.exception("could not send the outbox after a submission")

@@ -1,20 +1,26 @@
-"""The worker's side of a request: take it (QUEUED -> RUNNING), render, run the output policy,
-stamp and store each image, and finish, fail, defer or retry it. ``process_request`` is the whole
-pipeline as a plain function: the Celery task, the benchmarks and the tests all call it."""
+"""The worker's side of a request: take it (QUEUED -> RUNNING, with a lease), render, run the output
+policy, stamp and store each image, and finish, fail, defer or retry it; and the periodic recovery
+of requests whose worker died. ``process_request`` is the whole pipeline as a plain function: the
+Celery task, the benchmarks and the tests all call it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import secrets
+import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
@@ -22,17 +28,70 @@ from policies import NearCopyIndex, Verdict
 from stackgan_django.audit import record_event
 from stackgan_django.conf import app_settings
 from stackgan_django.governance import current_policies
-from stackgan_django.models import Asset, GenerationRequest, ModelVersion
+from stackgan_django.models import Asset, GenerationRequest, ModelVersion, asset_storage
 from stackgan_django.services import delivery
 from stackgan_django.services.decisions import store_decisions
 from stackgan_django.services.errors import TransitionError, WorkflowError
 
 logger = logging.getLogger(__name__)
 State = GenerationRequest.State
+T = TypeVar("T")
+
+# The errors of a database connection that is gone (server restarted, network cut): a fresh
+# connection may succeed where this one cannot.
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+# How long a state change keeps trying to reach the database before giving up; the request's lease
+# then lapses and the maintenance task recovers it, so giving up loses nothing.
+RECONNECT_SECONDS = 45.0
+
+WORKER_DIED_REASON = ("The worker stopped while making these images (it was stopped, ran out of memory or lost its "
+                      "database connection) on each of {attempts} attempts. Press retry to try again; if it keeps "
+                      "happening, an administrator should check the workers.")
 
 
 class UnknownRequest(WorkflowError):
     pass
+
+
+class LeaseLost(WorkflowError):
+    """Another worker took the request over (this one's lease lapsed): this attempt must store nothing."""
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def asset_file_name(request: GenerationRequest, index: int) -> str:
+    """The one storage name of a request's image ``index``: the same on every attempt, so a retry
+    overwrites its own file instead of leaving a renamed copy beside it."""
+    return f"{app_settings.STORAGE_PREFIX}/{request.public_id}/{index}.png"
+
+
+def with_fresh_connection(action: Callable[[], T], what: str = "a database step") -> T:
+    """Run ``action``; when the database connection is gone (PostgreSQL restarted, a network cut),
+    close it, open a fresh one and try again for up to RECONNECT_SECONDS. Without this, a failure
+    handler reuses the dead connection and the request stays RUNNING with no reason given."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except CONNECTION_ERRORS as exc:
+            connection = connections[DEFAULT_DB_ALIAS]
+            if connection.in_atomic_block or time.monotonic() + delay > deadline:
+                raise  # inside a caller's transaction only the caller can start again
+            logger.warning("%s lost the database connection (%s); reconnecting", what, exc)
+            close_connection_quietly()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def close_connection_quietly() -> None:
+    """Drop this thread's default connection so the next query opens a fresh one."""
+    try:
+        connections[DEFAULT_DB_ALIAS].close()
+    except Exception:  # closing a dead connection may itself fail; it is gone either way
+        logger.debug("closing a dead connection failed", exc_info=True)
 
 
 def _locked(request_id: int) -> GenerationRequest:
@@ -42,27 +101,116 @@ def _locked(request_id: int) -> GenerationRequest:
     return request
 
 
-def _is_stale(request: GenerationRequest, now=None) -> bool:
+def _lease_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=app_settings.LEASE_SECONDS)
+
+
+def lease_lapsed(request: GenerationRequest, now: datetime | None = None) -> bool:
+    """A RUNNING request lost its worker: the lease was not renewed in time, or the request ran
+    past REQUEST_DEADLINE_SECONDS (a wedged worker whose heartbeat still beats stops renewing then)."""
     now = now or timezone.now()
-    since = request.started_at if request.state == State.RUNNING else request.queued_at
-    return since is None or now - since > timedelta(seconds=app_settings.REQUEST_DEADLINE_SECONDS)
+    if request.started_at is not None and now - request.started_at > timedelta(seconds=app_settings.REQUEST_DEADLINE_SECONDS):
+        return True
+    if request.lease_expires_at is None:  # rows started before leases existed
+        return request.started_at is None or now - request.started_at > timedelta(seconds=app_settings.LEASE_SECONDS)
+    return request.lease_expires_at <= now
+
+
+def _lapsed_filter(now: datetime) -> Q:
+    lease = timedelta(seconds=app_settings.LEASE_SECONDS)
+    deadline = timedelta(seconds=app_settings.REQUEST_DEADLINE_SECONDS)
+    return (Q(lease_expires_at__lte=now) | Q(started_at__lt=now - deadline)
+            | Q(lease_expires_at__isnull=True, started_at__lt=now - lease) | Q(started_at__isnull=True))
+
+
+def _give_up(request: GenerationRequest, now: datetime, actor: str, reason: str) -> None:
+    """RUNNING -> FAILED for good, with a reason the editor can read; files no asset owns go."""
+    request.state = State.FAILED
+    request.error = reason[:2000]
+    request.finished_at = now
+    request.lease_expires_at = None
+    request.save(update_fields=["state", "error", "finished_at", "lease_expires_at"])
+    record_event("request.failed", request, actor, attempt=request.attempts, error=reason[:500])
+    transaction.on_commit(lambda pk=request.pk: remove_unowned_files(pk))
 
 
 def start_request(request_id: int) -> GenerationRequest | None:
-    """QUEUED -> RUNNING. Returns None when there is nothing to do (done, denied, failed, or
-    running elsewhere and not yet past its deadline), so a duplicate message is harmless."""
+    """QUEUED -> RUNNING with a fresh lease, or take over a RUNNING request whose lease lapsed (its
+    worker died). Returns None when there is nothing to do (done, denied, failed, or running
+    elsewhere under a live lease), so a duplicate message is harmless."""
     with transaction.atomic():
         request = _locked(request_id)
-        if request.state == State.RUNNING and not _is_stale(request):
-            return None
-        if request.state not in (State.QUEUED, State.RUNNING):
+        now = timezone.now()
+        if request.state == State.RUNNING:
+            if not lease_lapsed(request, now):
+                return None
+            if request.attempts >= app_settings.MAX_ATTEMPTS:
+                _give_up(request, now, "worker", WORKER_DIED_REASON.format(attempts=request.attempts))
+                return None
+            record_event("request.taken_over", request, "worker", attempt=request.attempts,
+                         previous_worker=request.worker, reason="lease lapsed")
+        elif request.state != State.QUEUED:
             return None
         request.state = State.RUNNING
-        request.started_at = timezone.now()
+        request.started_at = now
         request.attempts += 1
-        request.save(update_fields=["state", "started_at", "attempts"])
-        record_event("request.started", request, "worker", attempt=request.attempts)
+        request.lease_expires_at = _lease_until(now)
+        request.worker = worker_identity()[:200]
+        request.save(update_fields=["state", "started_at", "attempts", "lease_expires_at", "worker"])
+        record_event("request.started", request, "worker", attempt=request.attempts, worker=request.worker)
         return request
+
+
+class LeaseKeeper:
+    """Renews one attempt's lease from a background thread while the worker renders and stamps.
+
+    It stops renewing when the request passes REQUEST_DEADLINE_SECONDS (a hung generator then loses
+    its lease and is taken over, also on the solo pool where Celery's time limits do not apply),
+    and sets ``lost`` when the row no longer belongs to this attempt."""
+
+    def __init__(self, request_id: int, attempt: int):
+        self.request_id = request_id
+        self.attempt = attempt
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{request_id}", daemon=True)
+        self._deadline = time.monotonic() + app_settings.REQUEST_DEADLINE_SECONDS
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def renew(self) -> bool:
+        """One renewal; False when another attempt owns the row now. Delivery bookkeeping, not a
+        state change, hence a plain update and no audit event."""
+        renewed = GenerationRequest.objects.filter(pk=self.request_id, state=State.RUNNING, attempts=self.attempt).update(
+            lease_expires_at=_lease_until(timezone.now()))
+        return renewed == 1
+
+    def _run(self) -> None:
+        interval = max(app_settings.LEASE_SECONDS / 3, 0.2)
+        try:
+            while not self._stop.wait(interval):
+                if time.monotonic() > self._deadline:
+                    logger.error("request %s ran past its deadline; its lease is no longer renewed", self.request_id)
+                    return
+                try:
+                    if not self.renew():
+                        logger.warning("request %s attempt %s: lease lost, another worker owns it", self.request_id,
+                                       self.attempt)
+                        self.lost.set()
+                        return
+                except CONNECTION_ERRORS as exc:
+                    # The database is away: try again on a fresh connection next beat. If it stays
+                    # away past the lease, the request is taken over, which is what should happen.
+                    logger.warning("request %s: could not renew the lease (%s)", self.request_id, exc)
+                    close_connection_quietly()
+        finally:
+            connections.close_all()  # this thread's own connections
 
 
 @dataclass
@@ -104,77 +252,147 @@ def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> Generat
     return output
 
 
-def finish_request(request_id: int, outputs: list[GeneratedOutput], compute_seconds: float) -> list[Asset]:
-    """RUNNING -> DONE, storing each image the output policy lets through as an asset pending
-    review. An index that already has an asset is skipped, so a re-run never duplicates."""
+def _delete_files(storage: Any, names: list[str]) -> None:
+    for name in names:
+        try:
+            if storage.exists(name):
+                storage.delete(name)
+        except Exception:  # the check command finds anything left; the failure being handled matters more
+            logger.exception("could not remove %s after a failed attempt", name)
+
+
+def _store_overwriting(storage: Any, name: str, data: bytes, written: list[str]) -> str:
+    """Save ``data`` under exactly ``name``, replacing a file an earlier attempt left there (a
+    storage never renames then). Every name that may hold bytes is added to ``written`` first, so a
+    partial file from a write that fails part-way is removed too."""
     from django.core.files.base import ContentFile
 
-    with transaction.atomic():
-        request = _locked(request_id)
-        if request.state != State.RUNNING:
-            raise TransitionError(f"request {request_id} is {request.state}, not running")
-        existing = set(request.assets.values_list("index", flat=True))
-        created = []
-        for output in outputs:
-            if output.index in existing:
-                continue
-            if output.verdict.denied:
-                store_decisions(output.verdict, request=request)
-                continue
-            if output.signed is None:
-                raise TransitionError("an image must be signed before it is stored; no asset is kept unsigned")
-            data = output.signed
-            asset = Asset(request=request, index=output.index, seed=output.seed, width=output.image.width,
-                          height=output.image.height, sha256=hashlib.sha256(data).hexdigest(),
-                          flagged=request.flagged or output.verdict.needs_review, mark_id=output.mark_id,
-                          provenance=output.provenance or {},
-                          provenance_state=(output.provenance or {}).get("state", ""))
-            name = f"{app_settings.STORAGE_PREFIX}/{request.public_id}/{output.index}.png"
-            asset.file.save(name, ContentFile(data), save=False)
-            asset.save()
-            store_decisions(output.verdict, asset=asset)
-            created.append(asset)
-        request.state = State.DONE
-        request.finished_at = timezone.now()
-        request.compute_seconds = compute_seconds
-        request.error = ""
-        request.save(update_fields=["state", "finished_at", "compute_seconds", "error"])
-        record_event("request.done", request, "worker", assets=[a.pk for a in created],
-                     refused=[o.index for o in outputs if o.verdict.denied], compute_seconds=round(compute_seconds, 3))
+    written.append(name)
+    if storage.exists(name):
+        storage.delete(name)
+    stored = storage.save(name, ContentFile(data))
+    if stored != name:
+        written.append(stored)
+        raise OSError(f"the storage saved {name!r} as {stored!r}; another writer holds the name")
+    return stored
+
+
+def finish_request(request_id: int, outputs: list[GeneratedOutput], compute_seconds: float,
+                   attempt: int | None = None) -> list[Asset]:
+    """RUNNING -> DONE, storing each image the output policy lets through as an asset pending
+    review. An index that already has an asset is skipped, so a re-run never duplicates. With
+    ``attempt``, only that attempt may finish (a worker whose lease lapsed and was taken over
+    stores nothing). When anything fails, the files this call wrote are removed: no signed image
+    is ever left without its asset row."""
+    storage = asset_storage()
+    written: list[str] = []
+    committed = False
+    try:
+        with transaction.atomic():
+            request = _locked(request_id)
+            if request.state != State.RUNNING:
+                raise TransitionError(f"request {request_id} is {request.state}, not running")
+            if attempt is not None and request.attempts != attempt:
+                raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
+            existing = set(request.assets.values_list("index", flat=True))
+            created = []
+            for output in outputs:
+                if output.index in existing:
+                    continue
+                if output.verdict.denied:
+                    store_decisions(output.verdict, request=request)
+                    continue
+                if output.signed is None:
+                    raise WorkflowError("an image must be signed before it is stored; no asset is kept unsigned")
+                data = output.signed
+                asset = Asset(request=request, index=output.index, seed=output.seed, width=output.image.width,
+                              height=output.image.height, sha256=hashlib.sha256(data).hexdigest(),
+                              flagged=request.flagged or output.verdict.needs_review, mark_id=output.mark_id,
+                              provenance=output.provenance or {},
+                              provenance_state=(output.provenance or {}).get("state", ""))
+                asset.file.name = _store_overwriting(storage, asset_file_name(request, output.index), data, written)
+                asset.save()
+                store_decisions(output.verdict, asset=asset)
+                created.append(asset)
+            request.state = State.DONE
+            request.finished_at = timezone.now()
+            request.compute_seconds = compute_seconds
+            request.error = ""
+            request.lease_expires_at = None
+            request.save(update_fields=["state", "finished_at", "compute_seconds", "error", "lease_expires_at"])
+            record_event("request.done", request, "worker", assets=[a.pk for a in created],
+                         refused=[o.index for o in outputs if o.verdict.denied], compute_seconds=round(compute_seconds, 3))
+        committed = True
         return created
+    finally:
+        if not committed:
+            _delete_files(storage, written)
 
 
-def fail_request(request_id: int, error: str) -> GenerationRequest:
-    """RUNNING -> QUEUED again while attempts remain (with a delay), else FAILED."""
+def remove_unowned_files(request_id: int) -> list[str]:
+    """Delete the files under a request's asset names that no asset row owns (left by a worker
+    killed between writing and committing). Only for requests no worker is writing."""
+    request = GenerationRequest.objects.filter(pk=request_id).first()
+    if request is None or request.state == State.RUNNING:
+        return []
+    storage = asset_storage()
+    owned = set(request.assets.values_list("index", flat=True))
+    names = [asset_file_name(request, index) for index in range(request.num_images) if index not in owned]
+    removed = []
+    for name in names:
+        try:
+            if storage.exists(name):
+                storage.delete(name)
+                removed.append(name)
+        except Exception:
+            logger.exception("could not remove the unowned file %s", name)
+    if removed:
+        logger.info("request %s: removed %d file(s) no asset owns: %s", request_id, len(removed), removed)
+    return removed
+
+
+def fail_request(request_id: int, error: str, attempt: int | None = None) -> GenerationRequest:
+    """RUNNING -> QUEUED again while attempts remain (with a delay), else FAILED with the reason.
+    With ``attempt``, a request another worker took over is left alone (TransitionError)."""
     with transaction.atomic():
         request = _locked(request_id)
         if request.state != State.RUNNING:
             raise TransitionError(f"request {request_id} is {request.state}, not running")
+        if attempt is not None and request.attempts != attempt:
+            raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
         retry = request.attempts < app_settings.MAX_ATTEMPTS
         request.state = State.QUEUED if retry else State.FAILED
         request.error = error[:2000]
         request.queued_at = timezone.now() if retry else request.queued_at
         request.finished_at = None if retry else timezone.now()
-        request.save(update_fields=["state", "error", "queued_at", "finished_at"])
+        request.lease_expires_at = None
+        request.sent_at = None
+        request.save(update_fields=["state", "error", "queued_at", "finished_at", "lease_expires_at", "sent_at"])
         record_event("request.retrying" if retry else "request.failed", request, "worker",
                      attempt=request.attempts, error=error[:500])
         if retry:
             transaction.on_commit(lambda: delivery.enqueue(request.pk, countdown=5 * request.attempts))
+        else:
+            transaction.on_commit(lambda: remove_unowned_files(request.pk))
         return request
 
 
-def defer_request(request_id: int, reason: str, countdown: float = 60) -> GenerationRequest:
+def defer_request(request_id: int, reason: str, countdown: float = 60, attempt: int | None = None) -> GenerationRequest:
     """RUNNING -> QUEUED without using up an attempt: signing is pending (a timestamp authority is
     unreachable), the request will run again, and nothing is stored unsigned meanwhile."""
     with transaction.atomic():
         request = _locked(request_id)
         if request.state != State.RUNNING:
             raise TransitionError(f"request {request_id} is {request.state}, not running")
+        if attempt is not None and request.attempts != attempt:
+            raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
         request.state = State.QUEUED
         request.attempts = max(0, request.attempts - 1)
         request.error = f"signing pending: {reason}"[:2000]
         request.queued_at = timezone.now()
-        request.save(update_fields=["state", "attempts", "error", "queued_at"])
+        request.lease_expires_at = None
+        request.sent_at = None
+        request.save(update_fields=["state", "attempts", "error", "queued_at", "lease_expires_at", "sent_at"])
         record_event("request.signing_pending", request, "worker", reason=reason[:500])
         transaction.on_commit(lambda: delivery.enqueue(request.pk, countdown=countdown))
         return request
@@ -190,39 +408,57 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
         request.attempts = 0
         request.queued_at = timezone.now()
         request.finished_at = None
-        request.save(update_fields=["state", "attempts", "queued_at", "finished_at"])
+        request.sent_at = None
+        request.save(update_fields=["state", "attempts", "queued_at", "finished_at", "sent_at"])
         record_event("request.retried", request, user)
         transaction.on_commit(lambda: delivery.enqueue(request.pk))
         return request
 
 
-def sweep_stale_requests(now=None) -> list[int]:
-    """Re-enqueue requests stuck in QUEUED or RUNNING past their deadline (lost messages, dead workers)."""
+def recover_lapsed_leases(now: datetime | None = None, actor: str = "maintenance") -> tuple[list[int], list[int]]:
+    """RUNNING requests whose worker died (lease lapsed) go back to QUEUED and are sent again, or,
+    with their attempts used up, to FAILED with a reason the editor sees. Returns (requeued, failed)."""
     now = now or timezone.now()
-    deadline = now - timedelta(seconds=app_settings.REQUEST_DEADLINE_SECONDS)
-    candidates = GenerationRequest.objects.filter(state__in=[State.QUEUED, State.RUNNING]).filter(
-        queued_at__lt=deadline).values_list("pk", flat=True)
-    swept = []
+    candidates = list(GenerationRequest.objects.filter(state=State.RUNNING).filter(_lapsed_filter(now))
+                      .values_list("pk", flat=True))
+    requeued, failed = [], []
     for pk in candidates:
         with transaction.atomic():
             request = _locked(pk)
-            if request.state not in (State.QUEUED, State.RUNNING) or not _is_stale(request, now):
-                continue
+            if request.state != State.RUNNING or not lease_lapsed(request, now):
+                continue  # renewed or finished since the query
             if request.attempts >= app_settings.MAX_ATTEMPTS:
-                request.state = State.FAILED
-                request.error = request.error or "gave up: no worker finished it before the deadline"
-                request.finished_at = now
-                request.save(update_fields=["state", "error", "finished_at"])
-                record_event("request.failed", request, "sweeper", reason="deadline passed, attempts used up")
+                _give_up(request, now, actor, WORKER_DIED_REASON.format(attempts=request.attempts))
+                failed.append(pk)
                 continue
-            previous = request.state
             request.state = State.QUEUED
             request.queued_at = now
-            request.save(update_fields=["state", "queued_at"])
-            record_event("request.requeued", request, "sweeper", previous_state=previous)
+            request.lease_expires_at = None
+            request.sent_at = None
+            request.error = "the worker stopped while generating; queued again"
+            request.save(update_fields=["state", "queued_at", "lease_expires_at", "sent_at", "error"])
+            record_event("request.requeued", request, actor, previous_state=State.RUNNING.value, attempt=request.attempts,
+                         previous_worker=request.worker, reason="lease lapsed")
             transaction.on_commit(lambda pk=pk: delivery.enqueue(pk))
-            swept.append(pk)
-    return swept
+            requeued.append(pk)
+    if requeued or failed:
+        logger.warning("lapsed leases: requeued %s, failed %s", requeued, failed)
+    return requeued, failed
+
+
+def run_maintenance(now: datetime | None = None) -> dict[str, list[int]]:
+    """The periodic work Celery beat schedules (every few seconds): recover requests whose worker
+    died, then send the outbox (requests the broker never took or lost)."""
+    requeued, failed = recover_lapsed_leases(now)
+    sent = delivery.send_pending_requests(now)
+    return {"requeued": requeued, "failed": failed, "sent": sent}
+
+
+def sweep_stale_requests(now: datetime | None = None) -> list[int]:
+    """The operator's sweep (the ``sweep_requests`` command): the maintenance work once, returning
+    the ids sent to the workers again."""
+    summary = run_maintenance(now)
+    return sorted(set(summary["requeued"]) | set(summary["sent"]))
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
@@ -253,32 +489,64 @@ def render_and_check(request: GenerationRequest) -> tuple[list[GeneratedOutput],
 
 
 def process_request(request_id: int) -> str:
-    """The whole worker pipeline for one request: start, render, check, stamp, store, finish.
+    """The whole worker pipeline for one request: start (with a lease), render, check, stamp,
+    store, finish.
 
-    Returns what happened ("done", "skipped", "unknown", "signing pending", "failed"). Every
-    failure leaves the row retryable and nothing half-written; safe to run twice for one id."""
+    Returns what happened ("done", "skipped", "unknown", "taken over", "signing pending",
+    "failed"). Every failure leaves the row retryable and nothing half-written; safe to run twice
+    for one id. Each database step reconnects when the database restarted meanwhile; if it stays
+    away, the lease lapses and the maintenance task recovers the request."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
     from stackgan_django.provenance import SigningUnavailable
 
     try:
-        request = start_request(request_id)
+        request = with_fresh_connection(lambda: start_request(request_id), "starting a request")
     except UnknownRequest as exc:
         logger.error("%s Dropping the message.", exc)
         return "unknown"
     if request is None:
-        logger.info("request %s needs no work (already done or running elsewhere)", request_id)
+        logger.info("request %s needs no work (already done, or running elsewhere under a live lease)", request_id)
         return "skipped"
+    attempt = request.attempts
     try:
-        outputs, compute_seconds = render_and_check(request)
-        for output in outputs:
-            if not output.verdict.denied:
-                stamp_output(request, output)
-        finish_request(request.pk, outputs, compute_seconds)
+        with LeaseKeeper(request.pk, attempt) as lease:
+            # Read the model version now: rendering then needs no database, however long it takes.
+            with_fresh_connection(lambda: request.model_version, "reading the model version")
+            outputs, compute_seconds = render_and_check(request)
+            for output in outputs:
+                if not output.verdict.denied:
+                    with_fresh_connection(lambda output=output: stamp_output(request, output), "stamping")
+            if lease.lost.is_set():
+                raise LeaseLost(f"request {request_id} was taken over while attempt {attempt} rendered")
+            with_fresh_connection(lambda: finish_request(request.pk, outputs, compute_seconds, attempt=attempt),
+                                  "storing the images")
         return "done"
+    except (LeaseLost, TransitionError) as exc:
+        logger.warning("request %s attempt %s stores nothing: %s", request_id, attempt, exc)
+        return "taken over"
     except SigningUnavailable as exc:
         logger.warning("request %s: signing pending (%s); it will run again", request_id, exc)
-        defer_request(request.pk, str(exc))
-        return "signing pending"
+        pending_reason = str(exc)
+        return _record_failure(lambda: defer_request(request.pk, pending_reason, attempt=attempt), request_id,
+                               "signing pending")
     except Exception as exc:  # every failure leaves the row retryable, never half-written
         logger.exception("request %s failed", request_id)
-        fail_request(request.pk, f"{type(exc).__name__}: {exc}")
-        return "failed"
+        if isinstance(exc, SoftTimeLimitExceeded):
+            reason = "Generation took longer than the worker's time limit and was stopped."
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        return _record_failure(lambda: fail_request(request.pk, reason, attempt=attempt), request_id, "failed")
+
+
+def _record_failure(action: Callable[[], Any], request_id: int, outcome: str) -> str:
+    """Record a failed or deferred attempt on a fresh connection if the old one is gone."""
+    try:
+        with_fresh_connection(action, "recording a failed attempt")
+    except (LeaseLost, TransitionError) as exc:
+        logger.warning("request %s: %s", request_id, exc)
+        return "taken over"
+    except CONNECTION_ERRORS:
+        logger.exception("request %s: the database stayed away, so the failure is not recorded; the lease lapses and "
+                         "the maintenance task queues it again", request_id)
+    return outcome
