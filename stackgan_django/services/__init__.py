@@ -5,9 +5,18 @@ state on its own. The public names are re-exported here so callers import from o
 
 from stackgan_django.conf import app_settings
 from stackgan_django.services.delivery import GENERATE_TASK, enqueue
+from stackgan_django.services.editor import resubmit_request, submit_once
 from stackgan_django.services.errors import TransitionError, WorkflowError
 from stackgan_django.services.model_versions import activate_model_version, model_lineage, register_model_version
-from stackgan_django.services.review import REVIEW_TRANSITIONS, approve_asset, reject_asset, revoke_asset
+from stackgan_django.services.progress import PROGRESS_STAGES, progress_steps, queue_position, record_progress
+from stackgan_django.services.review import (
+    REVIEW_TRANSITIONS,
+    NoteRequired,
+    approve_asset,
+    approve_assets,
+    reject_asset,
+    revoke_asset,
+)
 from stackgan_django.services.submission import (
     InvalidSubmission,
     NoActiveModel,
@@ -43,4 +52,7 @@ __all__ = [
     "images_requested_today", "model_lineage", "near_copy_index", "new_mark_id", "process_request", "register_model_version",
     "reject_asset", "render_and_check", "retry_request", "revoke_asset", "stamp_output", "start_request", "submit_request",
     "sweep_stale_requests", "validate_submission", "verify_file",
+    # issue 15: editor and review desks
+    "NoteRequired", "PROGRESS_STAGES", "approve_assets", "progress_steps", "queue_position", "record_progress",
+    "resubmit_request", "submit_once",
 ]
