@@ -255,10 +255,8 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request).select_related("request", "request__requested_by", "request__model_version")
-        return visible_assets(request.user, queryset)
-
-    def get_ordering(self, request):
-        return ["-flagged", "created_at", "index"]
+        # desk_order annotates pending_rank; the change list orders by it unless a column is chosen.
+        return desk_order(visible_assets(request.user, queryset))
 
     def get_changelist(self, request, **kwargs):
         from django.contrib.admin.views.main import ChangeList
@@ -269,10 +267,6 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
                 if self.params.get("o"):
                     return super().get_ordering(request, queryset)
                 return ["pending_rank", "-flagged", "created_at", "index", "pk"]
-
-            def get_queryset(self, request, exclude_parameters=None):
-                queryset = super().get_queryset(request, exclude_parameters)
-                return queryset if self.params.get("o") else desk_order(queryset)
 
         return DeskChangeList
 
@@ -355,7 +349,8 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         then whether it is unaltered and who signed it."""
         if not request.user.has_perm("stackgan_django.view_asset"):
             raise PermissionDenied
-        form = VerifyUploadForm(request.POST or None, request.FILES or None)
+        # Bound on every POST, even an empty one, so a missing file is an error the page shows.
+        form = VerifyUploadForm(request.POST, request.FILES) if request.method == "POST" else VerifyUploadForm()
         report = panel = verdict = None
         if request.method == "POST" and form.is_valid():
             report = services.verify_file(form.cleaned_data["file"].read())
