@@ -15,6 +15,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from stackgan_django import services, views_editor
 from stackgan_django.access import REVIEW_ASSET, sees_every_request, visible_assets, visible_requests
@@ -39,7 +40,7 @@ def state_badge(value: str, label: str):
 
 def flag_text(flagged: bool):
     # A word, not a tick: a green tick for "flagged" read as "fine" to editors.
-    return format_html('<span class="sg-flag" title="a policy rule asked for extra review">⚑ flagged</span>') if flagged else ""
+    return mark_safe('<span class="sg-flag" title="a policy rule asked for extra review">⚑ flagged</span>') if flagged else ""
 
 
 class DeskMixin:
@@ -244,7 +245,7 @@ class ReviewForm(forms.Form):
 
 @admin.register(Asset)
 class AssetAdmin(DeskMixin, admin.ModelAdmin):
-    list_display = ("thumbnail", "caption", "state_label", "flag", "requester", "model", "created")
+    list_display = ("thumbnail", "caption", "state_label", "flag", "requester", "model_version_name", "created")
     list_display_links = ("thumbnail", "caption")
     list_filter = (ReviewStateFilter, FlaggedFilter, ModelVersionFilter, AssetRequesterFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("request__caption",)
@@ -377,7 +378,7 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         return asset.request.requested_by or "-"
 
     @admin.display(description="model", ordering="request__model_version__name")
-    def model(self, asset):
+    def model_version_name(self, asset):
         return asset.request.model_version.name if asset.request.model_version else "-"
 
     @admin.display(description="made", ordering="created_at")

@@ -184,8 +184,10 @@ def render_charts(report: PilotReport) -> dict[str, str]:
             values = [row[key] for row in report.daily]
             axes.bar(days, values, bottom=bottom, color=COLOURS[key], label=key)
             bottom = [b + v for b, v in zip(bottom, values)]
-        axes.plot(days, [row["refused"] for row in report.daily], color=COLOURS["refused"], marker="o",
-                  linestyle="none", label="requests refused")
+        refused = [(day, row["refused"]) for day, row in zip(days, report.daily) if row["refused"]]
+        if refused:
+            axes.plot([d for d, _ in refused], [n for _, n in refused], color=COLOURS["refused"], marker="o",
+                      linestyle="none", label="requests refused")
         axes.set_ylabel("images")
         axes.set_title("Images per day by review outcome")
         axes.legend(loc="upper left", frameon=False, ncols=5)
@@ -212,8 +214,9 @@ def render_charts(report: PilotReport) -> dict[str, str]:
 # -- the admin page -------------------------------------------------------------------------------
 
 class PilotRangeForm(forms.Form):
-    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(label="To (included)", widget=forms.DateInput(attrs={"type": "date"}))
+    # ISO dates: the only format an <input type="date"> shows.
+    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
+    end = forms.DateField(label="To (included)", widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
