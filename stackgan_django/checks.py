@@ -103,3 +103,17 @@ def check_development_signer(app_configs=None, **kwargs):
                         hint="Use PemFileSigner or CallbackSigner with a certificate from a real CA.",
                         id="stackgan_django.W106")]
     return []
+
+
+# -- the editor's and reviewer's desks (issue 15) --------------------------------------------------
+
+@register(Tags.templates)
+def check_desk_apps(app_configs=None, **kwargs):
+    """The desk's pages load htmx through django-htmx's template tag; without the app every request
+    page would fail to render."""
+    from django.apps import apps
+
+    if not apps.is_installed("django_htmx"):
+        return [Error("'django_htmx' is not in INSTALLED_APPS; the admin's request pages need it (htmx is vendored there)",
+                      hint="Add 'django_htmx' to INSTALLED_APPS.", id="stackgan_django.E010")]
+    return []

@@ -280,15 +280,24 @@ def test_live_status_reports_queue_position_and_progress(db, active_model, no_br
     first = services.submit_request(caption="a red apple", num_images=1, user=users[0])
     second = services.submit_request(caption="a blue bird", num_images=1, user=users[0])
     status = client.get(f"{ADMIN}/generationrequest/{second.pk}/status/").content.decode()
-    assert "number 2 in the queue" in status and 'hx-trigger="every 1s"' in status
+    assert "number 2 in the queue" in status and 'hx-trigger="every 2s"' in status
     services.start_request(first.pk)
     assert "number 1 in the queue" in client.get(f"{ADMIN}/generationrequest/{second.pk}/status/").content.decode()
     assert services.record_progress(first.pk, "signing") is True
     running = client.get(f"{ADMIN}/generationrequest/{first.pk}/status/").content.decode()
     assert "signing their provenance" in running and 'class="sg-step-current">Signing' in running
+    assert 'hx-trigger="every 1s"' in running  # polled faster while the worker is on it
     assert services.record_progress(second.pk, "signing") is False  # not running: nothing written
     with pytest.raises(services.WorkflowError, match="Unknown progress stage"):
         services.record_progress(first.pk, "dreaming")
     services.finish_request(first.pk, [], 0.5)
     done = client.get(f"{ADMIN}/generationrequest/{first.pk}/status/").content.decode()
     assert "hx-trigger" not in done and "Done" in done  # a finished request stops the polling
+
+
+def test_check_names_a_missing_django_htmx(settings):
+    from stackgan_django.checks import check_desk_apps
+
+    assert check_desk_apps() == []
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_htmx"]
+    assert [error.id for error in check_desk_apps()] == ["stackgan_django.E010"]
