@@ -113,7 +113,10 @@ class GenerationRequestAdmin(DeskMixin, admin.ModelAdmin):
         return False
 
     def has_retry_permission(self, request):
-        return request.user.has_perm("stackgan_django.add_generationrequest")
+        # Editors retry their own failed requests (the list shows only theirs); staff who may change
+        # requests retry anyone's they can see.
+        return request.user.has_perm("stackgan_django.add_generationrequest") or \
+            request.user.has_perm("stackgan_django.change_generationrequest")
 
     @admin.display(description="state", ordering="state")
     def state_label(self, obj):

@@ -56,6 +56,10 @@ class PilotReport:
         return (self.approved + self.revoked) / self.images_made if self.images_made else None
 
     @property
+    def median_seconds_to_decision(self) -> float | None:
+        return None if self.median_hours_to_decision is None else self.median_hours_to_decision * 3600
+
+    @property
     def images_rendered(self) -> int:
         return self.images_made + self.images_refused_by_output_policy
 
@@ -172,6 +176,7 @@ def render_charts(report: PilotReport) -> dict[str, str]:
     outcome, and refusals by rule."""
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     charts: dict[str, str] = {}
     # Text stays text (searchable, accessible); a fixed hash salt keeps the SVG ids stable.
@@ -189,6 +194,7 @@ def render_charts(report: PilotReport) -> dict[str, str]:
             axes.plot([d for d, _ in refused], [n for _, n in refused], color=COLOURS["refused"], marker="o",
                       linestyle="none", label="requests refused")
         axes.set_ylabel("images")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # images come in whole numbers
         axes.set_title("Images per day by review outcome")
         axes.legend(loc="upper left", frameon=False, ncols=5)
         step = max(1, len(days) // 12)
@@ -202,9 +208,10 @@ def render_charts(report: PilotReport) -> dict[str, str]:
         if rules:
             axes.barh([r for r, _ in rules][::-1], [n for _, n in rules][::-1], color=COLOURS["refused"])
             axes.set_xlabel("refusals")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             axes.text(0.5, 0.5, "nothing was refused", ha="center", va="center", transform=axes.transAxes)
-            axes.set_yticks([])
+            axes.set_axis_off()
         axes.set_title("Refusals by policy rule")
         axes.spines[["top", "right"]].set_visible(False)
         charts["rules"] = _svg(figure)
