@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "stackgan_django",
+    # The editor's live request page: htmx, vendored in django-htmx (no CDN).
+    "django_htmx",
 ]
 
 REST_FRAMEWORK = {

@@ -1,9 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from django.views.static import serve
 
 urlpatterns = [
+    # The demo has no public site: "/" and the admin's "View site" lead to the admin, not a 404.
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include("stackgan_django.urls")),
 ]

@@ -131,3 +131,15 @@ def check_reliability_settings(app_configs=None, **kwargs):
             "Redis hands a running request to a second worker", id="stackgan_django.W132",
             hint="Raise CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'] above CELERY_TASK_TIME_LIMIT."))
     return warnings
+# -- the editor's and reviewer's desks (issue 15) --------------------------------------------------
+
+@register(Tags.templates)
+def check_desk_apps(app_configs=None, **kwargs):
+    """The desk's pages load htmx through django-htmx's template tag; without the app every request
+    page would fail to render."""
+    from django.apps import apps
+
+    if not apps.is_installed("django_htmx"):
+        return [Error("'django_htmx' is not in INSTALLED_APPS; the admin's request pages need it (htmx is vendored there)",
+                      hint="Add 'django_htmx' to INSTALLED_APPS.", id="stackgan_django.E010")]
+    return []

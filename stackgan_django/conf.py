@@ -61,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     # Secret for the invisible watermark and pseudonymous ids; None = derived from SECRET_KEY.
     "WATERMARK_KEY": None,
     "WATERMARK_STRENGTH": 2.0,
+    # -- pilot report (issue 15) --
+    # What one hour of a generation worker's GPU costs, for the pilot report's cost per approved
+    # image; None = not configured (the report then shows compute time only).
+    "COST_PER_GPU_HOUR": None,
+    "COST_CURRENCY": "USD",
 }
 
 IMPORT_STRINGS = ("GENERATOR_BACKEND", "SIGNER")

@@ -80,9 +80,28 @@ class GenerationRequest(models.Model):
                                             help_text="a RUNNING request whose lease lapsed lost its worker")
     worker = models.CharField(max_length=200, blank=True, help_text="host and process of the last worker")
 
+    # -- editor desk (issue 15): live progress, one submission per form, "generate again" --
+    class Progress(models.TextChoices):
+        GENERATING = "generating", "Generating the images"
+        CHECKING = "checking", "Checking them against the output policy"
+        SIGNING = "signing", "Signing their provenance"
+
+    # The stage a running worker last reported; the editor's page shows it (services.record_progress).
+    progress = models.CharField(max_length=20, choices=Progress.choices, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    # The token of the form that submitted it: a double-click or a re-sent POST finds this row
+    # instead of creating a second request (services.submit_once).
+    submission_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    resubmission_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resubmissions",
+                                        help_text="the request this one generates again with new seeds")
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["state", "queued_at"], name="request_state_queued")]
+        permissions = [
+            ("view_all_requests", "Can see every user's generation requests and their images"),
+            ("view_pilot_report", "Can see the pilot report"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.caption[:50]!r} ({self.get_state_display()})"

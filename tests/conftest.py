@@ -137,3 +137,28 @@ def database_description() -> str:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# -- the editor's and reviewer's desks (issue 15) ----------------------------------------------------
+
+@pytest.fixture
+def desk_assets(active_model, no_broker):
+    """Make assets pending review through the services, without a worker: signed noise images.
+    ``desk_assets(user, count, flagged=True)`` gives assets a policy rule flagged for extra review."""
+    from PIL import Image
+
+    from policies import Decision, Outcome, Verdict
+    from stackgan_django import services
+
+    def make(user, count=1, caption="a red apple with a green leaf", flagged=False):
+        request = services.submit_request(caption=caption, num_images=count, user=user)
+        services.start_request(request.pk)
+        decisions = [Decision(Outcome.REVIEW, "output.test.flag", "A test rule asks for a second look.")] if flagged else []
+        outputs = []
+        for index in range(count):
+            image = Image.effect_noise((64, 64), 50).convert("RGB")
+            output = services.GeneratedOutput(index, request.seed + index, image, Verdict("output", "v", decisions))
+            outputs.append(services.stamp_output(request, output))
+        return services.finish_request(request.pk, outputs, 0.25)
+
+    return make

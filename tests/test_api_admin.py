@@ -11,7 +11,8 @@ from rest_framework.test import APIClient
 
 from policies import Verdict
 from stackgan_django import services
-from stackgan_django.models import Asset, GenerationRequest
+from stackgan_django.audit import verify_chain
+from stackgan_django.models import Asset, AuditEvent, GenerationRequest
 
 
 def make_assets(user, count=2):
@@ -112,43 +113,131 @@ def test_openapi_schema(db, api):
 
 # -- admin ------------------------------------------------------------------------------------------
 
+def new_request_form(client) -> dict:
+    """The new-request page's fields, with the one-time token it rendered."""
+    page = client.get("/admin/stackgan_django/generationrequest/add/")
+    assert page.status_code == 200
+    token = page.context["form"].initial["submission_key"]
+    return {"caption": "a red apple", "num_images": 2, "seed": "", "purpose": "editorial", "submission_key": token}
+
+
 def test_editor_submits_in_the_admin_and_sees_refusals_in_plain_words(db, active_model, no_broker, users, client):
     client.force_login(users[0])
-    response = client.post("/admin/stackgan_django/generationrequest/add/",
-                           {"caption": "a red apple", "num_images": 2, "seed": "", "purpose": "editorial"}, follow=True)
-    assert response.status_code == 200
-    assert GenerationRequest.objects.get().state == "queued"
-    response = client.post("/admin/stackgan_django/generationrequest/add/",
-                           {"caption": "a n.u.d.e beach", "num_images": 2, "seed": "", "purpose": "editorial"}, follow=True)
-    assert b"Refused by the usage policy" in response.content and b"n.u.d.e" in response.content
-    response = client.post("/admin/stackgan_django/generationrequest/add/",
-                           {"caption": "a cat", "num_images": 50, "seed": "", "purpose": "editorial"})
-    assert response.status_code == 200 and b"Ask for between 1 and 8 images" in response.content
-    response = client.post("/admin/stackgan_django/generationrequest/add/",
-                           {"caption": "", "num_images": 2, "seed": "", "purpose": "editorial"})
-    assert response.status_code == 200 and GenerationRequest.objects.count() == 2
+    response = client.post("/admin/stackgan_django/generationrequest/add/", new_request_form(client), follow=True)
+    created = GenerationRequest.objects.get()
+    assert created.state == "queued" and response.redirect_chain[-1][0].endswith(f"/{created.pk}/change/")
+    assert b"Queued: 2 image(s)" in response.content and b"number 1 in the queue" in response.content
+    assert b"added successfully" not in response.content
+
+    refused = client.post("/admin/stackgan_django/generationrequest/add/",
+                          {**new_request_form(client), "caption": "a n.u.d.e beach"}, follow=True)
+    body = refused.content.decode()
+    assert "Refused by the usage policy" in body and "usage.blocked.sexual_content" in body and "n.u.d.e" in body
+    assert "added successfully" not in body and "Queued" not in body and "Generate again" not in body
+
+    too_many = client.post("/admin/stackgan_django/generationrequest/add/", {**new_request_form(client), "num_images": 50})
+    assert too_many.status_code == 200 and b"Ask for between 1 and 8 images" in too_many.content
+    empty = client.post("/admin/stackgan_django/generationrequest/add/", {**new_request_form(client), "caption": ""})
+    assert empty.status_code == 200 and b"This field is required" in empty.content
+    no_token = client.post("/admin/stackgan_django/generationrequest/add/", {**new_request_form(client), "submission_key": ""})
+    assert no_token.status_code == 200
+    assert GenerationRequest.objects.count() == 2
 
 
-def test_reviewer_approves_in_the_admin_and_editors_cannot(db, active_model, no_broker, users, client):
-    editor, reviewer = users
-    asset = make_assets(editor, 1)[0]
+def test_request_list_shows_human_formats_and_own_requests_only(db, active_model, no_broker, users, client, desk_assets):
+    editor, _ = users
+    other = type(editor).objects.create_user("other-editor", password="pw-other-1", is_staff=True)
+    other.user_permissions.set(editor.user_permissions.all())
+    desk_assets(editor, 1, caption="a yellow sun over hills")
+    desk_assets(other, 1, caption="a green frog on a leaf")
+    GenerationRequest.objects.filter(caption__contains="sun").update(compute_seconds=2.7029713549999883)
     client.force_login(editor)
-    client.post("/admin/stackgan_django/asset/", {"action": "approve_selected", "_selected_action": [asset.pk]})
-    assert Asset.objects.get(pk=asset.pk).state == "pending_review"
+    page = client.get("/admin/stackgan_django/generationrequest/").content.decode()
+    assert "a yellow sun" in page and "a green frog" not in page
+    assert "2.7 s" in page and "2.7029713549999883" not in page
+    assert "icon-yes.svg" not in page and "icon-no.svg" not in page  # no tick for "flagged"
+
+
+def test_reviewer_approves_on_the_asset_page_and_editors_cannot(db, active_model, no_broker, users, client, desk_assets):
+    editor, reviewer = users
+    first, second = desk_assets(editor, 2)
+    client.force_login(editor)
+    assert client.post(f"/admin/stackgan_django/asset/{first.pk}/review/", {"decision": "approve"}).status_code == 403
+    client.post("/admin/stackgan_django/asset/", {"action": "approve_selected", "_selected_action": [first.pk]})
+    assert Asset.objects.get(pk=first.pk).state == "pending_review"
+
     client.force_login(reviewer)
-    page = client.get(f"/admin/stackgan_django/asset/{asset.pk}/change/")
-    assert page.status_code == 200 and b"Provenance: Trusted" in page.content
-    client.post("/admin/stackgan_django/asset/", {"action": "approve_selected", "_selected_action": [asset.pk],
-                                                  "note": "fine"})
-    assert Asset.objects.get(pk=asset.pk).state == "approved"
-    assert Asset.objects.get(pk=asset.pk).reviews.get().note == "fine"
+    page = client.get(f"/admin/stackgan_django/asset/{first.pk}/change/")
+    body = page.content.decode()
+    assert page.status_code == 200 and 'data-provenance="Trusted"' in body and "our own signing certificate" in body
+    assert 'value="approve"' in body and 'value="reject"' in body
+    assert "shapes" in body and "CC0-1.0 (16 items)" in body  # the training-data table from the lineage
+    assert "{&#x27;" not in body and "{'" not in body  # no Python dict dumps
+    response = client.post(f"/admin/stackgan_django/asset/{first.pk}/review/", {"decision": "approve", "note": "fine"})
+    # Approving moves on to the next asset waiting in the queue.
+    assert response.status_code == 302 and response["Location"].endswith(f"/asset/{second.pk}/change/")
+    approved = Asset.objects.get(pk=first.pk)
+    assert approved.state == "approved" and approved.reviews.get().note == "fine"
+
+    no_note = client.post(f"/admin/stackgan_django/asset/{second.pk}/review/", {"decision": "reject", "note": "  "}, follow=True)
+    assert b"Write a note saying why the image is rejected" in no_note.content
+    assert Asset.objects.get(pk=second.pk).state == "pending_review"
+    client.post(f"/admin/stackgan_django/asset/{second.pk}/review/", {"decision": "reject", "note": "too noisy"})
+    assert Asset.objects.get(pk=second.pk).state == "rejected"
 
 
-def test_admin_verify_page_takes_any_upload(db, active_model, no_broker, users, client):
-    asset = make_assets(users[0], 1)[0]
+def test_bulk_approval_is_one_audited_approval_each_and_flagged_ones_need_a_note(
+        db, active_model, no_broker, users, client, desk_assets):
+    editor, reviewer = users
+    plain = desk_assets(editor, 2)
+    flagged = desk_assets(editor, 1, flagged=True)
+    client.force_login(reviewer)
+    desk = client.get("/admin/stackgan_django/asset/").content.decode()
+    # Flagged first, then oldest first.
+    assert desk.index(f"/asset/{flagged[0].pk}/change/") < desk.index(f"/asset/{plain[0].pk}/change/") \
+        < desk.index(f"/asset/{plain[1].pk}/change/")
+    ids = [a.pk for a in plain + flagged]
+    response = client.post("/admin/stackgan_django/asset/", {"action": "approve_selected", "_selected_action": ids,
+                                                             "note": ""}, follow=True)
+    assert b"A policy rule flagged this image" in response.content
+    assert sorted(Asset.objects.filter(state="approved").values_list("pk", flat=True)) == sorted(a.pk for a in plain)
+    assert AuditEvent.objects.filter(action="asset.approved").count() == 2
+    client.post("/admin/stackgan_django/asset/", {"action": "approve_selected", "_selected_action": [flagged[0].pk],
+                                                  "note": "checked: a toy, not a weapon"})
+    assert Asset.objects.get(pk=flagged[0].pk).state == "approved"
+    assert verify_chain().ok
+
+
+def test_verify_page_says_first_whether_the_file_is_an_approved_asset(db, active_model, no_broker, users, client, desk_assets):
+    asset = desk_assets(users[0], 1)[0]
     client.force_login(users[1])
     with asset.file.open("rb") as handle:
-        response = client.post("/admin/stackgan_django/asset/verify/", {"file": handle})
-    assert response.status_code == 200 and b"Provenance: Trusted" in response.content
+        body = client.post("/admin/stackgan_django/asset/verify/", {"file": handle}).content.decode()
+    assert "NOT approved" in body and body.index("NOT approved") < body.index("data-provenance=")
+    services.approve_asset(asset.pk, users[1], note="ok")
+    asset.refresh_from_db()
+    with asset.approved_file.open("rb") as handle:
+        body = client.post("/admin/stackgan_django/asset/verify/", {"file": handle}).content.decode()
+    assert f"Approved asset #{asset.pk} of ours, unaltered" in body and 'data-provenance="Trusted"' in body
     response = client.post("/admin/stackgan_django/asset/verify/", {"file": io.BytesIO(b"GIF89a broken")})
-    assert response.status_code == 200 and b"Not an image" in response.content
+    assert response.status_code == 200 and b"Not an image" in response.content and b"Not one of our assets" in response.content
+    empty = client.post("/admin/stackgan_django/asset/verify/", {})
+    assert empty.status_code == 200 and b"This field is required" in empty.content
+
+
+def test_audit_log_shows_the_chain_state_and_searches(db, active_model, no_broker, users, client, desk_assets):
+    from django.contrib.auth.models import Permission
+
+    asset = desk_assets(users[0], 1)[0]
+    services.reject_asset(asset.pk, users[1], note="no")
+    users[1].user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client.force_login(users[1])
+    page = client.get("/admin/stackgan_django/auditevent/").content.decode()
+    assert 'data-chain="ok"' in page and "The chain verifies" in page
+    found = client.get("/admin/stackgan_django/auditevent/", {"q": f"asset {asset.pk}"}).context["cl"].result_list
+    assert [e.action for e in found] == ["asset.rejected"]
+    by_actor = client.get("/admin/stackgan_django/auditevent/", {"q": "user:reviewer"}).context["cl"].result_list
+    assert [e.action for e in by_actor] == ["asset.rejected"]
+    # Edit an event behind the log's back: the page says the chain is broken.
+    AuditEvent.objects.filter(action="asset.rejected").update(actor="user:someone-else")
+    assert 'data-chain="broken"' in client.get("/admin/stackgan_django/auditevent/").content.decode()

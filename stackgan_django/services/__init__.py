@@ -5,9 +5,18 @@ state on its own. The public names are re-exported here so callers import from o
 
 from stackgan_django.conf import app_settings
 from stackgan_django.services.delivery import GENERATE_TASK, MAINTENANCE_TASK, enqueue, queue_depth, send_pending_requests
+from stackgan_django.services.editor import resubmit_request, submit_once
 from stackgan_django.services.errors import TransitionError, WorkflowError
 from stackgan_django.services.model_versions import activate_model_version, model_lineage, register_model_version
-from stackgan_django.services.review import REVIEW_TRANSITIONS, approve_asset, reject_asset, revoke_asset
+from stackgan_django.services.progress import PROGRESS_STAGES, progress_steps, queue_position, record_progress
+from stackgan_django.services.review import (
+    REVIEW_TRANSITIONS,
+    NoteRequired,
+    approve_asset,
+    approve_assets,
+    reject_asset,
+    revoke_asset,
+)
 from stackgan_django.services.storage_check import StorageReport, check_storage, delete_orphans
 from stackgan_django.services.submission import (
     InvalidSubmission,
@@ -53,4 +62,7 @@ __all__ = [
     # reliability (issue 13)
     "MAINTENANCE_TASK", "LeaseKeeper", "LeaseLost", "StorageReport", "asset_file_name", "check_storage", "delete_orphans",
     "queue_depth", "recover_lapsed_leases", "remove_unowned_files", "run_maintenance", "send_pending_requests",
+    # issue 15: editor and review desks
+    "NoteRequired", "PROGRESS_STAGES", "approve_assets", "progress_steps", "queue_position", "record_progress",
+    "resubmit_request", "submit_once",
 ]

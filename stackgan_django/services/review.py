@@ -30,6 +30,7 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
             raise TransitionError(
                 f"Asset {asset.pk} is {asset.get_state_display().lower()}; it cannot be {target.label.lower()}."
             )
+        _require_note(asset, decision, note)
         asset.state = target
         asset.decided_at = timezone.now()
         fields = ["state", "decided_at"]
@@ -41,6 +42,21 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
                               decision=decision, note=note or "")
         record_event(f"asset.{target.value}", asset, reviewer, note=note or "", request=asset.request_id)
         return asset
+
+
+class NoteRequired(WorkflowError):
+    """A decision that must be explained: a rejection, or approving what a policy rule flagged."""
+
+
+def _require_note(asset: Asset, decision: str, note: str) -> None:
+    # The note is what a compliance officer shows afterwards to explain the decision; checked after
+    # the state, so a decision on an already-decided asset still reports that first.
+    if (note or "").strip():
+        return
+    if decision == Review.Decision.REJECT:
+        raise NoteRequired("Write a note saying why the image is rejected.")
+    if decision == Review.Decision.APPROVE and asset.flagged:
+        raise NoteRequired("A policy rule flagged this image: write a note saying why it may be approved.")
 
 
 def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
@@ -74,3 +90,16 @@ def reject_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
 
 def revoke_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
     return _review(asset_id, Review.Decision.REVOKE, reviewer, note)
+
+
+def approve_assets(asset_ids: list[int], reviewer: Any, note: str = "") -> tuple[list[Asset], dict[int, str]]:
+    """Bulk approval: one audited approval (and one signed review manifest) per asset, each in its
+    own transaction, so one that cannot be approved (decided meanwhile, flagged without a note)
+    leaves the others approved. Returns the approved assets and the refusals by asset id."""
+    approved, refused = [], {}
+    for asset_id in asset_ids:
+        try:
+            approved.append(approve_asset(asset_id, reviewer, note))
+        except WorkflowError as exc:
+            refused[asset_id] = str(exc)
+    return approved, refused

@@ -21,7 +21,9 @@ ACCOUNTS = {
 GROUP_PERMISSIONS = {
     "Editors": ["add_generationrequest", "view_generationrequest", "view_asset", "view_policydecision"],
     "Compliance": ["view_generationrequest", "view_asset", "review_asset", "view_policydecision", "view_review",
-                   "view_auditevent", "view_modelversion", "change_generationrequest"],
+                   "view_auditevent", "view_modelversion", "change_generationrequest",
+                   # issue 15: compliance sees everyone's requests and the pilot report
+                   "view_all_requests", "view_pilot_report"],
 }
 
 

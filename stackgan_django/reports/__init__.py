@@ -1,0 +1,1 @@
+"""Reports for the people who decide about the pilot."""

@@ -1,0 +1,194 @@
+"""The editor's pages in the admin: a new request, the request page that updates itself while the
+worker runs (htmx polls a small HTML fragment), "generate again", and the authorised image view
+that every page uses instead of a public media URL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from stackgan_django import services
+from stackgan_django.access import visible_assets, visible_requests
+from stackgan_django.governance import current_policies
+from stackgan_django.models import Asset, GenerationRequest
+
+State = GenerationRequest.State
+LIVE_STATES = (State.QUEUED, State.RUNNING)
+
+
+class NewRequestForm(forms.Form):
+    caption = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 70, "autofocus": True}),
+                              help_text="Describe the image in plain words, e.g. “a red apple with a green leaf”.")
+    num_images = forms.IntegerField(label="Number of images", initial=4, min_value=1)
+    purpose = forms.CharField(initial="editorial", max_length=50)
+    seed = forms.IntegerField(required=False, min_value=0,
+                              help_text="Leave empty for new images each time; the same seed redraws the same images.")
+    submission_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        try:
+            caption, num_images, seed = services.validate_submission(data.get("caption"), data.get("num_images"), data.get("seed"))
+        except services.InvalidSubmission as exc:
+            for field, message in exc.errors.items():
+                self.add_error(field if field in self.fields else None, message)
+            return data
+        try:
+            services.active_model_version()
+        except services.NoActiveModel as exc:
+            self.add_error(None, str(exc))
+        data.update(caption=caption, num_images=num_images, seed=seed)
+        return data
+
+
+def _admin_context(model_admin: Any, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    return {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta, **extra}
+
+
+def request_url(request_id: int) -> str:
+    return reverse("admin:stackgan_django_generationrequest_change", args=[request_id])
+
+
+def new_request_view(model_admin: Any, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+    """The caption box. Each rendered form carries a token, so a double click or a re-sent POST
+    leads to the request it already made, never to a second one."""
+    if not model_admin.has_add_permission(request):
+        raise PermissionDenied
+    if request.method == "POST":
+        form = NewRequestForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                created, is_new = services.submit_once(
+                    data["submission_key"], user=request.user, caption=data["caption"], num_images=data["num_images"],
+                    seed=data["seed"], purpose=data["purpose"])
+            except services.WorkflowError as exc:
+                form.add_error(None, str(exc))
+            else:
+                _message_for_submission(request, created, is_new)
+                return redirect(request_url(created.pk))
+    else:
+        initial = {"submission_key": uuid.uuid4().hex}
+        if "caption" in request.GET:  # "change the caption" from a refused request
+            initial["caption"] = request.GET["caption"][:2000]
+        form = NewRequestForm(initial=initial)
+    try:
+        policy_note = f"Captions are checked against usage policy version {current_policies().version[:12]}."
+    except Exception:  # a broken policy is reported by checks and fails closed at submission
+        policy_note = "The usage policy cannot be read just now: captions will be refused."
+    context = _admin_context(model_admin, request, title="Ask for images", form=form, policy_note=policy_note,
+                             max_images=services.app_settings.MAX_IMAGES_PER_REQUEST)
+    return TemplateResponse(request, "stackgan_django/new_request.html", context)
+
+
+def _message_for_submission(request: HttpRequest, created: GenerationRequest, is_new: bool) -> None:
+    if not is_new:
+        messages.info(request, "This form was already sent; here is the request it made.")
+    elif created.state == State.POLICY_DENIED:
+        reasons = " ".join(d.message for d in created.decisions.exclude(outcome="allow"))
+        messages.error(request, f"Refused by the usage policy, nothing was generated: {reasons}")
+    elif created.flagged:
+        messages.warning(request, "Queued. A policy rule flagged the caption, so its images get an extra review.")
+    else:
+        messages.success(request, f"Queued: {created.num_images} image(s). This page shows them as soon as they are ready.")
+
+
+def _visible_request(request: HttpRequest, object_id: Any) -> GenerationRequest:
+    try:
+        pk = int(object_id)
+    except (TypeError, ValueError):
+        raise Http404("No such request.") from None
+    found = visible_requests(request.user).select_related("requested_by", "model_version").filter(pk=pk).first()
+    if found is None:
+        # Someone else's request answers exactly like one that does not exist: nothing leaks.
+        raise Http404("No such request.")
+    return found
+
+
+def status_context(request: HttpRequest, generation_request: GenerationRequest) -> dict[str, Any]:
+    from stackgan_django.review_desk import decision_rows
+
+    assets = list(visible_assets(request.user, generation_request.assets.all()).order_by("index"))
+    refused_outputs = decision_rows(generation_request.decisions.filter(stage="output", outcome="deny"))
+    return {
+        "gr": generation_request,
+        "live": generation_request.state in LIVE_STATES,
+        "position": services.queue_position(generation_request),
+        "steps": services.progress_steps(generation_request),
+        "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow")),
+        "refused_outputs": refused_outputs,
+        "assets": assets,
+        "status_url": reverse("admin:stackgan_django_generationrequest_status", args=[generation_request.pk]),
+        "new_request_url": reverse("admin:stackgan_django_generationrequest_add"),
+    }
+
+
+def request_page_view(model_admin: Any, request: HttpRequest, object_id: str, form_url: str = "",
+                      extra_context: Any = None) -> HttpResponse:
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    generation_request = _visible_request(request, object_id)
+    context = _admin_context(model_admin, request, title=f"Request #{generation_request.pk}",
+                             original=generation_request, can_add=model_admin.has_add_permission(request),
+                             again=generation_request.resubmission_of,
+                             **status_context(request, generation_request))
+    return TemplateResponse(request, "stackgan_django/request_page.html", context)
+
+
+def request_status_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
+    """The fragment htmx swaps in every second while the request is queued or running; the
+    fragment of a finished request carries no trigger, so the polling stops by itself."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    generation_request = _visible_request(request, object_id)
+    response = TemplateResponse(request, "stackgan_django/_request_status.html", status_context(request, generation_request))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def generate_again_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not model_admin.has_add_permission(request):
+        raise PermissionDenied
+    original = _visible_request(request, object_id)
+    try:
+        created = services.resubmit_request(original.pk, request.user)
+    except services.WorkflowError as exc:
+        messages.error(request, str(exc))
+        return redirect(request_url(original.pk))
+    _message_for_submission(request, created, True)
+    return redirect(request_url(created.pk))
+
+
+def asset_image_view(request: HttpRequest, asset_id: int) -> HttpResponse:
+    """Streams an asset's file to a signed-in user who may see it; 404 for anyone else, so the
+    view never says which assets exist. ``?file=approved`` gives the file with the review manifest."""
+    asset = visible_assets(request.user).filter(pk=asset_id).first()
+    if asset is None:
+        raise Http404("No such image.")
+    field = asset.approved_file if request.GET.get("file") == "approved" and asset.approved_file else asset.file
+    if not field:
+        raise Http404("This asset has no file.")
+    try:
+        handle = field.open("rb")
+    except FileNotFoundError:
+        raise Http404("The file is missing from storage.") from None
+    response = FileResponse(handle, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=300"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.png"'
+    return response
+
+
+def asset_image_url(asset: Asset, approved: bool = False) -> str:
+    url = reverse("admin:stackgan_django_asset_image", args=[asset.pk])
+    return f"{url}?file=approved" if approved else url
