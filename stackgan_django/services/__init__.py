@@ -4,6 +4,7 @@ log in one transaction. Admin, API, tasks and commands call these functions; non
 state on its own. The public names are re-exported here so callers import from one place."""
 
 from stackgan_django.conf import app_settings
+from stackgan_django.services.api_keys import KEY_SCOPES, InvalidApiKey, create_api_key, revoke_api_key
 from stackgan_django.services.delivery import GENERATE_TASK, enqueue
 from stackgan_django.services.errors import TransitionError, WorkflowError
 from stackgan_django.services.model_versions import activate_model_version, model_lineage, register_model_version
@@ -20,6 +21,7 @@ from stackgan_django.services.submission import (
     validate_submission,
 )
 from stackgan_django.services.verification import verify_file
+from stackgan_django.services.webhooks import DELIVER_WEBHOOK_TASK, DeliveryOutcome, deliver_webhook, queue_webhooks
 from stackgan_django.services.worker import (
     GeneratedOutput,
     UnknownRequest,
@@ -43,4 +45,7 @@ __all__ = [
     "images_requested_today", "model_lineage", "near_copy_index", "new_mark_id", "process_request", "register_model_version",
     "reject_asset", "render_and_check", "retry_request", "revoke_asset", "stamp_output", "start_request", "submit_request",
     "sweep_stale_requests", "validate_submission", "verify_file",
+    # API v1 (issue 11)
+    "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",
+    "queue_webhooks", "revoke_api_key",
 ]
