@@ -190,7 +190,8 @@ class DateOrDateTimeField(serializers.Field):
     default_error_messages = {"invalid": "Use an ISO date (2026-01-31) or datetime (2026-01-31T12:00:00+01:00)."}
 
     def to_internal_value(self, data: Any):
-        if not isinstance(data, str) or len(data) > 40:
+        # ASCII only: Django's date pattern would take fullwidth or Arabic-Indic digits as numbers.
+        if not isinstance(data, str) or len(data) > 40 or not data.isascii():
             self.fail("invalid")
         try:
             value = parse_datetime(data)

@@ -56,7 +56,7 @@ class ScopeAndModelPermission(permissions.BasePermission):
             return False
         scope = _for_method(getattr(view, "required_scopes", {}), request.method)
         if scope and isinstance(request.auth, ApiKey) and not request.auth.has_scope(scope):
-            self.message = f"This API key lacks the scope {scope!r}."
+            self.message = f"This API key lacks the scope '{scope}'."
             return False
         perms = _for_method(getattr(view, "required_perms", {}), request.method) or ()
         if not user.has_perms(perms):

@@ -22,6 +22,9 @@ from stackgan_django.conf import app_settings
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+# Named in the refusal so the client knows what it sent.
+OTHER_FORMATS = ((b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"),
+                 (b"\x00\x00\x00\x0cjP", "JPEG 2000"), (b"<svg", "SVG"), (b"<?xml", "SVG/XML"))
 
 
 class PayloadTooLarge(APIException):
@@ -106,11 +109,16 @@ def check_image_header(upload: Any) -> ImageHeader:
         # us: our limit below is smaller and says what it is.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
+            # Only the three formats' header parsers ever run on an upload.
+            with Image.open(source, formats=ALLOWED_IMAGE_FORMATS) as image:
                 fmt, (width, height) = image.format, image.size
     except Image.DecompressionBombError as exc:
-        raise ImageRefused(f"The image declares too many pixels ({exc}).", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from exc
+        raise ImageRefused(f"The image declares more pixels than the limit of {app_settings.VERIFY_MAX_PIXELS}.",
+                           status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        named = next((name for magic, name in OTHER_FORMATS if head.startswith(magic)), None)
+        if named:
+            raise ImageRefused(f"{named} files are not checked; send a PNG, JPEG or WebP image.") from exc
         raise ImageRefused(f"The file is not a readable PNG, JPEG or WebP image ({type(exc).__name__}).") from exc
     finally:
         if hasattr(upload, "seek"):

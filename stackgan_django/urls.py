@@ -23,9 +23,9 @@ class PermanentRedirect308(HttpResponsePermanentRedirect):
 
 def legacy_redirect(request: HttpRequest, rest: str) -> PermanentRedirect308:
     """/api/<rest> -> /api/v1/<rest>; the old download action is the new file action."""
+    base = request.path_info[: len(request.path_info) - len(rest)]
     if rest.endswith("/download/"):
         rest = rest[: -len("download/")] + "file/"
-    base = request.path_info[: len(request.path_info) - len(rest)]
     target = f"{base}v1/{rest}"
     if request.META.get("QUERY_STRING"):
         target += "?" + request.META["QUERY_STRING"]
