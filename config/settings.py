@@ -66,8 +66,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from the installed sidecar package: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
-    "APPEND_COMPONENTS": {"securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                                         "description": "Api-Key <prefix>.<secret>"}}},
 }
 # Bodies bounded before parsing (JSON and form fields; an upload to verify has its own limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

@@ -5,13 +5,22 @@ session; every bound and status code is in the OpenAPI schema at /api/v1/schema/
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, time
 from typing import Any
 
+from django.core.validators import RegexValidator
 from django.http import HttpResponse
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import is_naive, make_aware
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -40,6 +49,11 @@ from stackgan_django.provenance import DIGITAL_SOURCE_TYPE
 Scope = ApiKey.Scope
 MAX_PAGE_SIZE = 200
 MAX_FILTER_LENGTH = 200
+# In the schema as well as in the check: text without null characters (PostgreSQL cannot store
+# them), and a caption with at least one character that is not whitespace by Python's reckoning
+# (the services tidy whitespace away) nor ECMAScript's.
+NO_NULL_PATTERN = r"^[^\x00]*$"
+CAPTION_PATTERN = r"^[^\x00]*[^\s\x00\x1c-\x1f\x85\ufeff][^\x00]*$"
 
 
 # -- documented error bodies ------------------------------------------------------------------------
@@ -189,44 +203,56 @@ class DateOrDateTimeField(serializers.Field):
 
     default_error_messages = {"invalid": "Use an ISO date (2026-01-31) or datetime (2026-01-31T12:00:00+01:00)."}
 
+    def get_value(self, dictionary: Any) -> Any:
+        # DRF reads an empty query value as "not given"; an empty date is malformed, say so.
+        if hasattr(dictionary, "getlist") and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
     def to_internal_value(self, data: Any):
         # ASCII only: Django's date pattern would take fullwidth or Arabic-Indic digits as numbers.
         if not isinstance(data, str) or len(data) > 40 or not data.isascii():
             self.fail("invalid")
+        data = data.upper()  # RFC 3339 allows "t" and "z"
         try:
             value = parse_datetime(data)
             if value is None:
                 day = parse_date(data)
                 if day is None:
                     self.fail("invalid")
-                from datetime import datetime, time
-
                 value = datetime.combine(day, time.min)
             if is_naive(value):
                 value = make_aware(value)
             value.utcoffset()
         except (ValueError, OverflowError, TypeError):
             self.fail("invalid")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+01:00 is a valid instant before datetime's range: the range's end will do.
+            return datetime.min.replace(tzinfo=UTC) if value.year == 1 else datetime.max.replace(tzinfo=UTC)
 
     def to_representation(self, value: Any) -> str:
         return value.isoformat()
 
 
 class AssetFilterSerializer(serializers.Serializer):
-    caption = serializers.CharField(required=False, max_length=MAX_FILTER_LENGTH, validators=[_text],
+    caption = serializers.CharField(required=False, allow_blank=True, max_length=MAX_FILTER_LENGTH, validators=[_text],
                                     help_text="words the caption contains (all of them)")
     created_after = DateOrDateTimeField(required=False, help_text="ISO date or datetime")
     created_before = DateOrDateTimeField(required=False, help_text="ISO date or datetime")
-    model = serializers.CharField(required=False, max_length=100, validators=[_text], help_text="model version name")
+    model = serializers.CharField(required=False, allow_blank=True, max_length=100, validators=[_text],
+                                  help_text="model version name")
 
 
+DATE_OR_DATETIME = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 ASSET_FILTERS = [
-    OpenApiParameter("caption", OpenApiTypes.STR, description="words the caption contains (all of them)",
-                     extensions=None),
-    OpenApiParameter("created_after", OpenApiTypes.STR, description="ISO date (2026-01-31) or datetime with offset"),
-    OpenApiParameter("created_before", OpenApiTypes.STR, description="ISO date or datetime with offset"),
-    OpenApiParameter("model", OpenApiTypes.STR, description="model version name"),
+    OpenApiParameter("caption", {"type": "string", "maxLength": MAX_FILTER_LENGTH, "pattern": NO_NULL_PATTERN},
+                     description="words the caption contains (all of them)"),
+    OpenApiParameter("created_after", DATE_OR_DATETIME, description="ISO date (2026-01-31) or datetime with offset"),
+    OpenApiParameter("created_before", DATE_OR_DATETIME, description="ISO date or datetime with offset"),
+    OpenApiParameter("model", {"type": "string", "maxLength": 100, "pattern": NO_NULL_PATTERN},
+                     description="model version name"),
 ]
 ASSET_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the asset's public id")
 
@@ -373,12 +399,14 @@ class RefusalSerializer(serializers.Serializer):
 
 class RequestSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
-    caption = serializers.CharField(trim_whitespace=False, validators=[_text],
-                                    help_text="what to draw; checked against the usage policy")
+    caption = serializers.CharField(trim_whitespace=False, validators=[_text, RegexValidator(
+        CAPTION_PATTERN, "Type a caption describing the image you want (no null characters).")],
+        help_text="what to draw; checked against the usage policy")
     num_images = serializers.IntegerField(default=4)
     seed = serializers.IntegerField(required=False, allow_null=True, default=None,
                                     help_text="image i uses seed + i; empty for a random seed")
-    purpose = serializers.CharField(max_length=50, default="editorial", validators=[_text])
+    purpose = serializers.CharField(max_length=50, default="editorial", trim_whitespace=False, validators=[
+        _text, RegexValidator(NO_NULL_PATTERN, "Null characters are not allowed.")])
     refused_because = serializers.SerializerMethodField()
     assets = serializers.SerializerMethodField()
 
@@ -403,10 +431,12 @@ class RequestSerializer(serializers.ModelSerializer):
     def validate_num_images(self, value: Any) -> Any:
         return value
 
-    def get_refused_because(self, obj: GenerationRequest) -> list[RefusalSerializer]:
+    @extend_schema_field(RefusalSerializer(many=True))
+    def get_refused_because(self, obj: GenerationRequest) -> list[dict[str, str]]:
         return [{"rule_id": d.rule_id, "message": d.message} for d in obj.decisions.filter(outcome="deny")]
 
-    def get_assets(self, obj: GenerationRequest) -> list[RequestAssetSerializer]:
+    @extend_schema_field(RequestAssetSerializer(many=True))
+    def get_assets(self, obj: GenerationRequest) -> list[dict[str, str]]:
         return [{"id": str(a.public_id), "state": a.state} for a in obj.assets.all()]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from stackgan_django.models import ApiKey
@@ -67,3 +68,14 @@ class ScopeAndModelPermission(permissions.BasePermission):
 
 def _for_method(table: dict[str, Any], method: str) -> Any:
     return table.get(method, table.get("*"))
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """The key as drf-spectacular documents it (a security scheme clients can generate code from)."""
+
+    target_class = "stackgan_django.api_keys.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "Authorization",
+                "description": "`Api-Key <prefix>.<secret>`, from the admin or `manage.py api_keys create`"}
