@@ -170,10 +170,16 @@ class AssetSerializer(serializers.ModelSerializer):
         return DIGITAL_SOURCE_TYPE
 
     def get_attribution(self, asset: Asset) -> list[str]:
-        """Credit lines owed to the training data's rights holders (from the model's lineage)."""
+        """Credit lines owed to the training data's rights holders (from the model's lineage), parsed
+        once per model version and response: a page of assets mostly shares one model."""
         model_version = asset.request.model_version
-        lineage = model_version.parsed_lineage if model_version else None
-        return list(lineage.attributions()) if lineage else []
+        if model_version is None:
+            return []
+        parsed = self.context.setdefault("_attributions", {})
+        if model_version.pk not in parsed:
+            lineage = model_version.parsed_lineage
+            parsed[model_version.pk] = list(lineage.attributions()) if lineage else []
+        return parsed[model_version.pk]
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
@@ -284,7 +290,9 @@ class AssetViewSet(viewsets.GenericViewSet):
     lookup_url_kwarg = "id"
 
     def get_queryset(self):
-        return Asset.objects.select_related("request__model_version")
+        # The stored verification report and the model's config are large JSON the API never shows.
+        return (Asset.objects.select_related("request__model_version")
+                .defer("provenance", "request__model_version__config"))
 
     def filtered_queryset(self):
         filters = AssetFilterSerializer(data=self.request.query_params)

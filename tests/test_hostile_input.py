@@ -332,3 +332,11 @@ def test_legacy_paths_redirect_to_v1(db, active_model, no_broker, users, client_
     response = client_with_all_scopes.get(f"/api/assets/{asset.public_id}/download/")
     assert response.status_code == 308 and response["Location"] == f"/api/v1/assets/{asset.public_id}/file/"
     assert client_with_all_scopes.get("/api/assets/", follow=True).status_code == 200
+
+
+def test_errors_raised_before_the_api_view_are_json_too(db, client_with_all_scopes):
+    response = client_with_all_scopes.get("/api/v1/assets/", HTTP_HOST="evil.example")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", b"{}", content_type="application/json",
+                                              CONTENT_LENGTH="not-a-number")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
