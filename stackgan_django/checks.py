@@ -179,3 +179,14 @@ def check_private_files(app_configs=None, **kwargs):
                             hint="Use a private bucket: default_acl 'private', querystring_auth True, no custom_domain.",
                             id="stackgan_django.E113"))
     return errors
+
+
+@register(Tags.security, deploy=True)
+def check_rate_limit_cache(app_configs=None, **kwargs):
+    """Rate limits count in the default cache: a per-process cache lets each web process count alone."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend.endswith(("LocMemCache", "DummyCache")):
+        return [Warning("API and admin log-in rate limits count in a per-process cache, so each web process "
+                        "allows the full rate", hint="Set DJANGO_CACHE_URL to Redis (e.g. redis://cache:6379/1).",
+                        id="stackgan_django.W107")]
+    return []
