@@ -190,3 +190,25 @@ def check_rate_limit_cache(app_configs=None, **kwargs):
                         "allows the full rate", hint="Set DJANGO_CACHE_URL to Redis (e.g. redis://cache:6379/1).",
                         id="stackgan_django.W107")]
     return []
+
+
+@register(Tags.compatibility)
+def check_webhooks(app_configs=None, **kwargs):
+    """Each STACKGAN["WEBHOOKS"] entry needs an http(s) URL and a secret to sign with."""
+    from stackgan_django.conf import app_settings
+    from stackgan_django.services.webhooks import WEBHOOK_EVENTS
+
+    errors = []
+    for number, endpoint in enumerate(app_settings.WEBHOOKS or [], start=1):
+        problem = None
+        if not isinstance(endpoint, dict):
+            problem = "is not a dict"
+        elif not str(endpoint.get("url", "")).startswith(("http://", "https://")):
+            problem = "needs an http:// or https:// url"
+        elif not endpoint.get("secret"):
+            problem = "needs a secret (receivers check the X-Stackgan-Signature HMAC with it)"
+        elif set(endpoint.get("events", WEBHOOK_EVENTS)) - set(WEBHOOK_EVENTS):
+            problem = f"names unknown events; known: {', '.join(WEBHOOK_EVENTS)}"
+        if problem:
+            errors.append(Error(f"STACKGAN['WEBHOOKS'] entry {number} {problem}", id="stackgan_django.E114"))
+    return errors

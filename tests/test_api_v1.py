@@ -228,3 +228,12 @@ def test_failed_webhooks_are_recorded_and_retried_until_the_limit(db, active_mod
         assert len(failing.received) == 3  # a finished delivery is never sent again
     finally:
         failing.close()
+
+
+def test_webhook_settings_are_checked(settings):
+    from stackgan_django.checks import check_webhooks
+
+    settings.STACKGAN = {**settings.STACKGAN, "WEBHOOKS": [
+        {"url": "https://dam.example/hook", "secret": "k"}, {"url": "file:///etc/passwd", "secret": "k"},
+        {"url": "https://dam.example/hook"}, {"url": "https://dam.example/hook", "secret": "k", "events": ["asset.deleted"]}]}
+    assert [e.msg.split(" ", 3)[3][:10] for e in check_webhooks()] == ["needs an h", "needs a se", "names unkn"]

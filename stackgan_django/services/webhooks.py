@@ -37,7 +37,9 @@ class DeliveryOutcome:
 def _endpoints_for(event: str) -> list[dict[str, Any]]:
     endpoints = []
     for endpoint in app_settings.WEBHOOKS or []:
-        if isinstance(endpoint, dict) and endpoint.get("url") and event in endpoint.get("events", WEBHOOK_EVENTS):
+        # Only http(s): the check stackgan_django.E114 names any other entry.
+        url = str(endpoint.get("url", "")) if isinstance(endpoint, dict) else ""
+        if url.startswith(("http://", "https://")) and event in endpoint.get("events", WEBHOOK_EVENTS):
             endpoints.append(endpoint)
     return endpoints
 
