@@ -7,6 +7,9 @@ var/. Environment variables switch to production parts with no code change:
 - ``CELERY_BROKER_URL``: redis://127.0.0.1:6379/0 or amqp://guest:guest@127.0.0.1:5672//
 - ``DJANGO_STORAGE_BACKEND`` / ``DJANGO_STORAGE_OPTIONS`` (JSON): e.g. storages.backends.s3.S3Storage
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS``, ``STACKGAN_VAR_DIR``
+- ``STACKGAN_STORAGE_BACKEND`` / ``STACKGAN_STORAGE_OPTIONS`` (JSON): the private storage of generated
+  files (default: var/private on the local disk, served by no URL)
+- ``DJANGO_CACHE_URL``: redis://127.0.0.1:6379/1 for rate limits shared by every web process
 """
 
 import json
@@ -21,7 +24,8 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-stackgan-django"
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
-DEBUG = os.environ.get("DJANGO_DEBUG", "1").lower() in ("1", "true", "yes")
+# Off unless asked for (`make run` asks): DEBUG pages leak settings and tracebacks.
+DEBUG = os.environ.get("DJANGO_DEBUG", "0").lower() in ("1", "true", "yes")
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
@@ -32,25 +36,54 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "stackgan_django",
     # The editor's live request page: htmx, vendored in django-htmx (no CDN).
     "django_htmx",
 ]
 
+# -- API v1 (issue 11): hashed, scoped API keys (plain DRF tokens are gone), bounded parsers, JSON
+# errors, throttles on the cache, a schema with a local Swagger UI.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # First, so an anonymous request is answered 401 with WWW-Authenticate: Api-Key.
+        "stackgan_django.api_keys.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["stackgan_django.input_limits.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": ["stackgan_django.throttling.ApiKeyScopeThrottle"],
+    "EXCEPTION_HANDLER": "stackgan_django.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "stackgan-django API", "VERSION": "0.1.0",
-                        "DESCRIPTION": "Approved, provenance-signed generated images; requests; verification."}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "stackgan-django API", "VERSION": "1.0.0",
+    "DESCRIPTION": "Approved, provenance-signed generated images; requests; verification. "
+                   "Authenticate with `Authorization: Api-Key <prefix>.<secret>`.",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
+}
+# Bodies bounded before parsing (JSON and form fields; an upload to verify has its own limit).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
+DATA_UPLOAD_MAX_NUMBER_FILES = 1
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Rate limits live in the cache: local memory per process by default, Redis when named.
+if os.environ.get("DJANGO_CACHE_URL", "").startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 MIDDLEWARE = [
+    # Outermost, so no HTML error page from any layer below leaves /api/ (issue 11).
+    "stackgan_django.api_errors.ApiJsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -189,6 +222,10 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
 
 STACKGAN = {
     "MODEL_DIR": os.environ.get("STACKGAN_MODEL_DIR") or None,
+    # Private storage of generated files (issue 11): outside MEDIA_ROOT, served by no route.
+    "STORAGE": os.environ.get("STACKGAN_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+    "STORAGE_OPTIONS": json.loads(os.environ.get("STACKGAN_STORAGE_OPTIONS", "{}"))
+    or {"location": str(VAR_DIR / "private")},
 }
 
 LOGGING = {

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p var
+export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"  # development pages; settings default to off
 $PY -m celery -A config worker -Q gpu -c 1 --pool solo -l info --without-gossip --without-mingle \
     --without-heartbeat >var/worker.log 2>&1 &
 WORKER=$!

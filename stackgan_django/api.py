@@ -1,124 +1,420 @@
-"""REST API for other systems: approved assets (list, detail, signed download), requests, and
-verification of any file. Token or session authentication; OpenAPI schema at /api/schema/."""
+"""REST API v1 for other systems: approved assets (list, detail, file, C2PA manifest), image requests,
+and verification of any file. API keys with scopes (``Authorization: Api-Key ...``) or a staff
+session; every bound and status code is in the OpenAPI schema at /api/v1/schema/."""
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpResponseNotModified
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, serializers, status, viewsets
+import uuid
+from datetime import UTC, datetime, time
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.http import HttpResponse
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.timezone import is_naive, make_aware
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from stackgan_django import services
-from stackgan_django.models import Asset, GenerationRequest
+from stackgan_django.api_errors import Gone
+from stackgan_django.api_keys import ScopeAndModelPermission
+from stackgan_django.conf import app_settings
+from stackgan_django.files import (
+    BadSignedUrl,
+    asset_from_signed_token,
+    can_see_unapproved,
+    file_response,
+    signed_url_expiry,
+    signed_url_token,
+)
+from stackgan_django.input_limits import ImageRefused, PayloadTooLarge, check_image_header
+from stackgan_django.models import ApiKey, Asset, GenerationRequest, Review
 from stackgan_django.provenance import DIGITAL_SOURCE_TYPE
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+Scope = ApiKey.Scope
+MAX_PAGE_SIZE = 200
+MAX_FILTER_LENGTH = 200
+# In the schema as well as in the check: text without null characters (PostgreSQL cannot store
+# them), and a caption with at least one character that is not whitespace by Python's reckoning
+# (the services tidy whitespace away) nor ECMAScript's.
+NO_NULL_PATTERN = r"^[^\x00]*$"
+CAPTION_PATTERN = r"^[^\x00]*[^\s\x00\x1c-\x1f\x85\ufeff][^\x00]*$"
 
+
+# -- documented error bodies ------------------------------------------------------------------------
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+FIELD_ERRORS = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Malformed input: a JSON object whose keys name the fields at fault (or `detail`), each with messages.",
+)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+GONE = OpenApiResponse(inline_serializer("Gone", fields={
+    "detail": serializers.CharField(), "reason": serializers.CharField(allow_blank=True),
+    "revoked_at": serializers.DateTimeField(allow_null=True)}), description="The asset was revoked; the reason is given.")
+COMMON_ERRORS: dict[int, OpenApiResponse] = {
+    401: _error("No API key or session, or an unknown, revoked or expired key."),
+    403: _error("The key lacks the scope, or its user lacks the Django permission."),
+    406: _error("The Accept header asks for a format the API does not produce."),
+    429: _error("Too many requests for this key and scope; see Retry-After."),
+}
+
+
+def responses(ok: dict[int, Any], *codes: int, **extra: Any) -> dict[Any, Any]:
+    table: dict[Any, Any] = dict(ok)
+    for code in codes:
+        table[code] = {400: FIELD_ERRORS, 404: _error("Not found (or not approved)."), 410: GONE,
+                       413: _error("The body or image is larger than allowed."),
+                       415: _error("Unsupported Content-Type."),
+                       422: _error("Refused by the usage policy (see refused_because)."),
+                       503: _error("No model version is active.")}[code]
+    table.update(COMMON_ERRORS)
+    table.update(extra)
+    return table
+
+
+def _text(value: str) -> str:
+    """Lone surrogates (possible in JSON escapes) cannot be stored as UTF-8: a 400, not a 500."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("The text is not valid Unicode (lone surrogate).") from None
+    return value
+
+
+# -- pagination -------------------------------------------------------------------------------------
 
 class Pagination(PageNumberPagination):
+    """``page`` (from 1) and ``page_size`` (1-200) are validated: a malformed value is 400, a page
+    past the end 404."""
+
     page_size = 50
     page_size_query_param = "page_size"
-    max_page_size = 200
+    max_page_size = MAX_PAGE_SIZE
 
+    def paginate_queryset(self, queryset, request, view=None):
+        errors = {}
+        for name, maximum in (("page", None), ("page_size", MAX_PAGE_SIZE)):
+            raw = request.query_params.get(name)
+            if raw is None:
+                continue
+            if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1 or (maximum and int(raw) > maximum):
+                errors[name] = [f"A whole number from 1{f' to {maximum}' if maximum else ''}."]
+        if errors:
+            raise ValidationError(errors)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["required"] = ["count", "results"]
+        return paginated
+
+    def get_schema_operation_parameters(self, view) -> list[dict[str, Any]]:
+        return [
+            {"name": "page", "required": False, "in": "query", "description": "page number, from 1",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999}},
+            {"name": "page_size", "required": False, "in": "query", "description": "results per page (default 50)",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}},
+        ]
+
+
+# -- assets -----------------------------------------------------------------------------------------
 
 class AssetSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
     caption = serializers.CharField(source="request.caption", read_only=True)
-    model_version = serializers.CharField(source="request.model_version.name", read_only=True)
+    model_version = serializers.CharField(source="request.model_version.name", read_only=True, allow_null=True)
     approved_at = serializers.DateTimeField(source="decided_at", read_only=True)
     ai_generated = serializers.SerializerMethodField()
     digital_source_type = serializers.SerializerMethodField()
     attribution = serializers.SerializerMethodField()
     sha256 = serializers.CharField(source="approved_sha256", read_only=True)
-    download_url = serializers.SerializerMethodField()
+    file_url = serializers.SerializerMethodField()
+    manifest_url = serializers.SerializerMethodField()
+    signed_url = serializers.SerializerMethodField()
+    signed_url_expires_at = serializers.SerializerMethodField()
 
     class Meta:
         model = Asset
         fields = ["id", "caption", "model_version", "created_at", "approved_at", "width", "height", "ai_generated",
-                  "digital_source_type", "attribution", "sha256", "provenance_state", "download_url"]
+                  "digital_source_type", "attribution", "sha256", "provenance_state", "file_url", "manifest_url",
+                  "signed_url", "signed_url_expires_at"]
 
-    def get_ai_generated(self, asset) -> bool:
+    def get_ai_generated(self, asset: Asset) -> bool:
         return True
 
-    def get_digital_source_type(self, asset) -> str:
+    def get_digital_source_type(self, asset: Asset) -> str:
         return DIGITAL_SOURCE_TYPE
 
-    def get_attribution(self, asset) -> list[str]:
-        """Credit lines owed to the training data's rights holders (from the model's lineage)."""
+    def get_attribution(self, asset: Asset) -> list[str]:
+        """Credit lines owed to the training data's rights holders (from the model's lineage), parsed
+        once per model version and response: a page of assets mostly shares one model."""
         model_version = asset.request.model_version
-        lineage = model_version.parsed_lineage if model_version else None
-        return lineage.attributions() if lineage else []
+        if model_version is None:
+            return []
+        parsed = self.context.setdefault("_attributions", {})
+        if model_version.pk not in parsed:
+            lineage = model_version.parsed_lineage
+            parsed[model_version.pk] = list(lineage.attributions()) if lineage else []
+        return parsed[model_version.pk]
 
-    def get_download_url(self, asset) -> str:
+    def _absolute(self, path: str) -> str:
         request = self.context.get("request")
-        path = f"/api/assets/{asset.public_id}/download/"
         return request.build_absolute_uri(path) if request else path
 
+    def get_file_url(self, asset: Asset) -> str:
+        """Needs the API key; answers with ETag and conditional requests."""
+        return self._absolute(f"/api/v1/assets/{asset.public_id}/file/")
 
-@extend_schema(parameters=[
-    OpenApiParameter("caption", str, description="words the caption contains"),
-    OpenApiParameter("created_after", str, description="ISO date or datetime"),
-    OpenApiParameter("model", str, description="model version name"),
-])
-class ApprovedAssetViewSet(viewsets.ReadOnlyModelViewSet):
-    """Approved assets only: pending, rejected and revoked assets are never listed or served."""
+    def get_manifest_url(self, asset: Asset) -> str:
+        return self._absolute(f"/api/v1/assets/{asset.public_id}/manifest/")
+
+    def get_signed_url(self, asset: Asset) -> str:
+        """Needs no key, for a browser or a CDN fetch; expires after STACKGAN["SIGNED_URL_MAX_AGE"]
+        seconds and stops working at once when the asset is revoked."""
+        from django.urls import reverse
+
+        return self._absolute(reverse("stackgan-signed-file", kwargs={"token": signed_url_token(asset)}))
+
+    def get_signed_url_expires_at(self, asset: Asset) -> str:
+        return signed_url_expiry().isoformat(timespec="seconds")
+
+
+class DateOrDateTimeField(serializers.Field):
+    """An ISO date (2026-01-31, midnight UTC) or datetime with an optional offset; impossible
+    values (2026-02-30, month 13, hour 25, year 0, offset +99:00) are 400 like any other typo."""
+
+    default_error_messages = {"invalid": "Use an ISO date (2026-01-31) or datetime (2026-01-31T12:00:00+01:00)."}
+
+    def get_value(self, dictionary: Any) -> Any:
+        # DRF reads an empty query value as "not given"; an empty date is malformed, say so.
+        if hasattr(dictionary, "getlist") and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data: Any):
+        # ASCII only: Django's date pattern would take fullwidth or Arabic-Indic digits as numbers.
+        if not isinstance(data, str) or len(data) > 40 or not data.isascii():
+            self.fail("invalid")
+        data = data.upper()  # RFC 3339 allows "t" and "z"
+        try:
+            value = parse_datetime(data)
+            if value is None:
+                day = parse_date(data)
+                if day is None:
+                    self.fail("invalid")
+                value = datetime.combine(day, time.min)
+            if is_naive(value):
+                value = make_aware(value)
+            value.utcoffset()
+        except (ValueError, OverflowError, TypeError):
+            self.fail("invalid")
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+01:00 is a valid instant before datetime's range: the range's end will do.
+            return datetime.min.replace(tzinfo=UTC) if value.year == 1 else datetime.max.replace(tzinfo=UTC)
+
+    def to_representation(self, value: Any) -> str:
+        return value.isoformat()
+
+
+class AssetFilterSerializer(serializers.Serializer):
+    caption = serializers.CharField(required=False, allow_blank=True, max_length=MAX_FILTER_LENGTH, validators=[_text],
+                                    help_text="words the caption contains (all of them)")
+    created_after = DateOrDateTimeField(required=False, help_text="ISO date or datetime")
+    created_before = DateOrDateTimeField(required=False, help_text="ISO date or datetime")
+    model = serializers.CharField(required=False, allow_blank=True, max_length=100, validators=[_text],
+                                  help_text="model version name")
+
+
+DATE_OR_DATETIME = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+ASSET_FILTERS = [
+    OpenApiParameter("caption", {"type": "string", "maxLength": MAX_FILTER_LENGTH, "pattern": NO_NULL_PATTERN},
+                     description="words the caption contains (all of them)"),
+    OpenApiParameter("created_after", DATE_OR_DATETIME, description="ISO date (2026-01-31) or datetime with offset"),
+    OpenApiParameter("created_before", DATE_OR_DATETIME, description="ISO date or datetime with offset"),
+    OpenApiParameter("model", {"type": "string", "maxLength": 100, "pattern": NO_NULL_PATTERN},
+                     description="model version name"),
+]
+ASSET_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the asset's public id")
+
+
+def _revocation(asset: Asset) -> Gone:
+    review = asset.reviews.filter(decision=Review.Decision.REVOKE).order_by("-created_at").first()
+    return Gone("This asset was revoked and may no longer be used.", reason=review.note if review else "",
+                revoked_at=(review.created_at if review else asset.decided_at).isoformat()
+                if (review or asset.decided_at) else None)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Approved assets, newest approval first", parameters=ASSET_FILTERS,
+                       responses=responses({200: AssetSerializer(many=True)}, 400, 404)),
+    retrieve=extend_schema(summary="One approved asset", parameters=[ASSET_ID],
+                           responses=responses({200: AssetSerializer}, 404, 410)),
+)
+class AssetViewSet(viewsets.GenericViewSet):
+    """Approved assets only: pending and rejected assets are 404 (never listed or served), revoked
+    ones 410 Gone with the reason."""
 
     serializer_class = AssetSerializer
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [ScopeAndModelPermission]
+    required_scopes = {"*": Scope.READ_ASSETS}
+    required_perms = {"*": ("stackgan_django.view_asset",)}
+    throttle_scope = "assets"
     pagination_class = Pagination
     lookup_field = "public_id"
+    lookup_url_kwarg = "id"
 
     def get_queryset(self):
-        queryset = (Asset.objects.filter(state=Asset.State.APPROVED).select_related("request__model_version")
-                    .order_by("-decided_at", "-pk"))
-        params = self.request.query_params
-        if params.get("caption"):
-            for word in params["caption"].split()[:10]:
-                queryset = queryset.filter(request__caption__icontains=word)
-        if params.get("created_after"):
-            from django.utils.dateparse import parse_date, parse_datetime
+        # The stored verification report and the model's config are large JSON the API never shows.
+        return (Asset.objects.select_related("request__model_version")
+                .defer("provenance", "request__model_version__config"))
 
-            value = parse_datetime(params["created_after"]) or parse_date(params["created_after"])
-            if value is None:
-                raise ValidationError({"created_after": "use an ISO date (2026-01-31) or datetime"})
-            queryset = queryset.filter(created_at__gte=value)
+    def filtered_queryset(self):
+        filters = AssetFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
+        queryset = self.get_queryset().filter(state=Asset.State.APPROVED).order_by("-decided_at", "-pk")
+        for word in params.get("caption", "").split()[:10]:
+            queryset = queryset.filter(request__caption__icontains=word)
+        if "created_after" in params:
+            queryset = queryset.filter(created_at__gte=params["created_after"])
+        if "created_before" in params:
+            queryset = queryset.filter(created_at__lt=params["created_before"])
         if params.get("model"):
             queryset = queryset.filter(request__model_version__name=params["model"])
         return queryset
 
-    def get_object(self):
+    def get_object(self) -> Asset:
+        """The approved asset, 410 for a revoked one, 404 for anything else (a malformed id too)."""
         try:
-            return super().get_object()
-        except (ValueError, serializers.ValidationError):
-            from django.http import Http404
+            public_id = uuid.UUID(str(self.kwargs.get("id", "")))
+        except ValueError:
+            raise NotFound("No approved asset has this id.") from None
+        asset = self.get_queryset().filter(public_id=public_id).first()
+        if asset is None or asset.state in (Asset.State.PENDING_REVIEW, Asset.State.REJECTED):
+            raise NotFound("No approved asset has this id.")
+        if asset.state == Asset.State.REVOKED:
+            raise _revocation(asset)
+        self.check_object_permissions(self.request, asset)
+        return asset
 
-            raise Http404 from None
+    def list(self, request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filtered_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
-    @extend_schema(responses={(200, "image/png"): bytes})
-    @action(detail=True, methods=["get"])
-    def download(self, request, public_id=None):
-        """The signed file carrying both manifests (generation and review)."""
+    def retrieve(self, request, *args: Any, **kwargs: Any) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(summary="The approved, signed file (PNG carrying both C2PA manifests)", parameters=[
+        ASSET_ID,
+        OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="ETag(s) you hold: 304"),
+        OpenApiParameter("If-Modified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER, description="HTTP date: 304"),
+        OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="ETag(s): 412 if none match"),
+    ], responses=responses({
+        (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="the file; ETag is its SHA-256"),
+        304: OpenApiResponse(description="Not modified (your ETag or date is current)."),
+        412: OpenApiResponse(description="If-Match or If-Unmodified-Since did not hold."),
+    }, 404, 410))
+    @action(detail=True, methods=["get"], url_path="file")
+    def file(self, request, *args: Any, **kwargs: Any) -> HttpResponse:
         asset = self.get_object()
-        etag = f'"{asset.approved_sha256}"'
-        if request.headers.get("If-None-Match") == etag:
-            return HttpResponseNotModified(headers={"ETag": etag})
-        response = FileResponse(asset.approved_file.open("rb"), content_type="image/png",
-                                filename=f"{asset.public_id}.png")
-        response["ETag"] = etag
-        return response
+        return file_response(request._request, asset, approved_file=True)
+
+    @extend_schema(summary="The file's C2PA manifest store as JSON", parameters=[ASSET_ID],
+                   responses=responses({200: OpenApiResponse(
+                       inline_serializer("ManifestStore", fields={
+                           "active_manifest": serializers.CharField(),
+                           "manifests": serializers.DictField(child=serializers.DictField())}),
+                       description="c2pa's manifest store: the review manifest and its parent, the generation manifest")},
+                       404, 410))
+    @action(detail=True, methods=["get"], url_path="manifest")
+    def manifest(self, request, *args: Any, **kwargs: Any) -> Response:
+        from stackgan_django.provenance import read_manifest_store
+
+        asset = self.get_object()
+        with asset.approved_file.open("rb") as handle:
+            store = read_manifest_store(handle.read())
+        if store is None:
+            raise NotFound("The file carries no readable manifest.")
+        return Response(store)
+
+
+class SignedFileView(APIView):
+    """A signed, short-lived URL: no key needed, but the asset must still be approved now."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_scope = "files"
+
+    @extend_schema(summary="Download through a signed URL (from an asset's signed_url)", auth=[],
+                   parameters=[OpenApiParameter("token", OpenApiTypes.STR, OpenApiParameter.PATH)],
+                   responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY),
+                              304: OpenApiResponse(description="Not modified."),
+                              412: OpenApiResponse(description="Precondition failed."),
+                              403: _error("The signed URL is invalid or has expired."),
+                              404: _error("No approved asset."), 410: GONE, 406: COMMON_ERRORS[406],
+                              429: COMMON_ERRORS[429]})
+    def get(self, request, token: str) -> HttpResponse:
+        try:
+            asset, claims = asset_from_signed_token(token)
+        except BadSignedUrl as exc:
+            raise PermissionDenied(str(exc)) from exc
+        if asset is None or asset.state in (Asset.State.PENDING_REVIEW, Asset.State.REJECTED):
+            raise NotFound("No approved asset.")
+        if asset.state == Asset.State.REVOKED:
+            raise _revocation(asset)
+        if not asset.approved_sha256.startswith(claims.get("h") or "-"):
+            raise NotFound("The file this URL was signed for is no longer served.")
+        return file_response(request._request, asset, approved_file=True)
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+class RequestAssetSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    state = serializers.ChoiceField(choices=Asset.State.choices)
+
+
+class RefusalSerializer(serializers.Serializer):
+    rule_id = serializers.CharField()
+    message = serializers.CharField()
 
 
 class RequestSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
-    caption = serializers.CharField(max_length=100_000, trim_whitespace=False)
+    caption = serializers.CharField(trim_whitespace=False, validators=[_text, RegexValidator(
+        CAPTION_PATTERN, "Type a caption describing the image you want (no null characters).")],
+        help_text="what to draw; checked against the usage policy")
     num_images = serializers.IntegerField(default=4)
-    seed = serializers.IntegerField(required=False, allow_null=True, default=None)
-    purpose = serializers.CharField(max_length=50, default="editorial")
+    seed = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                    help_text="image i uses seed + i; empty for a random seed")
+    purpose = serializers.CharField(max_length=50, default="editorial", trim_whitespace=False, validators=[
+        _text, RegexValidator(NO_NULL_PATTERN, "Null characters are not allowed.")])
     refused_because = serializers.SerializerMethodField()
     assets = serializers.SerializerMethodField()
 
@@ -128,65 +424,133 @@ class RequestSerializer(serializers.ModelSerializer):
                   "finished_at", "refused_because", "assets"]
         read_only_fields = ["state", "flagged", "created_at", "finished_at"]
 
-    def get_refused_because(self, obj) -> list[dict]:
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Bounds come from the settings, so the schema and the checks always agree with them.
+        fields = super().get_fields()
+        fields["caption"].max_length = app_settings.MAX_CAPTION_LENGTH
+        fields["caption"].validators.append(_max_length_validator(app_settings.MAX_CAPTION_LENGTH))
+        fields["num_images"].min_value, fields["num_images"].max_value = 1, app_settings.MAX_IMAGES_PER_REQUEST
+        fields["seed"].min_value, fields["seed"].max_value = 0, app_settings.MAX_SEED
+        for name, validator in (("num_images", _range_validator(1, app_settings.MAX_IMAGES_PER_REQUEST)),
+                                ("seed", _range_validator(0, app_settings.MAX_SEED))):
+            fields[name].validators.append(validator)
+        return fields
+
+    def validate_num_images(self, value: Any) -> Any:
+        return value
+
+    @extend_schema_field(RefusalSerializer(many=True))
+    def get_refused_because(self, obj: GenerationRequest) -> list[dict[str, str]]:
         return [{"rule_id": d.rule_id, "message": d.message} for d in obj.decisions.filter(outcome="deny")]
 
-    def get_assets(self, obj) -> list[dict]:
+    @extend_schema_field(RequestAssetSerializer(many=True))
+    def get_assets(self, obj: GenerationRequest) -> list[dict[str, str]]:
         return [{"id": str(a.public_id), "state": a.state} for a in obj.assets.all()]
 
 
-class CanRequestImages(permissions.BasePermission):
-    def has_permission(self, request, view):
-        if request.method in permissions.SAFE_METHODS:
-            return request.user.is_authenticated
-        return request.user.has_perm("stackgan_django.add_generationrequest")
+def _max_length_validator(limit: int):
+    from django.core.validators import MaxLengthValidator
+
+    return MaxLengthValidator(limit)
 
 
-class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+def _range_validator(low: int, high: int):
+    from django.core.validators import MaxValueValidator, MinValueValidator
+
+    lower, upper = MinValueValidator(low), MaxValueValidator(high)
+
+    def check(value: Any) -> None:
+        if value is not None:
+            lower(value)
+            upper(value)
+
+    return check
+
+
+@extend_schema_view(
+    create=extend_schema(summary="Ask for images (answered at once; poll the request for the result)",
+                         responses=responses({202: RequestSerializer, 422: OpenApiResponse(
+                             RequestSerializer, description="Refused by the usage policy: refused_because says why.")},
+                             400, 413, 415, 503)),
+    retrieve=extend_schema(summary="One of your requests", parameters=[
+        OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)], responses=responses({200: RequestSerializer}, 404)),
+    list=extend_schema(summary="Your requests, newest first", responses=responses({200: RequestSerializer(many=True)}, 400, 404)),
+)
+class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin,
+                               viewsets.GenericViewSet):
     """Ask for images and poll for the result. A caption the usage policy refuses is answered 422
     with the rules and messages; bad input is 400."""
 
     serializer_class = RequestSerializer
-    permission_classes = [CanRequestImages]
+    permission_classes = [ScopeAndModelPermission]
+    required_scopes = {"*": Scope.REQUEST_IMAGES}
+    required_perms = {"POST": ("stackgan_django.add_generationrequest",)}
+    throttle_scope = "requests"
+    pagination_class = Pagination
     lookup_field = "public_id"
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    lookup_url_kwarg = "id"
 
     def get_queryset(self):
-        return GenerationRequest.objects.filter(requested_by=self.request.user)
+        return (GenerationRequest.objects.filter(requested_by=self.request.user).order_by("-created_at", "-pk")
+                .prefetch_related("assets", "decisions"))
 
-    def create(self, request, *args, **kwargs):
+    def get_object(self) -> GenerationRequest:
+        try:
+            public_id = uuid.UUID(str(self.kwargs.get("id", "")))
+        except ValueError:
+            raise NotFound("You have no request with this id.") from None
+        found = self.get_queryset().filter(public_id=public_id).first()
+        if found is None:
+            raise NotFound("You have no request with this id.")
+        return found
+
+    def create(self, request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            created = services.submit_request(caption=data["caption"], num_images=data["num_images"],
-                                              seed=data.get("seed"), purpose=data["purpose"], user=request.user)
-        except services.InvalidSubmission as exc:
-            raise ValidationError(exc.errors) from exc
-        except services.NoActiveModel as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        created = services.submit_request(caption=data["caption"], num_images=data["num_images"],
+                                          seed=data.get("seed"), purpose=data["purpose"], user=request.user)
         code = status.HTTP_422_UNPROCESSABLE_ENTITY if created.state == GenerationRequest.State.POLICY_DENIED \
             else status.HTTP_202_ACCEPTED
         return Response(self.get_serializer(created).data, status=code)
 
 
+# -- verification -----------------------------------------------------------------------------------
+
 class VerifySerializer(serializers.Serializer):
-    file = serializers.FileField()
+    file = serializers.FileField(help_text="PNG, JPEG or WebP; size and pixel limits in the 413 answer")
 
 
 class VerifyView(APIView):
-    """Upload any image: C2PA validation, our watermark, and the asset it came from."""
+    """Upload any image: C2PA validation, our watermark, and the asset it came from. What it says
+    about an asset that is not approved is reported only to compliance staff."""
 
-    permission_classes = [permissions.IsAuthenticated]
-    parser_classes = [MultiPartParser, FormParser]
+    permission_classes = [ScopeAndModelPermission]
+    required_scopes = {"*": Scope.VERIFY}
+    throttle_scope = "verify"
+    parser_classes = [MultiPartParser]
 
-    @extend_schema(request={"multipart/form-data": VerifySerializer}, responses={200: dict})
-    def post(self, request):
+    @classmethod
+    def body_limit(cls) -> int:
+        """The middleware refuses a larger body from its Content-Length before the view reads it."""
+        return app_settings.VERIFY_MAX_BYTES + 64 * 1024  # the file plus the multipart envelope
+
+    @extend_schema(summary="Is this file ours, approved, unaltered?",
+                   request={"multipart/form-data": VerifySerializer},
+                   responses=responses({200: OpenApiResponse(inline_serializer("VerificationReport", fields={
+                       "state": serializers.CharField(), "message": serializers.CharField(),
+                       "sha256": serializers.CharField(), "asset": serializers.DictField(allow_null=True),
+                       "watermark": serializers.DictField(), "manifests": serializers.ListField(child=serializers.DictField()),
+                   }))}, 400, 413, 415))
+    def post(self, request) -> Response:
         serializer = VerifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
-        if upload.size > MAX_UPLOAD_BYTES:
-            raise ValidationError({"file": "the file is larger than 50 MB"})
-        return Response(services.verify_file(upload.read()))
-
+        try:
+            check_image_header(upload)
+        except ImageRefused as exc:
+            if exc.status_code == status.HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+                raise PayloadTooLarge({"file": [str(exc)]}) from exc
+            raise ValidationError({"file": [str(exc)]}) from exc
+        return Response(services.verify_file(upload.read(), disclose_unapproved=can_see_unapproved(request.user)))
 

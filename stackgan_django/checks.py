@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
@@ -66,9 +68,11 @@ def check_development_choices(app_configs=None, **kwargs):
     if broker.startswith("filesystem://") or not broker:
         warnings.append(Warning("Celery uses the filesystem broker, a development default that cannot span hosts",
                                 hint="Set CELERY_BROKER_URL to Redis or RabbitMQ.", id="stackgan_django.W102"))
-    if "FileSystemStorage" in settings.STORAGES["default"]["BACKEND"]:
+    from stackgan_django.conf import app_settings
+
+    if "FileSystemStorage" in str(app_settings.STORAGE):
         warnings.append(Warning("generated images are stored on the local disk, which workers on other hosts "
-                                "cannot share", hint="Set DJANGO_STORAGE_BACKEND to object storage.",
+                                "cannot share", hint="Set STACKGAN_STORAGE_BACKEND to private object storage.",
                                 id="stackgan_django.W103"))
     if getattr(settings, "DEVELOPMENT_SECRET_KEY", None) == settings.SECRET_KEY:
         warnings.append(Warning("SECRET_KEY is the development key", hint="Set DJANGO_SECRET_KEY.",
@@ -143,3 +147,106 @@ def check_desk_apps(app_configs=None, **kwargs):
         return [Error("'django_htmx' is not in INSTALLED_APPS; the admin's request pages need it (htmx is vendored there)",
                       hint="Add 'django_htmx' to INSTALLED_APPS.", id="stackgan_django.E010")]
     return []
+# -- private files (issue 11) ------------------------------------------------------------------------
+
+PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _served_roots(patterns, found: list[Path] | None = None) -> list[Path]:
+    """document_root of every django.views.static.serve route in the URLconf (nested includes too)."""
+    from django.urls import URLPattern, URLResolver
+    from django.views.static import serve
+
+    found = [] if found is None else found
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            _served_roots(entry.url_patterns, found)
+        elif isinstance(entry, URLPattern) and entry.callback is serve and entry.default_args.get("document_root"):
+            found.append(Path(entry.default_args["document_root"]))
+    return found
+
+
+@register(Tags.security, deploy=True)
+def check_private_files(app_configs=None, **kwargs):
+    """Fails (errors, so `check --deploy` exits non-zero) when the app's files could be fetched
+    without the authorised views: a storage folder a web server or a route serves, or a bucket
+    whose objects are public."""
+    from django.urls import get_resolver
+
+    from stackgan_django.conf import app_settings
+    from stackgan_django.storage import configured_backend
+
+    errors = []
+    try:
+        backend = configured_backend()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="stackgan_django.E110")]
+    location = getattr(backend, "location", None)
+    if location:
+        location = Path(location)
+        for setting in ("MEDIA_ROOT", "STATIC_ROOT"):
+            public = getattr(settings, setting, None)
+            if public and _inside(location, Path(public)):
+                errors.append(Error(f"the private storage ({location}) is inside {setting} ({public}), which the "
+                                    "web server publishes: every generated file, approved or not, would be public",
+                                    hint="Point STACKGAN['STORAGE_OPTIONS']['location'] outside MEDIA_ROOT and STATIC_ROOT.",
+                                    id="stackgan_django.E111"))
+        try:
+            roots = _served_roots(get_resolver().url_patterns)
+        except Exception:  # a broken URLconf is reported by Django's own checks
+            roots = []
+        for root in roots:
+            if _inside(location, root):
+                errors.append(Error(f"a URL route serves {root}, which holds the private storage ({location})",
+                                    hint="Remove the django.views.static.serve route; files leave through the API.",
+                                    id="stackgan_django.E112"))
+    options = app_settings.STORAGE_OPTIONS or {}
+    public_bucket = (str(options.get("default_acl", "")).lower() in PUBLIC_ACLS
+                     or options.get("querystring_auth") is False or bool(options.get("custom_domain")))
+    if public_bucket:
+        errors.append(Error("the private storage's options make its objects publicly readable "
+                            "(a public ACL, querystring_auth False, or a public custom_domain)",
+                            hint="Use a private bucket: default_acl 'private', querystring_auth True, no custom_domain.",
+                            id="stackgan_django.E113"))
+    return errors
+
+
+@register(Tags.security, deploy=True)
+def check_rate_limit_cache(app_configs=None, **kwargs):
+    """Rate limits count in the default cache: a per-process cache lets each web process count alone."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend.endswith(("LocMemCache", "DummyCache")):
+        return [Warning("API and admin log-in rate limits count in a per-process cache, so each web process "
+                        "allows the full rate", hint="Set DJANGO_CACHE_URL to Redis (e.g. redis://cache:6379/1).",
+                        id="stackgan_django.W107")]
+    return []
+
+
+@register(Tags.compatibility)
+def check_webhooks(app_configs=None, **kwargs):
+    """Each STACKGAN["WEBHOOKS"] entry needs an http(s) URL and a secret to sign with."""
+    from stackgan_django.conf import app_settings
+    from stackgan_django.services.webhooks import WEBHOOK_EVENTS
+
+    errors = []
+    for number, endpoint in enumerate(app_settings.WEBHOOKS or [], start=1):
+        problem = None
+        if not isinstance(endpoint, dict):
+            problem = "is not a dict"
+        elif not str(endpoint.get("url", "")).startswith(("http://", "https://")):
+            problem = "needs an http:// or https:// url"
+        elif not endpoint.get("secret"):
+            problem = "needs a secret (receivers check the X-Stackgan-Signature HMAC with it)"
+        elif set(endpoint.get("events", WEBHOOK_EVENTS)) - set(WEBHOOK_EVENTS):
+            problem = f"names unknown events; known: {', '.join(WEBHOOK_EVENTS)}"
+        if problem:
+            errors.append(Error(f"STACKGAN['WEBHOOKS'] entry {number} {problem}", id="stackgan_django.E114"))
+    return errors

@@ -29,8 +29,12 @@ DEFAULTS: dict[str, Any] = {
     "MAX_IMAGES_PER_REQUEST": 8,
     "MAX_CAPTION_LENGTH": 1000,
     "MAX_SEED": 2**63 - 1,
-    # Alias in settings.STORAGES that stores generated files, and the folder inside it.
-    "STORAGE_ALIAS": "default",
+    # Private storage of generated files (dotted path + constructor arguments): no URL of it is ever
+    # handed out; files leave only through the app's authorised views. FileSystemStorage defaults to
+    # var/private (outside MEDIA_ROOT); production names e.g. storages.backends.s3.S3Storage with a
+    # private bucket. STORAGE_PREFIX is the folder inside it.
+    "STORAGE": "django.core.files.storage.FileSystemStorage",
+    "STORAGE_OPTIONS": {},
     "STORAGE_PREFIX": "stackgan",
     # A folder of policy TOML files; None = the defaults shipped in policies/default/.
     "POLICY_DIR": None,
@@ -66,6 +70,28 @@ DEFAULTS: dict[str, Any] = {
     # image; None = not configured (the report then shows compute time only).
     "COST_PER_GPU_HOUR": None,
     "COST_CURRENCY": "USD",
+    # -- API v1 (issue 11) --
+    # Lifetime of a signed download URL handed to an API client.
+    "SIGNED_URL_MAX_AGE": 300,
+    # Per API key (or user) and per scope, counted in the default cache; DRF's "N/second|minute|hour|day".
+    "API_THROTTLE_RATES": {"assets": "600/minute", "files": "300/minute", "requests": "30/minute",
+                           "verify": "30/minute", "anonymous": "60/minute"},
+    # Admin log-in: after this many failed attempts from one address or for one username within the
+    # window (seconds), further attempts are answered 429 until the window has passed.
+    "ADMIN_LOGIN_MAX_FAILURES": 5,
+    "ADMIN_LOGIN_WINDOW_SECONDS": 300,
+    # Hostile input: JSON bodies nested deeper than this are refused before parsing; uploads to
+    # verify are checked by their header before any pixel is decoded.
+    "MAX_JSON_DEPTH": 20,
+    "VERIFY_MAX_BYTES": 20 * 1024 * 1024,
+    "VERIFY_MAX_PIXELS": 4096 * 4096,
+    # Webhooks on approve and revoke: [{"url": ..., "secret": ..., "events": ["asset.approved", ...]}].
+    "WEBHOOKS": [],
+    "WEBHOOK_TIMEOUT_SECONDS": 10,
+    "WEBHOOK_MAX_ATTEMPTS": 5,
+    # First retry after this many seconds, doubling each time; the queue a worker must consume.
+    "WEBHOOK_RETRY_BASE_SECONDS": 30,
+    "WEBHOOK_QUEUE": "webhooks",
 }
 
 IMPORT_STRINGS = ("GENERATOR_BACKEND", "SIGNER")

@@ -108,12 +108,18 @@ class GenerationRequest(models.Model):
 
 
 def asset_storage():
-    """The storage that holds generated files (STACKGAN["STORAGE_ALIAS"] in settings.STORAGES)."""
-    from django.core.files.storage import storages
+    """The private storage that holds generated files (STACKGAN["STORAGE"]): served by no URL of its
+    own, only through the app's authorised views (stackgan_django.storage)."""
+    from stackgan_django.storage import private_storage
 
-    from stackgan_django.conf import app_settings
+    return private_storage
 
-    return storages[app_settings.STORAGE_ALIAS]
+
+def random_asset_name(instance, filename: str) -> str:
+    """A random stored name, whatever the caller proposed (see stackgan_django.storage)."""
+    from stackgan_django.storage import random_asset_name as name
+
+    return name(instance, filename)
 
 
 class Asset(models.Model):
@@ -126,7 +132,7 @@ class Asset(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     request = models.ForeignKey(GenerationRequest, on_delete=models.PROTECT, related_name="assets")
     index = models.PositiveSmallIntegerField()
-    file = models.FileField(storage=asset_storage, max_length=300)
+    file = models.FileField(storage=asset_storage, upload_to=random_asset_name, max_length=300)
     sha256 = models.CharField(max_length=64)
     seed = models.BigIntegerField()
     width = models.PositiveIntegerField()
@@ -135,7 +141,7 @@ class Asset(models.Model):
     flagged = models.BooleanField(default=False)
     mark_id = models.PositiveBigIntegerField(null=True, blank=True, unique=True,
                                              help_text="id carried by the invisible watermark")
-    approved_file = models.FileField(storage=asset_storage, max_length=300, blank=True,
+    approved_file = models.FileField(storage=asset_storage, upload_to=random_asset_name, max_length=300, blank=True,
                                      help_text="the signed file with the review manifest; what the API serves")
     approved_sha256 = models.CharField(max_length=64, blank=True)
     provenance_state = models.CharField(max_length=20, blank=True, help_text="C2PA validation when signed")
@@ -233,3 +239,69 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("audit events are append-only")
+
+
+# -- API v1: keys, webhooks (issue 11) ----------------------------------------------------------------
+
+from rest_framework_api_key.models import AbstractAPIKey  # noqa: E402  (the block is self-contained)
+
+
+class ApiKey(AbstractAPIKey):
+    """A client's key: hashed at rest (only its prefix is readable), shown once, with scopes, an
+    expiry and revocation. It acts as its user, so Django's model permissions apply as well."""
+
+    class Scope(models.TextChoices):
+        READ_ASSETS = "assets:read", "Read and download approved assets"
+        REQUEST_IMAGES = "requests:write", "Request images and poll for them"
+        VERIFY = "verify", "Verify files"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stackgan_api_keys",
+                             help_text="the key acts as this user: the user's permissions apply as well as the scopes")
+    scopes = models.JSONField(default=list, blank=True, help_text="what the key may do: " + ", ".join(Scope.values))
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint (approve or revoke of an asset); its attempts are recorded below."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    event = models.CharField(max_length=50)
+    asset = models.ForeignKey(Asset, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries")
+    url = models.URLField(max_length=500)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.url} ({self.state})"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_records")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery_id}: {self.status_code or self.error[:40]}"

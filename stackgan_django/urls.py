@@ -1,17 +1,51 @@
-"""URLs of the REST API; a host project includes them, e.g. path("api/", include("stackgan_django.urls"))."""
+"""URLs of the REST API; a host project includes them under ``api/``:
+``path("api/", include("stackgan_django.urls"))``. Version 1 lives under ``v1/``; the unversioned
+paths of the first release redirect there (308 keeps the method and body) for one release."""
 
-from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
-from rest_framework.routers import DefaultRouter
+from __future__ import annotations
 
-from stackgan_django.api import ApprovedAssetViewSet, GenerationRequestViewSet, VerifyView
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 
-router = DefaultRouter()
-router.register("assets", ApprovedAssetViewSet, basename="asset")
+from stackgan_django.api import AssetViewSet, GenerationRequestViewSet, SignedFileView, VerifyView
+from stackgan_django.files import staff_file
+
+router = SimpleRouter()
+router.register("assets", AssetViewSet, basename="asset")
 router.register("requests", GenerationRequestViewSet, basename="request")
 
+
+class PermanentRedirect308(HttpResponsePermanentRedirect):
+    status_code = 308
+
+
+def legacy_redirect(request: HttpRequest, rest: str) -> PermanentRedirect308:
+    """/api/<rest> -> /api/v1/<rest>; the old download action is the new file action."""
+    base = request.path_info[: len(request.path_info) - len(rest)]
+    if rest.endswith("/download/"):
+        rest = rest[: -len("download/")] + "file/"
+    target = f"{base}v1/{rest}"
+    if request.META.get("QUERY_STRING"):
+        target += "?" + request.META["QUERY_STRING"]
+    response = PermanentRedirect308(target)
+    response["Deprecation"] = "true"
+    response["Link"] = f'<{target}>; rel="successor-version"'
+    return response
+
+
+v1_patterns = [
+    path("v1/verify/", VerifyView.as_view(), name="stackgan-verify"),
+    path("v1/files/<str:token>/", SignedFileView.as_view(), name="stackgan-signed-file"),
+    # What FieldFile.url of the private storage points at: session login and a permission checked.
+    path("v1/staff/files/<path:name>", staff_file, name="stackgan-staff-file"),
+    path("v1/schema/", SpectacularAPIView.as_view(api_version="v1"), name="stackgan-schema"),
+    path("v1/docs/", SpectacularSwaggerView.as_view(url_name="stackgan-schema"), name="stackgan-docs"),
+    path("v1/", include(router.urls)),
+]
+
 urlpatterns = [
-    path("verify/", VerifyView.as_view(), name="stackgan-verify"),
-    path("schema/", SpectacularAPIView.as_view(), name="stackgan-schema"),
-    *router.urls,
+    *v1_patterns,
+    re_path(r"^(?P<rest>(?:assets|requests|verify|schema)(?:/.*)?)$", legacy_redirect, name="stackgan-legacy"),
 ]

@@ -162,3 +162,42 @@ def desk_assets(active_model, no_broker):
         return services.finish_request(request.pk, outputs, 0.25)
 
     return make
+
+
+# -- API v1 / private storage (issue 11) ------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def private_storage_in_tmp(settings, tmp_path):
+    """Each test's generated files in its own private folder (never var/private of the checkout)."""
+    settings.STACKGAN = {**getattr(settings, "STACKGAN", {}),
+                         "STORAGE": "django.core.files.storage.FileSystemStorage",
+                         "STORAGE_OPTIONS": {"location": str(tmp_path / "private")}}
+    return tmp_path / "private"
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Throttle counters live in the cache; one test's requests must not count against the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_key_for():
+    """make(user, *scopes, expires_at=None) -> an APIClient sending that key, with .api_key / .secret."""
+    from rest_framework.test import APIClient
+
+    from stackgan_django import services
+    from stackgan_django.models import ApiKey
+
+    def make(user, *scopes, expires_at=None, name="test client"):
+        api_key, secret = services.create_api_key(user, name, list(scopes or ApiKey.Scope.values), expires_at)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+        client.api_key, client.secret = api_key, secret
+        return client
+
+    return make

@@ -7,6 +7,7 @@ from stackgan_django.provenance.manifests import (
     embed_mark_and_xmp,
     get_signer,
     pseudonym,
+    read_manifest_store,
     sign_generated,
     sign_review,
     verify_bytes,
@@ -15,5 +16,5 @@ from stackgan_django.provenance.signers import SignerConfigurationError, Signing
 
 __all__ = [
     "DIGITAL_SOURCE_TYPE", "SignerConfigurationError", "SigningUnavailable", "VerificationReport",
-    "embed_mark_and_xmp", "get_signer", "pseudonym", "sign_generated", "sign_review", "verify_bytes",
+    "embed_mark_and_xmp", "get_signer", "pseudonym", "read_manifest_store", "sign_generated", "sign_review", "verify_bytes",
 ]

@@ -220,7 +220,6 @@ def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]
         "model_version_id": model_version.pk,
         "checkpoint_sha256": model_version.checkpoint_sha256,
         "caption_sha256": hashlib.sha256(request.caption.encode()).hexdigest(),
-        "request_id": str(request.public_id),
         "requester": pseudonym("user", request.requested_by_id) if request.requested_by_id else "system",
         "purpose": request.purpose,
         "policy_version": request.policy_version,
@@ -239,7 +238,9 @@ def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]
     }
     return {
         "claim_generator_info": [CLAIM_GENERATOR],
-        "title": f"generated-{request.public_id}.png",
+        # No request id anywhere in the manifest: it would lead from one approved file to its
+        # unapproved siblings.
+        "title": "generated.png",
         "format": "image/png",
         "assertions": [
             {"label": "c2pa.actions", "data": {"actions": [{
@@ -423,3 +424,20 @@ def verify_bytes(data: bytes) -> VerificationReport:
     }
     return VerificationReport(state, messages.get(state, state), image_format, failures,
                               _readable_manifests(store), mark_info)
+
+
+def read_manifest_store(data: bytes) -> dict[str, Any] | None:
+    """The file's whole C2PA manifest store as c2pa reports it (for the API), or None without one."""
+    mime = MIME_BY_FORMAT.get(sniff_format(data) or "")
+    if mime is None:
+        return None
+    import c2pa
+
+    try:
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=_context(for_signing=False))
+    except Exception:  # a damaged store reads as none; verify_bytes reports the details
+        return None
+    if reader is None:
+        return None
+    with reader:
+        return json.loads(reader.json())

@@ -4,6 +4,7 @@ log in one transaction. Admin, API, tasks and commands call these functions; non
 state on its own. The public names are re-exported here so callers import from one place."""
 
 from stackgan_django.conf import app_settings
+from stackgan_django.services.api_keys import KEY_SCOPES, InvalidApiKey, create_api_key, revoke_api_key
 from stackgan_django.services.delivery import GENERATE_TASK, MAINTENANCE_TASK, enqueue, queue_depth, send_pending_requests
 from stackgan_django.services.editor import resubmit_request, submit_once
 from stackgan_django.services.errors import TransitionError, WorkflowError
@@ -30,6 +31,7 @@ from stackgan_django.services.submission import (
     validate_submission,
 )
 from stackgan_django.services.verification import verify_file
+from stackgan_django.services.webhooks import DELIVER_WEBHOOK_TASK, DeliveryOutcome, deliver_webhook, queue_webhooks
 from stackgan_django.services.worker import (
     GeneratedOutput,
     LeaseKeeper,
@@ -65,4 +67,7 @@ __all__ = [
     # issue 15: editor and review desks
     "NoteRequired", "PROGRESS_STAGES", "approve_assets", "progress_steps", "queue_position", "record_progress",
     "resubmit_request", "submit_once",
+    # API v1 (issue 11)
+    "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",
+    "queue_webhooks", "revoke_api_key",
 ]

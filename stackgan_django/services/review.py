@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from stackgan_django.audit import record_event
 from stackgan_django.models import Asset, Review
+from stackgan_django.services import webhooks
 from stackgan_django.services.errors import TransitionError, WorkflowError
 
 REVIEW_TRANSITIONS = {
@@ -41,6 +42,8 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
         Review.objects.create(asset=asset, reviewer=reviewer if getattr(reviewer, "pk", None) else None,
                               decision=decision, note=note or "")
         record_event(f"asset.{target.value}", asset, reviewer, note=note or "", request=asset.request_id)
+        if f"asset.{target.value}" in webhooks.WEBHOOK_EVENTS:
+            webhooks.queue_webhooks(f"asset.{target.value}", asset, note or "")
         return asset
 
 
@@ -73,8 +76,9 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
                                           reviewer=reviewer_id, note=note or "")
     except (provenance.SignerConfigurationError, provenance.SigningUnavailable) as exc:
         raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
-    name = asset.file.name.rsplit(".", 1)[0] + "-approved.png"
-    asset.approved_file.save(name, ContentFile(approved), save=False)
+    # The field stores it under a random name (models.random_asset_name): nothing in the name ties it
+    # to the generated file or to the request.
+    asset.approved_file.save("approved.png", ContentFile(approved), save=False)
     asset.approved_sha256 = hashlib.sha256(approved).hexdigest()
     asset.provenance = provenance.verify_bytes(approved).to_dict()
     asset.provenance_state = asset.provenance.get("state", "")

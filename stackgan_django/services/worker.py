@@ -63,8 +63,13 @@ def worker_identity() -> str:
 
 def asset_file_name(request: GenerationRequest, index: int) -> str:
     """The one storage name of a request's image ``index``: the same on every attempt, so a retry
-    overwrites its own file instead of leaving a renamed copy beside it."""
-    return f"{app_settings.STORAGE_PREFIX}/{request.public_id}/{index}.png"
+    overwrites its own file instead of leaving a renamed copy beside it. Keyed by the site's secret,
+    so the name reveals nothing that leads to another asset's file (not the request id, not the index)."""
+    from django.utils.crypto import salted_hmac
+
+    digest = salted_hmac("stackgan_django.asset_file_name", f"{request.public_id}:{index}", algorithm="sha256").hexdigest()[:40]
+    prefix = (app_settings.STORAGE_PREFIX or "").strip("/")
+    return "/".join(part for part in (prefix, digest[:2], f"{digest}.png") if part)
 
 
 def with_fresh_connection(action: Callable[[], T], what: str = "a database step") -> T:

@@ -1,0 +1,71 @@
+"""Admin for API keys: the secret is shown once, at creation; afterwards only the prefix is visible.
+Scopes are chosen from a list; revocation is final. Imported from AppConfig.ready()."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from stackgan_django.audit import record_event
+from stackgan_django.models import ApiKey, WebhookAttempt, WebhookDelivery
+
+
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
+                                       help_text="what the key may do; its user's permissions apply as well")
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "user", "scopes", "expiry_date", "revoked")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(APIKeyModelAdmin):
+    form = ApiKeyForm
+    list_display = ("prefix", "name", "user", "scope_list", "created", "expiry_date", "_has_expired", "revoked")
+    list_filter = ("revoked", "created")
+    search_fields = ("name", "prefix", "user__username")
+    autocomplete_fields = ()
+    raw_id_fields = ("user",)
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes or [])
+
+    def save_model(self, request, obj: ApiKey, form=None, change: bool = False) -> None:
+        was_revoked = bool(change and ApiKey.objects.filter(pk=obj.pk, revoked=True).exists())
+        super().save_model(request, obj, form, change)  # shows the secret once on creation
+        if not change:
+            record_event("api_key.created", None, request.user, prefix=obj.prefix, user=obj.user.get_username(),
+                         scopes=obj.scopes)
+        elif obj.revoked and not was_revoked:
+            record_event("api_key.revoked", None, request.user, prefix=obj.prefix, user=obj.user.get_username())
+            messages.info(request, f"The key {obj.prefix} is revoked; requests with it are refused from now on.")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the audit log refers to keys by prefix
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("number", "started_at", "status_code", "error", "duration_ms")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("event", "url", "state", "attempts", "created_at", "delivered_at")
+    list_filter = ("state", "event")
+    readonly_fields = ("event", "asset", "url", "payload", "state", "attempts", "created_at", "delivered_at")
+    inlines = [WebhookAttemptInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,133 @@
+"""How a generated file may leave: through an authorised view (a logged-in person with the right
+permission, or an API client with a key) or through a short-lived signed URL, and only while the
+asset allows it. Revocation takes effect on the next request: nothing is cached in between."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.core import signing
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotModified
+from django.urls import reverse
+from django.utils.cache import get_conditional_response
+from django.utils.http import http_date, quote_etag
+from django.views.decorators.http import require_safe
+
+from stackgan_django.conf import app_settings
+from stackgan_django.models import Asset
+
+SIGNED_URL_SALT = "stackgan_django.files.signed-url"
+REVIEW_PERMISSION = "stackgan_django.review_asset"
+VIEW_PERMISSION = "stackgan_django.view_asset"
+
+
+def can_see_unapproved(user: Any) -> bool:
+    """Pending, rejected and revoked files, and what verification says about them, are for
+    compliance staff (the review permission) only; editors see approved assets like any client."""
+    return bool(user and user.is_authenticated and user.has_perm(REVIEW_PERMISSION))
+
+
+def may_download(user: Any, asset: Asset, approved_file: bool) -> bool:
+    if can_see_unapproved(user):
+        return True
+    return (approved_file and asset.state == Asset.State.APPROVED and bool(user) and user.is_authenticated
+            and user.has_perm(VIEW_PERMISSION))
+
+
+def asset_file_url(asset: Asset, user: Any = None, approved: bool | None = None) -> str | None:
+    """The URL staff pages use for an asset's image (the approved file when there is one), or None
+    when ``user`` (if given) may not see it. The URL itself checks again on every request."""
+    use_approved = bool(asset.approved_file) if approved is None else approved
+    field = asset.approved_file if use_approved else asset.file
+    if not field:
+        return None
+    if user is not None and not may_download(user, asset, use_approved):
+        return None
+    return reverse("stackgan-staff-file", kwargs={"name": field.name})
+
+
+def file_response(request: HttpRequest, asset: Asset, approved_file: bool) -> HttpResponse:
+    """The file with a strong ETag (its SHA-256), Last-Modified, conditional GET (304 / 412) and a
+    Content-Disposition naming it by the asset's public id (never by its storage name)."""
+    field = asset.approved_file if approved_file else asset.file
+    digest = asset.approved_sha256 if approved_file else asset.sha256
+    etag = quote_etag(digest)
+    modified = asset.decided_at if approved_file and asset.decided_at else asset.created_at
+    last_modified = int(modified.timestamp())
+    conditional = get_conditional_response(request, etag=etag, last_modified=last_modified)
+    if conditional is not None:
+        if isinstance(conditional, HttpResponseNotModified):
+            conditional["Cache-Control"] = "private, no-cache"
+        return conditional
+    try:
+        handle = field.open("rb")
+    except (FileNotFoundError, OSError) as exc:
+        raise Http404("The file is missing from storage.") from exc
+    suffix = "" if approved_file else "-generated"
+    response = FileResponse(handle, content_type="image/png", as_attachment=True,
+                            filename=f"{asset.public_id}{suffix}.png")
+    response["ETag"] = etag
+    response["Last-Modified"] = http_date(last_modified)
+    # Private: a shared cache must not keep serving a file after its revocation.
+    response["Cache-Control"] = "private, no-cache"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_safe
+def staff_file(request: HttpRequest, name: str) -> HttpResponse:
+    """What ``FieldFile.url`` of private storage points at (admin thumbnails and previews). Anyone
+    not allowed to see this particular file gets the same 404 as for a name that does not exist."""
+    asset = Asset.objects.filter(file=name).first()
+    approved_file = False
+    if asset is None:
+        asset = Asset.objects.filter(approved_file=name).first()
+        approved_file = asset is not None
+    if asset is None or not may_download(request.user, asset, approved_file):
+        raise Http404("No such file.")
+    return file_response(request, asset, approved_file)
+
+
+# -- signed URLs ---------------------------------------------------------------------------------
+
+def signed_url_token(asset: Asset) -> str:
+    """Names the asset and the exact approved file; valid for STACKGAN["SIGNED_URL_MAX_AGE"] seconds."""
+    return signing.TimestampSigner(salt=SIGNED_URL_SALT).sign_object(
+        {"a": str(asset.public_id), "h": asset.approved_sha256[:32]}, compress=False)
+
+
+def signed_url_expiry() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=app_settings.SIGNED_URL_MAX_AGE)
+
+
+class BadSignedUrl(Exception):
+    pass
+
+
+def asset_from_signed_token(token: str) -> tuple[Asset | None, dict[str, str]]:
+    """The asset the token names (any state: the caller decides), or BadSignedUrl when the token is
+    forged, damaged or older than the allowed age."""
+    if len(token) > 300:
+        raise BadSignedUrl("The signed URL is malformed.")
+    try:
+        claims = signing.TimestampSigner(salt=SIGNED_URL_SALT).unsign_object(
+            token, max_age=app_settings.SIGNED_URL_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        raise BadSignedUrl("The signed URL has expired; ask the API for a new one.") from exc
+    except (signing.BadSignature, ValueError, TypeError) as exc:
+        raise BadSignedUrl("The signed URL is invalid.") from exc
+    if not isinstance(claims, dict) or not isinstance(claims.get("a"), str):
+        raise BadSignedUrl("The signed URL is invalid.")
+    asset = Asset.objects.filter(public_id=claims["a"]).first() if _is_uuid(claims["a"]) else None
+    return asset, claims
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

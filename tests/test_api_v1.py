@@ -1,0 +1,239 @@
+"""API v1 beyond hostile input: assets (detail, conditional file requests, manifest, 410 with the
+reason), requests seen only by their owner, API keys (hashed at rest, shown once, command and admin),
+and webhooks on approve and revoke delivered by a real Celery worker to a real HTTP endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test import Client
+from rest_framework.test import APIClient
+
+from stackgan_django import services
+from stackgan_django.models import ApiKey, AuditEvent, WebhookDelivery
+from tests.api_assets import make_assets
+
+
+@pytest.fixture
+def approved_asset(db, active_model, no_broker, users):
+    asset = make_assets(users[0], 1)[0]
+    return services.approve_asset(asset.pk, users[1])
+
+
+def test_asset_detail_carries_what_a_client_needs(approved_asset, users, api_key_for):
+    body = api_key_for(users[0], "assets:read").get(f"/api/v1/assets/{approved_asset.public_id}/").json()
+    assert body["id"] == str(approved_asset.public_id) and body["sha256"] == approved_asset.approved_sha256
+    assert body["ai_generated"] is True and body["provenance_state"] == "Trusted"
+    assert body["file_url"].endswith(f"/api/v1/assets/{approved_asset.public_id}/file/")
+    assert "/api/v1/files/" in body["signed_url"] and body["signed_url_expires_at"]
+
+
+def test_file_conditional_requests(approved_asset, users, api_key_for):
+    api = api_key_for(users[0], "assets:read")
+    url = f"/api/v1/assets/{approved_asset.public_id}/file/"
+    first = api.get(url)
+    etag, modified = first["ETag"], first["Last-Modified"]
+    assert etag == f'"{approved_asset.approved_sha256}"'
+    assert api.get(url, HTTP_IF_NONE_MATCH=f'"other", {etag}').status_code == 304
+    assert api.get(url, HTTP_IF_NONE_MATCH="*").status_code == 304
+    assert api.get(url, HTTP_IF_MODIFIED_SINCE=modified).status_code == 304
+    assert api.get(url, HTTP_IF_MATCH='"someone-elses"').status_code == 412
+    assert api.get(url, HTTP_IF_MATCH=etag).status_code == 200
+    assert api.get(url, HTTP_IF_NONE_MATCH='"stale"').status_code == 200
+
+
+def test_manifest_is_the_c2pa_store_without_request_ids(approved_asset, users, api_key_for):
+    response = api_key_for(users[0], "assets:read").get(f"/api/v1/assets/{approved_asset.public_id}/manifest/")
+    assert response.status_code == 200
+    store = response.json()
+    assert store["active_manifest"] in store["manifests"] and len(store["manifests"]) == 2
+    labels = {a["label"] for m in store["manifests"].values() for a in m.get("assertions", [])}
+    assert {"org.stackgan-django.generation", "org.stackgan-django.review"} <= labels
+    assert str(approved_asset.request.public_id) not in response.content.decode()
+
+
+def test_revoked_assets_are_410_with_the_reason(approved_asset, users, api_key_for):
+    services.revoke_asset(approved_asset.pk, users[1], note="the rights holder withdrew consent")
+    api = api_key_for(users[0], "assets:read")
+    for suffix in ("", "file/", "manifest/"):
+        response = api.get(f"/api/v1/assets/{approved_asset.public_id}/{suffix}")
+        assert response.status_code == 410, suffix
+        assert response.json()["reason"] == "the rights holder withdrew consent" and response.json()["revoked_at"]
+
+
+def test_requests_are_visible_to_their_owner_only(db, active_model, no_broker, users, api_key_for):
+    from django.contrib.auth.models import Permission
+
+    editor, reviewer = users
+    reviewer.user_permissions.add(Permission.objects.get(codename="add_generationrequest"))
+    mine = api_key_for(editor, "requests:write")
+    theirs = api_key_for(reviewer, "requests:write")
+    created = mine.post("/api/v1/requests/", {"caption": "a red apple", "num_images": 1}, format="json").json()
+    assert mine.get(f"/api/v1/requests/{created['id']}/").status_code == 200
+    assert theirs.get(f"/api/v1/requests/{created['id']}/").status_code == 404
+    assert [r["id"] for r in mine.get("/api/v1/requests/").json()["results"]] == [created["id"]]
+    assert theirs.get("/api/v1/requests/").json()["count"] == 0
+
+
+# -- keys -------------------------------------------------------------------------------------------
+
+def test_keys_are_hashed_at_rest_and_audited(db, users, api_key_for):
+    client = api_key_for(users[0], "verify")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {ApiKey._meta.db_table}")
+        rows = cursor.fetchall()
+    assert rows and all(client.secret not in str(value) for row in rows for value in row)
+    assert client.secret.split(".")[1] not in str(rows)
+    assert AuditEvent.objects.filter(action="api_key.created", data__prefix=client.api_key.prefix).exists()
+
+
+def test_the_command_creates_lists_and_revokes_keys(db, users):
+    out = StringIO()
+    call_command("api_keys", "create", "editor", "cms", "--scope", "assets:read", "--expires-in-days", "30", stdout=out)
+    secret = out.getvalue().strip().splitlines()[-1]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+    assert client.get("/api/v1/assets/").status_code == 200
+    prefix = secret.split(".")[0]
+    listing = StringIO()
+    call_command("api_keys", "list", stdout=listing)
+    assert prefix in listing.getvalue() and "active" in listing.getvalue() and secret not in listing.getvalue()
+    call_command("api_keys", "revoke", prefix, stdout=StringIO())
+    assert client.get("/api/v1/assets/").status_code == 401
+    with pytest.raises(CommandError, match="no user"):
+        call_command("api_keys", "create", "nobody", "x", "--scope", "verify", stdout=StringIO())
+    with pytest.raises(CommandError, match="no API key"):
+        call_command("api_keys", "revoke", "zzzzzzzz", stdout=StringIO())
+
+
+def test_the_admin_shows_a_new_key_once(db, users):
+    from django.contrib.auth import get_user_model
+
+    admin_user = get_user_model().objects.create_superuser("root", password="pw-root-123")
+    browser = Client()
+    browser.force_login(admin_user)
+    response = browser.post("/admin/stackgan_django/apikey/add/",
+                            {"name": "dam", "user": users[0].pk, "scopes": ["assets:read", "verify"], "expiry_date_0": "",
+                             "expiry_date_1": ""}, follow=True)
+    assert response.status_code == 200
+    api_key = ApiKey.objects.get(name="dam")
+    assert api_key.scopes == ["assets:read", "verify"]
+    shown = " ".join(str(m) for m in response.context["messages"])
+    prefix, secret = re.search(r"The API key for dam is: (\w+)\.(\w+)\.", shown).groups()
+    assert prefix == api_key.prefix
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {prefix}.{secret}")
+    assert client.get("/api/v1/assets/").status_code == 200
+    page = browser.get(f"/admin/stackgan_django/apikey/{api_key.pk}/change/")
+    assert secret.encode() not in page.content  # never shown again
+
+
+# -- webhooks ---------------------------------------------------------------------------------------
+
+class Receiver:
+    """A real HTTP endpoint on loopback that records each POST and answers with the given status."""
+
+    def __init__(self, status: int = 204):
+        self.received: list[tuple[dict, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(({k: v for k, v in self.headers.items()}, body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    found = Receiver()
+    yield found
+    found.close()
+
+
+def signed_correctly(headers: dict, body: bytes, secret: str) -> bool:
+    parts = dict(item.split("=", 1) for item in headers["X-Stackgan-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(parts["v1"], expected)
+
+
+@pytest.mark.integration
+def test_webhooks_on_approve_and_revoke_through_a_real_worker(celery_worker, worker_queue, active_model, users,
+                                                              settings, receiver):
+    settings.STACKGAN = {**settings.STACKGAN, "WEBHOOK_QUEUE": worker_queue,
+                         "WEBHOOKS": [{"url": receiver.url, "secret": "s3cret"}]}
+    asset = make_assets(users[0], 1)[0]
+    services.approve_asset(asset.pk, users[1])
+    services.revoke_asset(asset.pk, users[1], note="withdrawn")
+    deadline = time.monotonic() + 60
+    while len(receiver.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    events = [json.loads(body)["event"] for _, body in receiver.received]
+    assert sorted(events) == ["asset.approved", "asset.revoked"]
+    for headers, body in receiver.received:
+        assert signed_correctly(headers, body, "s3cret")
+        assert json.loads(body)["asset"]["id"] == str(asset.public_id)
+    while WebhookDelivery.objects.filter(state="delivered").count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for delivery in WebhookDelivery.objects.all():
+        assert delivery.state == "delivered" and delivery.attempts == 1
+        assert list(delivery.attempt_records.values_list("status_code", flat=True)) == [204]
+
+
+def test_failed_webhooks_are_recorded_and_retried_until_the_limit(db, active_model, no_broker, users, settings,
+                                                                  django_capture_on_commit_callbacks):
+    failing = Receiver(status=500)
+    try:
+        settings.STACKGAN = {**settings.STACKGAN, "WEBHOOK_MAX_ATTEMPTS": 3,
+                             "WEBHOOKS": [{"url": failing.url, "secret": "k", "events": ["asset.revoked"]},
+                                          {"url": "http://127.0.0.1:9/closed-port", "secret": "k"}]}
+        asset = make_assets(users[0], 1)[0]
+        with django_capture_on_commit_callbacks() as callbacks:  # sent by hand below, no broker here
+            services.approve_asset(asset.pk, users[1])
+        assert len(callbacks) == 1  # only the second endpoint wants approvals
+        unreachable = WebhookDelivery.objects.get(event="asset.approved")
+        outcome = services.deliver_webhook(unreachable.pk)
+        assert outcome.state == "pending" and outcome.retry_in == 30
+        attempt = unreachable.attempt_records.get()
+        assert attempt.status_code is None and "Error" in attempt.error
+        services.revoke_asset(asset.pk, users[1], note="oops")
+        to_failing = WebhookDelivery.objects.get(event="asset.revoked", url=failing.url)
+        outcomes = [services.deliver_webhook(to_failing.pk) for _ in range(4)]
+        assert [o.retry_in for o in outcomes] == [30, 60, None, None]
+        assert [o.state for o in outcomes] == ["pending", "pending", "failed", "failed"]
+        assert list(to_failing.attempt_records.values_list("status_code", flat=True)) == [500, 500, 500]
+        assert len(failing.received) == 3  # a finished delivery is never sent again
+    finally:
+        failing.close()
+
+
+def test_webhook_settings_are_checked(settings):
+    from stackgan_django.checks import check_webhooks
+
+    settings.STACKGAN = {**settings.STACKGAN, "WEBHOOKS": [
+        {"url": "https://dam.example/hook", "secret": "k"}, {"url": "file:///etc/passwd", "secret": "k"},
+        {"url": "https://dam.example/hook"}, {"url": "https://dam.example/hook", "secret": "k", "events": ["asset.deleted"]}]}
+    assert [e.msg.split(" ", 3)[3][:10] for e in check_webhooks()] == ["needs an h", "needs a se", "names unkn"]

@@ -1,0 +1,342 @@
+"""Hostile and malformed input: every case is a 4xx with a JSON body, decided before the expensive
+part (parsing, decoding) starts; rate limits per key and scope; admin log-in throttling; keys that
+are expired, revoked, unknown or lack the scope."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from PIL import Image
+from rest_framework.test import APIClient
+
+from stackgan_django.models import GenerationRequest
+from tests.api_assets import make_assets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bomb(width: int = 12_000, height: int = 12_000) -> bytes:
+    """A real, complete 1-bit PNG of width x height white pixels: about 17 KB on the wire, 144 MB
+    once Pillow decodes it, gigabytes once converted to RGB floats."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """SOI + a baseline SOF0 frame header declaring the size (no scan data follows)."""
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
+
+
+@pytest.fixture
+def client_with_all_scopes(users, api_key_for):
+    return api_key_for(users[0])
+
+
+# -- query parameters -------------------------------------------------------------------------------
+
+IMPOSSIBLE_DATES = ["2026-02-30", "2026-13-01", "2026-01-01T25:00", "0000-01-01", "2026-01-01T10:00+99:00",
+                    "2026-01-01T10:00:61", "yesterday", "9" * 50, "2026-02-29", "-1-01-01", "\uff12\uff10\uff12\uff16-01-01"]
+
+
+def test_impossible_dates_are_400_naming_the_field(db, client_with_all_scopes):
+    # One test for the whole table: each case is a request, the setup (users, key) is the cost.
+    for field in ("created_after", "created_before"):
+        for value in IMPOSSIBLE_DATES:
+            response = client_with_all_scopes.get("/api/v1/assets/", {field: value})
+            assert response.status_code == 400, (field, value)
+            assert response["Content-Type"] == "application/json" and field in response.json(), (field, value)
+
+
+def test_valid_dates_with_offsets_are_accepted(db, client_with_all_scopes):
+    for value in ("2026-02-28", "2024-02-29", "2026-01-01T10:00:00+14:00", "2026-01-01T10:00Z"):
+        assert client_with_all_scopes.get("/api/v1/assets/", {"created_after": value}).status_code == 200, value
+
+
+MALFORMED_LIST_QUERIES = [("page=abc", "page"), ("page=0", "page"), ("page=-1", "page"), ("page_size=0", "page_size"),
+                          ("page_size=201", "page_size"), ("page_size=1e3", "page_size"), ("caption=" + "x" * 201, "caption"),
+                          ("model=" + "m" * 101, "model")]
+
+
+def test_malformed_list_parameters_are_400(db, client_with_all_scopes):
+    for query, field in MALFORMED_LIST_QUERIES:
+        response = client_with_all_scopes.get(f"/api/v1/assets/?{query}")
+        assert response.status_code == 400 and field in response.json(), (query, response.content)
+
+
+# -- JSON bodies ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [21, 1_000, 100_000])
+def test_deeply_nested_json_is_refused_before_parsing(db, active_model, no_broker, client_with_all_scopes, depth):
+    body = b'{"caption": "a cat", "seed": ' + b"[" * depth + b"]" * depth + b"}"
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", body, content_type="application/json")
+    assert response.status_code == 400 and "deeper than 20" in response.json()["detail"]
+    assert GenerationRequest.objects.count() == 0
+
+
+def test_nesting_within_the_limit_reaches_field_validation(db, active_model, no_broker, client_with_all_scopes):
+    body = b'{"caption": "a cat", "seed": ' + b"[" * 19 + b"]" * 19 + b"}"
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", body, content_type="application/json")
+    assert response.status_code == 400 and "seed" in response.json()
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(db, active_model, no_broker, client_with_all_scopes):
+    body = json.dumps({"caption": "a cat " + "[{" * 50, "num_images": 1}).encode()
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", body, content_type="application/json")
+    assert response.status_code == 202
+
+
+MALFORMED_JSON_BODIES = [
+    (b'{"caption": "a cat", "num_images": NaN}', "detail"), (b'{"caption": "a cat", "seed": Infinity}', "detail"),
+    (b'{"caption": "\\ud800 a cat"}', "caption"), (b'{"caption": "a\\u0000cat"}', "caption"),
+    (b'["a cat"]', "non_field_errors"), (b'"a cat"', "non_field_errors"), (b"", "caption"),
+    (b'{"caption": "a cat", "seed": 99999999999999999999999}', "seed"), (b'{"caption": "a cat", "num_images": 2.5}', "num_images"),
+    (b'{"caption": "a cat", "purpose": "' + b"p" * 51 + b'"}', "purpose"), (b'{"caption": {"text": "a cat"}}', "caption"),
+]
+
+
+def test_malformed_json_values_are_400_naming_the_field(db, active_model, no_broker, client_with_all_scopes):
+    for body, field in MALFORMED_JSON_BODIES:
+        response = client_with_all_scopes.generic("POST", "/api/v1/requests/", body, content_type="application/json")
+        assert response.status_code == 400 and field in response.json(), (body, response.content)
+    assert GenerationRequest.objects.count() == 0
+
+
+def test_oversize_bodies_are_413_before_they_are_read(db, active_model, no_broker, client_with_all_scopes):
+    body = json.dumps({"caption": "a" * (1024 * 1024 + 10)}).encode()
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", body, content_type="application/json")
+    assert response.status_code == 413 and response["Content-Type"] == "application/json"
+    assert GenerationRequest.objects.count() == 0
+
+
+def test_other_content_types_are_415(db, active_model, no_broker, client_with_all_scopes):
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", b"caption=a+cat",
+                                              content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415 and "detail" in response.json()
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+def verify(client, data: bytes, name: str = "upload.png"):
+    upload = io.BytesIO(data)
+    upload.name = name
+    return client.post("/api/v1/verify/", {"file": upload}, format="multipart")
+
+
+def test_a_pixel_bomb_is_refused_from_its_header(db, client_with_all_scopes):
+    bomb = png_bomb()
+    assert len(bomb) < 40_000
+    response = verify(client_with_all_scopes, bomb)
+    assert response.status_code == 413
+    assert "12000 x 12000" in response.json()["file"][0]
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    (jpeg_header(65_000, 65_000), 413, "more pixels than the limit"),
+    (jpeg_header(5_000, 4_000), 413, "5000 x 4000"),
+    (b"GIF89a" + b"\x00" * 200, 400, "GIF files are not checked"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, 400, "not a readable"),
+    (b"", 400, "empty"),
+    (b"%PDF-1.7 not an image", 400, "PDF files are not checked"),
+    (b"\x00" * 100, 400, "not a readable"),
+])
+def test_other_hostile_images_are_refused(db, client_with_all_scopes, data, status, words):
+    response = verify(client_with_all_scopes, data)
+    assert response.status_code == status and words in json.dumps(response.json()), response.content
+
+
+def test_an_upload_over_the_size_limit_is_413(db, client_with_all_scopes, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_MAX_BYTES": 50_000}
+    noise = io.BytesIO()
+    Image.effect_noise((256, 256), 80).convert("RGB").save(noise, format="PNG")
+    assert len(noise.getvalue()) > 120_000  # larger than the limit plus the multipart allowance
+    response = verify(client_with_all_scopes, noise.getvalue())
+    assert response.status_code == 413 and response["Content-Type"] == "application/json"
+
+
+BOMB_MEMORY_SCRIPT = textwrap.dedent("""
+    import io, json, tracemalloc
+    import django
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+    from rest_framework.test import APIRequestFactory, force_authenticate
+    from stackgan_django.api import VerifyView
+    from tests.test_hostile_input import png_bomb
+
+    def reset_peak():
+        # Linux: resets VmHWM, so the next reading is the peak from here on, not from the imports.
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+
+    def peak_mb():
+        with open("/proc/self/status") as handle:
+            line = next(line for line in handle if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    def rss_mb():
+        with open("/proc/self/status") as handle:
+            line = next(line for line in handle if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    bomb = png_bomb()
+    view = VerifyView.as_view()
+    request = APIRequestFactory().post("/api/v1/verify/", {"file": SimpleUploadedFile("bomb.png", bomb, "image/png")},
+                                       format="multipart")
+    force_authenticate(request, user=User(username="client", is_active=True))
+    reset_peak()
+    before = rss_mb()
+    tracemalloc.start()
+    response = view(request)
+    traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    during = peak_mb() - before
+    # Control: decoding the same file, which the header check avoided, shows up in the measurement.
+    Image.MAX_IMAGE_PIXELS = None
+    reset_peak()
+    before = rss_mb()
+    with Image.open(io.BytesIO(bomb)) as image:
+        image.load()
+    decoded = peak_mb() - before
+    print(json.dumps({"status": response.status_code, "rss_increase_mb": during, "traced_peak_mb": traced_peak,
+                      "decoding_increase_mb": decoded}))
+""")
+
+
+def test_the_bomb_costs_bounded_memory(tmp_path):
+    """Run in a fresh process so its peak RSS measures this request alone (tracemalloc would miss
+    Pillow's C allocations); a control decode proves the measurement sees a decode."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONPATH": str(ROOT),
+           "STACKGAN_VAR_DIR": str(tmp_path / "var")}
+    done = subprocess.run([sys.executable, "-c", BOMB_MEMORY_SCRIPT], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["status"] == 413
+    assert figures["rss_increase_mb"] < 200 and figures["traced_peak_mb"] < 200, figures
+    assert figures["decoding_increase_mb"] > 100, figures  # the measurement can fail
+
+
+# -- keys and permissions ---------------------------------------------------------------------------
+
+def test_expired_revoked_unknown_and_malformed_keys_are_401(db, users, api_key_for):
+    from stackgan_django import services
+
+    expired = api_key_for(users[0], expires_at=timezone.now() - timedelta(minutes=1))
+    response = expired.get("/api/v1/assets/")
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+    revoked = api_key_for(users[0])
+    services.revoke_api_key(revoked.api_key.prefix)
+    response = revoked.get("/api/v1/assets/")
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]
+    for header in ("Api-Key abcdefgh.wrongsecretwrongsecretwrongsecre", f"Api-Key {revoked.api_key.prefix}.x",
+                   "Api-Key nodot", "Api-Key " + "a." * 100):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=header)
+        response = client.get("/api/v1/assets/")
+        assert response.status_code == 401 and response["WWW-Authenticate"] == "Api-Key", header
+
+
+def test_out_of_scope_keys_and_missing_permissions_are_403(db, active_model, no_broker, users, api_key_for):
+    editor, reviewer = users
+    verify_only = api_key_for(editor, "verify")
+    response = verify_only.get("/api/v1/assets/")
+    assert response.status_code == 403 and "assets:read" in response.json()["detail"]
+    assert verify_only.post("/api/v1/requests/", {"caption": "a cat"}, format="json").status_code == 403
+    # Scope present, Django permission absent: the reviewer may not request images.
+    reviewer_key = api_key_for(reviewer, "requests:write", "assets:read")
+    response = reviewer_key.post("/api/v1/requests/", {"caption": "a cat"}, format="json")
+    assert response.status_code == 403 and "add_generationrequest" in response.json()["detail"]
+    from django.contrib.auth import get_user_model
+
+    nobody = get_user_model().objects.create_user("client-without-perms")
+    response = api_key_for(nobody, "assets:read").get("/api/v1/assets/")
+    assert response.status_code == 403 and "view_asset" in response.json()["detail"]
+    assert GenerationRequest.objects.count() == 0
+
+
+# -- rate limits ------------------------------------------------------------------------------------
+
+def test_rate_limits_count_per_key_and_per_scope(db, users, api_key_for, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"assets": "3/minute", "verify": "2/minute"}}
+    first, second = api_key_for(users[0]), api_key_for(users[0])
+    assert [first.get("/api/v1/assets/").status_code for _ in range(3)] == [200, 200, 200]
+    limited = first.get("/api/v1/assets/")
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0 and "detail" in limited.json()
+    assert second.get("/api/v1/assets/").status_code == 200  # another key, its own allowance
+    assert verify(first, b"not an image").status_code == 400  # another scope, its own allowance
+    assert verify(first, b"not an image").status_code == 400
+    assert verify(first, b"not an image").status_code == 429
+
+
+def test_admin_login_is_throttled_per_address_and_username(db, users, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "ADMIN_LOGIN_MAX_FAILURES": 3}
+    client = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(3):
+        response = client.post("/admin/login/", {"username": "editor", "password": "guess"})
+        assert response.status_code == 200 and b"correct username and password" in response.content
+    blocked = client.post("/admin/login/", {"username": "editor", "password": "pw-editor-1"})
+    assert blocked.status_code == 429 and int(blocked["Retry-After"]) > 0
+    # The username is blocked from elsewhere too; another user from another address is not.
+    assert Client(REMOTE_ADDR="198.51.100.1").post("/admin/login/", {"username": "editor", "password": "pw-editor-1"}).status_code == 429
+    other = Client(REMOTE_ADDR="198.51.100.2").post("/admin/login/", {"username": "reviewer", "password": "pw-reviewer-1"})
+    assert other.status_code == 302
+
+
+# -- never an HTML error page -----------------------------------------------------------------------
+
+def test_api_errors_are_json_even_with_debug_on(db, active_model, no_broker, users, client_with_all_scopes, settings, monkeypatch):
+    settings.DEBUG = True
+    for path in ("/api/v1/nothing-here/", "/api/v1/assets/123/file/extra", "/api/v2/assets/"):
+        response = client_with_all_scopes.get(path)
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", path
+    response = client_with_all_scopes.delete("/api/v1/assets/")
+    assert response.status_code == 405 and response["Content-Type"] == "application/json"
+    from stackgan_django import services
+
+    def broken(*args, **kwargs):  # a fault no real input produces: an unexpected bug in the service
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(services, "verify_file", broken)
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(image, format="PNG")
+    response = verify(client_with_all_scopes, image.getvalue())
+    assert response.status_code == 500 and response["Content-Type"] == "application/json"
+    assert b"secret internal detail" not in response.content and b"Traceback" not in response.content
+
+
+def test_legacy_paths_redirect_to_v1(db, active_model, no_broker, users, client_with_all_scopes):
+    asset = make_assets(users[0], 1)[0]
+    response = client_with_all_scopes.get("/api/assets/?caption=apple")
+    assert response.status_code == 308 and response["Location"] == "/api/v1/assets/?caption=apple"
+    response = client_with_all_scopes.get(f"/api/assets/{asset.public_id}/download/")
+    assert response.status_code == 308 and response["Location"] == f"/api/v1/assets/{asset.public_id}/file/"
+    assert client_with_all_scopes.get("/api/assets/", follow=True).status_code == 200
+
+
+def test_errors_raised_before_the_api_view_are_json_too(db, client_with_all_scopes):
+    response = client_with_all_scopes.get("/api/v1/assets/", HTTP_HOST="evil.example")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    response = client_with_all_scopes.generic("POST", "/api/v1/requests/", b"{}", content_type="application/json",
+                                              CONTENT_LENGTH="not-a-number")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"

@@ -1,0 +1,207 @@
+"""Only approved images ever leave: private storage, random names, authorised views, signed URLs,
+and the deploy checks that catch a configuration publishing the app's files."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+from django.test import Client
+from django.urls import clear_url_caches, set_urlconf
+from rest_framework.test import APIClient
+
+from stackgan_django import services
+from stackgan_django.checks import check_private_files
+from stackgan_django.files import asset_file_url, signed_url_token
+from stackgan_django.models import Asset
+from tests.api_assets import assets_in_every_state, make_assets
+
+PNG_MAGIC = b"\x89PNG"
+
+
+def body_of(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+@pytest.fixture
+def development_urls(settings):
+    """The URLconf as `make run` builds it: DEBUG on (any DEBUG-only route would be there)."""
+    import config.urls
+
+    settings.DEBUG = True
+    importlib.reload(config.urls)
+    clear_url_caches()
+    set_urlconf(None)
+    yield
+    settings.DEBUG = False
+    importlib.reload(config.urls)
+    clear_url_caches()
+
+
+def test_stored_names_are_random_and_say_nothing_about_the_request(db, active_model, no_broker, users):
+    approved, pending = make_assets(users[0], 2)
+    services.approve_asset(approved.pk, users[1])
+    approved.refresh_from_db()
+    names = [approved.file.name, approved.approved_file.name, pending.file.name]
+    request_id = str(approved.request.public_id)
+    for name in names:
+        assert request_id not in name and request_id.replace("-", "") not in name
+        assert re.fullmatch(r"stackgan/[a-z0-9]{2}/[A-Za-z0-9_-]{32}\.png", name), name
+    assert len(set(names)) == 3
+    # Nothing in the approved file (its C2PA manifests included) names the request.
+    with approved.approved_file.open("rb") as handle:
+        data = handle.read()
+    assert request_id.encode() not in data
+    generation = next(m for m in services.verify_file(data)["manifests"] if "org.stackgan-django.generation" in m["assertions"])
+    assert "request_id" not in generation["assertions"]["org.stackgan-django.generation"]
+
+
+def test_files_live_outside_media_root(db, active_model, no_broker, users, settings, private_storage_in_tmp):
+    asset = make_assets(users[0], 1)[0]
+    assert (private_storage_in_tmp / asset.file.name).is_file()
+    assert not storages["default"].exists(asset.file.name)
+
+
+def test_no_unapproved_file_leaves_by_any_path_with_the_development_settings(
+        db, active_model, no_broker, users, api_key_for, development_urls, settings):
+    editor, reviewer = users
+    approved, pending, rejected, revoked = assets_in_every_state(editor, reviewer)
+    # A signed URL handed out while the revoked asset was still approved.
+    revoked_signed = f"/api/v1/files/{signed_url_token(revoked)}/"
+    anonymous = Client()
+    editor_session = Client()
+    editor_session.force_login(editor)
+    editor_key = api_key_for(editor)  # every scope
+    paths = [revoked_signed]
+    for asset in (pending, rejected, revoked):
+        for field in (asset.file, asset.approved_file):
+            if not field:
+                continue
+            name = field.name
+            paths += [field.url, f"/media/{name}", f"/media/{name.split('/', 1)[1]}", f"/private/{name}",
+                      f"/var/private/{name}", f"/{name}", f"/static/{name}", f"/api/v1/staff/files/{name}"]
+        # The layout before issue 11 (request uuid + index), and the API's own paths.
+        paths += [f"/media/stackgan/{asset.request.public_id}/{asset.index}.png",
+                  f"/media/stackgan/{asset.request.public_id}/{asset.index}-approved.png",
+                  f"/api/v1/assets/{asset.public_id}/", f"/api/v1/assets/{asset.public_id}/file/",
+                  f"/api/v1/assets/{asset.public_id}/manifest/", f"/api/assets/{asset.public_id}/download/"]
+    checked = 0
+    for client in (anonymous, editor_session, editor_key):
+        for path in paths:
+            response = client.get(path, follow=True)
+            assert response.status_code >= 400, (path, response.status_code)
+            assert PNG_MAGIC not in body_of(response), path
+            assert not response.get("Content-Type", "").startswith("image/"), path
+            checked += 1
+    assert checked == 3 * len(paths) and len(paths) > 30
+    # The same routes do serve what may be seen, so the refusals above are not a broken route.
+    reviewer_session = Client()
+    reviewer_session.force_login(reviewer)
+    assert body_of(reviewer_session.get(pending.file.url)).startswith(PNG_MAGIC)
+    assert body_of(editor_session.get(approved.approved_file.url)).startswith(PNG_MAGIC)
+    assert body_of(editor_key.get(f"/api/v1/assets/{approved.public_id}/file/")).startswith(PNG_MAGIC)
+
+
+def test_staff_urls_check_the_permission_on_every_request(db, active_model, no_broker, users):
+    editor, reviewer = users
+    asset = make_assets(editor, 1)[0]
+    assert asset_file_url(asset, editor) is None  # pending: not for editors
+    assert asset_file_url(asset, reviewer) == asset.file.url
+    services.approve_asset(asset.pk, reviewer)
+    asset.refresh_from_db()
+    url = asset_file_url(asset, editor)
+    assert url == asset.approved_file.url
+    client = Client()
+    client.force_login(editor)
+    first = client.get(url)
+    assert first.status_code == 200 and first["Cache-Control"] == "private, no-cache"
+    assert first["Content-Disposition"] == f'attachment; filename="{asset.public_id}.png"'
+    services.revoke_asset(asset.pk, reviewer)
+    assert client.get(url).status_code == 404  # the same URL, refused at once
+    assert Client().get(url).status_code == 404
+
+
+def test_signed_urls_expire_and_stop_at_revocation(db, active_model, no_broker, users, settings, api_key_for):
+    editor, reviewer = users
+    asset = make_assets(editor, 1)[0]
+    services.approve_asset(asset.pk, reviewer)
+    listed = api_key_for(editor, "assets:read").get(f"/api/v1/assets/{asset.public_id}/").json()
+    signed = listed["signed_url"].replace("http://testserver", "")
+    anonymous = APIClient()
+    response = anonymous.get(signed)
+    assert response.status_code == 200 and body_of(response).startswith(PNG_MAGIC)
+    token = signed.rstrip("/").rsplit("/", 1)[1]
+    tampered = signed.replace(token, token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+    assert anonymous.get(tampered).status_code == 403
+    settings.STACKGAN = {**settings.STACKGAN, "SIGNED_URL_MAX_AGE": -1}  # every token is past its age
+    expired = anonymous.get(signed)
+    assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+    settings.STACKGAN = {**settings.STACKGAN, "SIGNED_URL_MAX_AGE": 300}
+    services.revoke_asset(asset.pk, reviewer, note="withdrawn by the newsroom")
+    gone = anonymous.get(signed)
+    assert gone.status_code == 410 and gone.json()["reason"] == "withdrawn by the newsroom"
+
+
+def test_deploy_checks_fail_on_public_storage(db, settings, tmp_path):
+    assert check_private_files() == []
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STACKGAN = {**settings.STACKGAN, "STORAGE_OPTIONS": {"location": str(tmp_path / "media" / "private")}}
+    assert [e.id for e in check_private_files()] == ["stackgan_django.E111"]
+    settings.STACKGAN = {**settings.STACKGAN, "STORAGE": "tests.test_private_files.BucketLikeStorage",
+                         "STORAGE_OPTIONS": {"location": str(tmp_path / "private"), "default_acl": "public-read"}}
+    assert [e.id for e in check_private_files()] == ["stackgan_django.E113"]
+
+
+def test_deploy_check_fails_on_a_route_serving_the_storage(db, settings, tmp_path, private_storage_in_tmp):
+    settings.ROOT_URLCONF = "tests.test_private_files"
+    errors = check_private_files()
+    assert [e.id for e in errors] == ["stackgan_django.E112"]
+
+
+class BucketLikeStorage:
+    """Stands for a django-storages backend: takes its options, keeps a location."""
+
+    def __init__(self, location: str, default_acl: str = "private", **options):
+        self.location, self.default_acl = location, default_acl
+
+
+def _served_private_root():
+    from django.conf import settings
+
+    return settings.STACKGAN["STORAGE_OPTIONS"]["location"]
+
+
+# A URLconf that publishes the private folder, as a careless host project might.
+def _urlpatterns():
+    from django.urls import path
+    from django.views.static import serve
+
+    return [path("files/<path:path>", serve, {"document_root": _served_private_root()})]
+
+
+def __getattr__(name: str):
+    if name == "urlpatterns":
+        return _urlpatterns()
+    raise AttributeError(name)
+
+
+def test_existing_files_move_to_private_storage(db, active_model, no_broker, users, private_storage_in_tmp):
+    """The migration's data step: a file in the old media layout gets a random private name."""
+    from django.apps import apps
+
+    migration = importlib.import_module("stackgan_django.migrations.0002_api")
+    asset = make_assets(users[0], 1)[0]
+    with asset.file.open("rb") as handle:
+        data = handle.read()
+    old_name = f"stackgan/{asset.request.public_id}/0.png"
+    storages["default"].save(old_name, ContentFile(data))
+    Asset.objects.filter(pk=asset.pk).update(file=old_name)
+    migration.move_files_to_private_storage(apps, None)
+    asset.refresh_from_db()
+    assert asset.file.name != old_name and str(asset.request.public_id) not in asset.file.name
+    assert not storages["default"].exists(old_name)
+    with asset.file.open("rb") as handle:
+        assert handle.read() == data
