@@ -236,8 +236,12 @@ def check_webhooks(app_configs=None, **kwargs):
     from stackgan_django.conf import app_settings
     from stackgan_django.services.webhooks import WEBHOOK_EVENTS
 
+    try:
+        endpoints = app_settings.WEBHOOKS or []
+    except ImproperlyConfigured:
+        return []  # check_settings (E001) reports the broken STACKGAN dict once
     errors = []
-    for number, endpoint in enumerate(app_settings.WEBHOOKS or [], start=1):
+    for number, endpoint in enumerate(endpoints, start=1):
         problem = None
         if not isinstance(endpoint, dict):
             problem = "is not a dict"
