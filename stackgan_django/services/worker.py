@@ -476,9 +476,20 @@ def near_copy_index(model_version: ModelVersion) -> NearCopyIndex | None:
     return NearCopyIndex.from_json(json.loads(path.read_text()))
 
 
+def _show_progress(request_id: int, stage: str) -> None:
+    """The stage the editor's page shows; best effort, since a lost progress line must never fail
+    the request (its state changes are what count)."""
+    from stackgan_django.services.progress import record_progress
+
+    try:
+        record_progress(request_id, stage)
+    except Exception:
+        logger.warning("request %s: could not record progress %r", request_id, stage, exc_info=True)
+
+
 def render_and_check(request: GenerationRequest) -> tuple[list[GeneratedOutput], float]:
     """Generate the request's images and run the output policy on each; returns them with the
-    generator's compute seconds. Nothing is written."""
+    generator's compute seconds. Nothing is written but the progress stage the editor sees."""
     from stackgan_django.generation import backend_for
 
     backend = backend_for(request.model_version)
@@ -486,6 +497,7 @@ def render_and_check(request: GenerationRequest) -> tuple[list[GeneratedOutput],
     started = time.perf_counter()
     rendered = backend.generate(request.caption, seeds)
     compute_seconds = time.perf_counter() - started
+    _show_progress(request.pk, "checking")
     policies = current_policies()
     near_copies = near_copy_index(request.model_version)
     outputs = [GeneratedOutput(index, item.seed, item.image, policies.output.check_image(item.image, near_copies))
@@ -518,7 +530,9 @@ def process_request(request_id: int) -> str:
         with LeaseKeeper(request.pk, attempt) as lease:
             # Read the model version now: rendering then needs no database, however long it takes.
             with_fresh_connection(lambda: request.model_version, "reading the model version")
+            _show_progress(request.pk, "generating")
             outputs, compute_seconds = render_and_check(request)
+            _show_progress(request.pk, "signing")
             for output in outputs:
                 if not output.verdict.denied:
                     with_fresh_connection(lambda output=output: stamp_output(request, output), "stamping")
