@@ -317,6 +317,7 @@ def run_governance(args, var_dir: Path, device) -> dict[str, Any]:
     from stackgan_django.generation import backend_for
     from stackgan_django.governance import current_policies
     from stackgan_django.models import GenerationRequest
+    from stackgan_django.worker_start import near_copy_index_loader
 
     backends = {"eager generator": "stackgan_django.generation.PipelineBackend",
                 "optimised generator": "stackgan_django.fast_backend.OptimisedPipelineBackend"}
@@ -358,7 +359,7 @@ def run_governance(args, var_dir: Path, device) -> dict[str, Any]:
     steps: dict[str, list[float]] = {k: [] for k in ("output policy", "watermark + XMP", "sign", "verify", "storage")}
     sizes = []
     started = time.perf_counter()
-    near_copies = tasks._near_copy_index(model_version)  # the task reads it once per request
+    near_copies = near_copy_index_loader()(model_version)  # the task reads it once per request
     results["near_copy_index_ms_per_request"] = (time.perf_counter() - started) * 1e3
     for round_index in range(2):
         for index, image in enumerate(pipe_images):
