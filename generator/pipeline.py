@@ -6,7 +6,8 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,23 @@ logger = logging.getLogger(__name__)
 
 MAX_SEED = 2**63 - 1
 EMBEDDING_CACHE_SIZE = 512
+# A few captions are encoded on one CPU thread: the sentence encoder is hundreds of tiny operations,
+# and with several threads each waits at a barrier for the others. On the project's shared 2-core
+# machines one caption took 0.3-1.5 s with two threads and 25-80 ms with one.
+SMALL_ENCODE = 16
+
+
+@contextmanager
+def _one_thread_for_small_work(enabled: bool) -> Iterator[None]:
+    if not enabled or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def default_device() -> torch.device:
@@ -249,7 +267,9 @@ class StackGANPipeline:
             return None
         missing = list(dict.fromkeys(c for c in captions if c not in self._embedding_cache))
         if missing:
-            for caption, vector in zip(missing, self.text_encoder.encode(missing)):
+            with _one_thread_for_small_work(len(missing) <= SMALL_ENCODE and self.device.type == "cpu"):
+                encoded = self.text_encoder.encode(missing)
+            for caption, vector in zip(missing, encoded):
                 self._embedding_cache[caption] = vector.detach().clone()
         for caption in captions:
             self._embedding_cache.move_to_end(caption)

@@ -85,7 +85,9 @@ def embed_array(rgb: np.ndarray, mark_id: int, key: bytes, strength: float = 2.0
     rows = np.arange(height) * GRID // height
     cols = np.arange(width) * GRID // width
     pixels = rgb.astype(np.float32)
-    luma = pixels @ LUMA_WEIGHTS
+    # Written out rather than a matrix-vector product: BLAS would spread three multiply-adds per
+    # pixel over threads, and on a busy CPU the threads' barrier costs more than the work.
+    luma = pixels[:, :, 0] * LUMA_WEIGHTS[0] + pixels[:, :, 1] * LUMA_WEIGHTS[1] + pixels[:, :, 2] * LUMA_WEIGHTS[2]
     # Squeeze luminance into [strength, 255 - strength] first: on white or black backgrounds a
     # clipped mark would carry only half its cells.
     target = luma * np.float32((255 - 2 * strength) / 255) + np.float32(strength) + cell_values[rows[:, None], cols[None, :]]

@@ -95,11 +95,8 @@ def _warm_governance(model_version, size: int | None = None) -> None:
     from stackgan_django import provenance
     from stackgan_django.governance import current_policies
 
-    try:  # the task's own loader, so the warm-up reads the index exactly as requests will
-        from stackgan_django.tasks import _near_copy_index
-        near_copies = _near_copy_index(model_version)
-    except ImportError:
-        near_copies = None
+    loader = near_copy_index_loader()
+    near_copies = loader(model_version) if loader is not None else None
     size = size or _output_size(model_version)
     image = Image.new("RGB", (size, size), (200, 180, 160))
     policies = current_policies()
@@ -112,6 +109,19 @@ def _warm_governance(model_version, size: int | None = None) -> None:
     png = provenance.embed_mark_and_xmp(image, 1)
     signed = provenance.sign_generated(png, model_version=model_version, request=request, decisions=[], mark_id=1)
     provenance.verify_bytes(signed)
+
+
+def near_copy_index_loader():
+    """The worker's own loader of a model's training-image index (the services' once the workflow
+    package has it, the task module's before), so the warm-up reads it exactly as requests will."""
+    from stackgan_django import services
+
+    loader = getattr(services, "near_copy_index", None)
+    if loader is None:
+        from stackgan_django import tasks
+
+        loader = getattr(tasks, "_near_copy_index", None)
+    return loader
 
 
 def _output_size(model_version) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,12 +18,8 @@ from stackgan_django.provenance import embed_mark_and_xmp, manifests, sign_gener
 KEY = b"test-key-0123456789abcdef0123456"
 
 
-class FakeModelVersion:
-    name, pk, checkpoint_sha256, lineage, trained = "tiny", 1, "0" * 64, {}, True
-
-
-class FakeRequest:
-    caption, public_id, requested_by_id, purpose, policy_version = "a red apple", "req-1", None, "editorial", "v1"
+# The request's fields that go into a manifest (a stored GenerationRequest has them all).
+REQUEST = SimpleNamespace(caption="a red apple", public_id="req-1", requested_by_id=None, purpose="editorial", policy_version="v1")
 
 
 def drawing(seed: int, size: int = 256) -> Image.Image:
@@ -35,9 +32,9 @@ def drawing(seed: int, size: int = 256) -> Image.Image:
     return image
 
 
-def stamp(image: Image.Image, mark_id: int) -> bytes:
+def stamp(image: Image.Image, mark_id: int, model_version) -> bytes:
     png = embed_mark_and_xmp(image, mark_id)
-    return sign_generated(png, model_version=FakeModelVersion(), request=FakeRequest(), decisions=[], mark_id=mark_id)
+    return sign_generated(png, model_version=model_version, request=REQUEST, decisions=[], mark_id=mark_id)
 
 
 def active_manifest(data: bytes) -> dict:
@@ -70,8 +67,8 @@ def test_embed_array_refuses_what_is_not_rgb_bytes(bad):
         watermark.embed_array(bad, 1, KEY)
 
 
-def test_signed_file_carries_our_thumbnail_and_verifies_as_before(db):
-    signed = stamp(drawing(2), 777)
+def test_signed_file_carries_our_thumbnail_and_verifies_as_before(active_model):
+    signed = stamp(drawing(2), 777, active_model)
     manifest = active_manifest(signed)
     assert manifest["thumbnail"]["format"] == "image/jpeg"
     in_process = verify_bytes(signed).to_dict()
@@ -82,8 +79,8 @@ def test_signed_file_carries_our_thumbnail_and_verifies_as_before(db):
     assert from_bytes["watermark"]["mark_id"] == 777
 
 
-def test_the_kept_pixels_never_vouch_for_changed_bytes(db):
-    signed = stamp(drawing(3), 4242)
+def test_the_kept_pixels_never_vouch_for_changed_bytes(active_model):
+    signed = stamp(drawing(3), 4242, active_model)
     # Change the pixels and re-encode: a different file with the manifest gone; another file whose
     # pixels differ but whose bytes were never written here must be decoded, not looked up.
     changed = Image.open(io.BytesIO(signed)).convert("RGB")
@@ -99,8 +96,8 @@ def test_the_kept_pixels_never_vouch_for_changed_bytes(db):
     assert verify_bytes(bytes(tampered)).state == "Invalid"
 
 
-def test_review_signature_gets_a_thumbnail_from_the_stored_file(db):
-    signed = stamp(drawing(4), 99)
+def test_review_signature_gets_a_thumbnail_from_the_stored_file(active_model):
+    signed = stamp(drawing(4), 99, active_model)
     manifests.reset_cache()  # the reviewer's process never saw the pixels
     approved = sign_review(signed, asset_public_id="a-1", decision="approve", reviewer="rev", note="ok")
     assert active_manifest(approved)["thumbnail"]["format"] == "image/jpeg"
