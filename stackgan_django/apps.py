@@ -16,3 +16,8 @@ class StackGANConfig(AppConfig):
         from stackgan_django.throttling import connect_signals as connect_throttle_signals
 
         connect_throttle_signals()
+        # Speed (issue 16): each worker process loads and warms the active model when it starts, so
+        # the first request costs what the others cost.
+        from stackgan_django.worker_start import connect_worker_warm_up
+
+        connect_worker_warm_up()

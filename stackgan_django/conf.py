@@ -19,7 +19,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
     # Where the pluggable generator lives; it must offer load(model_version) -> object with generate().
-    "GENERATOR_BACKEND": "stackgan_django.generation.PipelineBackend",
+    # The optimised generator (batch norm folded, phase up-sampling, channels-last), checked against
+    # the eager network when it loads; "stackgan_django.generation.PipelineBackend" runs it as trained.
+    "GENERATOR_BACKEND": "stackgan_django.fast_backend.OptimisedPipelineBackend",
     # "cuda", "cuda:1", "cpu", or None for CUDA when present.
     "DEVICE": None,
     # A local transformers folder; None = the packaged all-MiniLM-L6-v2.
