@@ -191,7 +191,10 @@ def subprocess_env(database: str, broker: str, media: Path, signing: Path, stack
         "STACKGAN_VAR_DIR": str(media.parent / "worker-var"),
         "STACKGAN_MAINTENANCE_QUEUE": maintenance_queue,
         "STACKGAN_MAINTENANCE_INTERVAL": "1",
-        "FAULT_STACKGAN": json.dumps({**stackgan, "SIGNER_OPTIONS": {"folder": str(signing)}}),
+        # Generated files go to the app's private storage (STACKGAN["STORAGE"]), not Django's default one.
+        "FAULT_STACKGAN": json.dumps({**stackgan, "SIGNER_OPTIONS": {"folder": str(signing)},
+                                      "STORAGE": storage_backend or "django.core.files.storage.FileSystemStorage",
+                                      "STORAGE_OPTIONS": {"location": str(media), **(storage_options or {})}}),
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         **(extra or {}),

@@ -101,10 +101,9 @@ def fault_site(transactional_db, settings, fault_dirs, fault_redis, media_in_tmp
     fault_dirs.failures.write_text("0")
     fault_dirs.hold.unlink(missing_ok=True)
     fault_dirs.hold.with_name("hold.started").unlink(missing_ok=True)
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "tests.faults.FailingStorage",
-        "OPTIONS": {"location": str(fault_dirs.media), "failures_file": str(fault_dirs.failures)}}}
-    settings.STACKGAN = {**settings.STACKGAN, "QUEUE": GPU_QUEUE, "LEASE_SECONDS": LEASE_SECONDS}
+    settings.STACKGAN = {**settings.STACKGAN, "QUEUE": GPU_QUEUE, "LEASE_SECONDS": LEASE_SECONDS,
+                         "STORAGE": "tests.faults.FailingStorage",
+                         "STORAGE_OPTIONS": {"location": str(fault_dirs.media), "failures_file": str(fault_dirs.failures)}}
     with celery_broker(fault_redis.url):
         yield
     fault_dirs.hold.unlink(missing_ok=True)  # never leave a worker held for the next test

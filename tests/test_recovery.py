@@ -135,8 +135,8 @@ def test_failed_storage_writes_leave_no_file_and_a_retry_overwrites_its_own(db, 
     media = tmp_path / "faulty-media"
     failures = tmp_path / "failures"
     failures.write_text("1 1")  # the first write succeeds, the second fails half-written: a disk filling up
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "tests.faults.FailingStorage", "OPTIONS": {"location": str(media), "failures_file": str(failures)}}}
+    settings.STACKGAN = {**settings.STACKGAN, "STORAGE": "tests.faults.FailingStorage",
+                         "STORAGE_OPTIONS": {"location": str(media), "failures_file": str(failures)}}
     request = services.submit_request(caption="a red apple", num_images=2)
     started = services.start_request(request.pk)
     with pytest.raises(OSError, match="No space left"):
@@ -161,7 +161,7 @@ def test_a_request_that_fails_for_good_leaves_no_unowned_file(db, active_model, 
     settings.STACKGAN = {**settings.STACKGAN, "MAX_ATTEMPTS": 1}
     request = services.submit_request(caption="a red apple", num_images=2)
     services.start_request(request.pk)
-    media = Path(settings.MEDIA_ROOT)
+    media = Path(settings.STACKGAN["STORAGE_OPTIONS"]["location"])  # the private storage of this test
     leftover = media / services.asset_file_name(request, 1)
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half an image")
@@ -173,7 +173,7 @@ def test_a_request_that_fails_for_good_leaves_no_unowned_file(db, active_model, 
 
 
 def test_check_storage_lists_orphans_and_missing_files_and_deletes_orphans(db, active_model, no_broker, settings):
-    media = Path(settings.MEDIA_ROOT)
+    media = Path(settings.STACKGAN["STORAGE_OPTIONS"]["location"])  # the private storage of this test
     request = services.submit_request(caption="a red apple", num_images=2)
     started = services.start_request(request.pk)
     kept, lost = services.finish_request(request.pk, [fake_signed_output(0), fake_signed_output(1)], 0.1,
