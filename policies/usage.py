@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.decisions import Decision, Outcome, Verdict
-from policies.normalize import NormalisedText, normalise, term_pattern
+from policies.normalize import NormalisedText, limit_runs, normalise, term_pattern
+from policies.semantic import SemanticLayer
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
 PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{7,20}\d(?!\w)")
@@ -68,6 +69,19 @@ def _valid_iban_prefix(match: re.Match) -> Span | None:
     return None
 
 
+def _is_evasion(quoted: str, terms: tuple[str, ...]) -> bool:
+    """Whether a matched stretch differs from every term as normally written (case aside)."""
+    plain = " ".join(quoted.casefold().split())
+    for term in terms:
+        base = term.casefold()
+        if plain == base or any(plain == base + suffix for suffix in ("s", "es", "ed", "ing", "d")):
+            return False
+        # Hyphen or space, as people write compounds either way ("self-harm", "self harm").
+        if plain.replace("-", " ") == base.replace("-", " "):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class TermRule:
     rule_id: str
@@ -89,8 +103,10 @@ class UsageContext:
 
 
 class UsagePolicy:
-    def __init__(self, config: dict[str, Any], version: str):
+    def __init__(self, config: dict[str, Any], version: str, semantic: SemanticLayer | None = None):
         self.version = version
+        # The meaning of the caption, beside its words (semantic.toml); None: word rules only.
+        self.semantic = semantic
         limits = config.get("limits", {})
         self.max_chars = int(limits.get("max_chars", 500))
         self.min_letters = int(limits.get("min_letters", 2))
@@ -141,7 +157,7 @@ class UsagePolicy:
         verdict.decisions.extend(self._check_form(caption))
         if verdict.denied:
             return verdict
-        normalised = normalise(caption)
+        normalised = limit_runs(normalise(caption))
         for rule in self.term_rules + self.name_rules:
             decision = self._match(rule, caption, normalised)
             if decision:
@@ -149,6 +165,10 @@ class UsagePolicy:
         verdict.decisions.extend(self._check_personal_data(caption))
         verdict.decisions.extend(self._check_purpose(context.purpose))
         verdict.decisions.extend(self._check_quotas(context))
+        # Last, as it is the costly check: a caption the word rules already refuse cannot be refused
+        # more, and the editor already has the reason.
+        if self.semantic is not None and not verdict.denied:
+            verdict.decisions.extend(self.semantic.check(caption))
         return verdict
 
     def _check_form(self, caption: str) -> list[Decision]:
@@ -175,8 +195,14 @@ class UsagePolicy:
         if match is None:
             return None
         start, end, quoted = normalised.original_span(caption, match.start(), match.end())
-        return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)",
-                        {"category": rule.category, "span": [start, end], "matched": quoted})
+        evidence = {"category": rule.category, "span": [start, end], "matched": quoted}
+        if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and _is_evasion(quoted, rule.terms):
+            # A word that only asks for review when written plainly ("sex on the beach") is refused
+            # when it is disguised ("s.e.x", "$ex", look-alike letters): nobody hides a harmless word.
+            return Decision(Outcome.DENY, f"{rule.rule_id}.evasion",
+                            f"{rule.message.split(';')[0]}, spelled to get past the filter (matched “{quoted}”). "
+                            "Write it plainly if the caption is harmless.", {**evidence, "evasion": True})
+        return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)", evidence)
 
     def _check_personal_data(self, caption: str) -> list[Decision]:
         text = unicodedata.normalize("NFKC", caption)
