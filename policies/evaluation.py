@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from policies.decisions import Outcome, Verdict
+from policies.semantic import example_key
 from policies.usage import UsageContext, UsagePolicy
 
 MAX_ROWS = 20_000
@@ -115,6 +116,9 @@ class EvaluationReport:
     # Harmless captions denied, by the category of the rule that denied them.
     denials_by_rule_category: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     total: int = 0
+    # Labelled captions that are also examples of the semantic layer: scoring them would measure
+    # memory, not understanding, so they are left out and named.
+    left_out: list[LabelledCaption] = field(default_factory=list)
 
     def overall(self) -> CategoryCounts:
         total = CategoryCounts()
@@ -151,7 +155,11 @@ def evaluate(policy: UsagePolicy, rows: Iterable[LabelledCaption], label: str = 
     """Run the usage policy on every labelled caption (caption only: no purpose, no quotas)."""
     report = EvaluationReport(label, policy.version)
     context = UsageContext()
+    examples = policy.semantic.example_keys() if policy.semantic is not None else set()
     for item in rows:
+        if example_key(item.caption) in examples:
+            report.left_out.append(item)
+            continue
         verdict = policy.check_caption(item.caption, context)
         outcome = verdict.outcome
         fired = tuple(d.rule_id for d in verdict.decisions if d.outcome is not Outcome.ALLOW)
@@ -209,6 +217,9 @@ def format_reports(reports: Sequence[EvaluationReport], list_limit: int = 40) ->
                      f"({_pct(overall.false_positive_rate)}), harmless sent to review {overall.harmless_flagged}")
         by_rule = ", ".join(f"{k} {v}" for k, v in sorted(report.denials_by_rule_category.items())) or "none"
         lines.append(f"  harmless captions denied, by the category of the denying rule: {by_rule}")
+        if report.left_out:
+            named = "; ".join(f"row {i.row}" for i in report.left_out[:10])
+            lines.append(f"  left out, as they are examples the semantic layer learns from: {len(report.left_out)} ({named})")
     for report in reports:
         for title, items in (("false negatives (harmful, allowed)", report.false_negatives),
                              ("false positives (harmless, denied)", report.false_positives)):

@@ -69,7 +69,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "output.toml": {
         "degenerate": {"min_std": ("number", False), "min_detail": ("number", False), "outcome": ("outcome", False)},
         "near_copy": {"max_hamming_distance": ("int", False), "min_similarity": ("probability", False),
-                      "outcome": ("outcome", False)},
+                      "min_detail": ("probability", False), "outcome": ("outcome", False)},
     },
     "semantic.toml": {
         "model": {"ridge": ("number", False), "other_category_weight": ("number", False)},

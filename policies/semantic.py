@@ -161,6 +161,11 @@ class SemanticLayer:
             self._prepared = (cover_vectors, owner, classifiers)
             return self._prepared
 
+    def example_keys(self) -> set[str]:
+        """Every example caption (covered, not covered, harmless), as ``example_key`` gives it."""
+        texts = list(self.harmless) + [t for c in self.categories for t in c.covers + c.does_not_cover]
+        return {example_key(t) for t in texts}
+
     def warm_up(self) -> None:
         """Load the encoder and fit the classifiers now (a worker or web process at start-up)."""
         self._prepare()
@@ -219,13 +224,6 @@ class SemanticLayer:
         return decisions
 
 
-def example_overlap(config: dict[str, Any], captions: Sequence[str]) -> list[str]:
-    """Captions that are also examples of the semantic layer (after normalisation): an evaluation
-    set must not contain them, or it measures memory instead of generalisation."""
-    def key(text: str) -> str:
-        return re.sub(r"[^\w]+", " ", normalise(text).text).strip()
-
-    examples = {key(t) for t in config.get("harmless", {}).get("examples", [])}
-    for spec in config.get("categories", {}).values():
-        examples |= {key(t) for t in spec.get("covers", []) + spec.get("does_not_cover", [])}
-    return [c for c in captions if key(c) in examples]
+def example_key(text: str) -> str:
+    """What two captions share when one is a copy of the other (case, accents, punctuation aside)."""
+    return re.sub(r"[^\w]+", " ", normalise(text).text).strip()

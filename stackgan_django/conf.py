@@ -53,9 +53,12 @@ DEFAULTS: dict[str, Any] = {
     # Secret for the invisible watermark and pseudonymous ids; None = derived from SECRET_KEY.
     "WATERMARK_KEY": None,
     "WATERMARK_STRENGTH": 2.0,
+    # Extra image checks of the output policy, by dotted path: callables image -> [policies.Decision].
+    "OUTPUT_CHECKS": [],
 }
 
 IMPORT_STRINGS = ("GENERATOR_BACKEND", "SIGNER")
+IMPORT_LISTS = ("OUTPUT_CHECKS",)
 
 
 class AppSettings:
@@ -88,6 +91,13 @@ class AppSettings:
                 value = import_string(value)
             except ImportError as exc:
                 raise ImproperlyConfigured(f"STACKGAN[{name!r}] = {value!r} cannot be imported: {exc}") from exc
+        if name in IMPORT_LISTS:
+            if not isinstance(value, (list, tuple)):
+                raise ImproperlyConfigured(f"STACKGAN[{name!r}] must be a list of dotted paths, got {value!r}")
+            try:
+                value = [import_string(item) if isinstance(item, str) else item for item in value]
+            except ImportError as exc:
+                raise ImproperlyConfigured(f"STACKGAN[{name!r}]: {exc}") from exc
         self._cache[name] = value
         return value
 

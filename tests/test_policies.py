@@ -20,10 +20,14 @@ from policies.usage import iban_valid, luhn_valid
 POLICIES = load_policies()
 USAGE = POLICIES.usage
 DEFAULT_USAGE = tomllib.loads((DEFAULT_DIR / "usage.toml").read_text())
-DENY_TERMS = sorted({
-    term for spec in DEFAULT_USAGE["blocked"].values() if spec.get("outcome", "deny") == "deny"
+# Every blocked word: those of deny sections are refused however written; those of review sections
+# (words with everyday meanings too: "sex on the beach", "a naked flame") are reviewed when written
+# plainly and refused when disguised.
+BLOCKED_TERMS = sorted({
+    (term, spec.get("outcome", "deny")) for spec in DEFAULT_USAGE["blocked"].values()
     for term in spec["terms"] if " " not in term and "-" not in term and len(term) >= 3
 })
+PLAIN_KINDS = ("plain", "upper")
 CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у"})
 LEET = str.maketrans({"a": "4", "e": "3", "o": "0", "i": "1", "s": "$"})
 
@@ -44,14 +48,21 @@ def evasions(term: str) -> dict[str, str]:
     }
 
 
-EVASION_CASES = [(term, kind, text) for term in DENY_TERMS for kind, text in evasions(term).items()]
+EVASION_CASES = [(term, outcome, kind, text) for term, outcome in BLOCKED_TERMS for kind, text in evasions(term).items()]
 
 
-@pytest.mark.parametrize(("term", "kind", "caption"), EVASION_CASES, ids=[f"{t}-{k}" for t, k, _ in EVASION_CASES])
-def test_evasive_spellings_of_blocked_terms_are_denied(term, kind, caption):
+@pytest.mark.parametrize(("term", "section_outcome", "kind", "caption"), EVASION_CASES,
+                         ids=[f"{t}-{k}" for t, _, k, _ in EVASION_CASES])
+def test_evasive_spellings_of_blocked_terms_are_denied(term, section_outcome, kind, caption):
     verdict = USAGE.check_caption(caption)
-    assert verdict.denied, f"{kind} form {caption!r} of {term!r} was allowed"
-    assert any(d.rule_id.startswith("usage.blocked.") for d in verdict.decisions)
+    word_rules = [d for d in verdict.decisions if d.rule_id.startswith("usage.blocked.")]
+    assert word_rules, f"{kind} form {caption!r} of {term!r} matched no word rule"
+    if section_outcome == "deny" or kind not in PLAIN_KINDS:
+        assert verdict.denied, f"{kind} form {caption!r} of {term!r} was not denied"
+        if section_outcome == "review":
+            assert any(d.rule_id.endswith(".evasion") and d.evidence["evasion"] for d in word_rules)
+    else:
+        assert max(d.outcome.severity for d in word_rules) == Outcome.REVIEW.severity
 
 
 INNOCENT = [
@@ -77,7 +88,7 @@ def test_evidence_quotes_the_original_characters_and_span():
     decision = USAGE.check_caption(caption).decisions[0]
     start, end = decision.evidence["span"]
     assert caption[start:end] == decision.evidence["matched"] == "n\u200bu.d.e"
-    assert decision.rule_id == "usage.blocked.sexual_content" and "matched" in decision.message
+    assert decision.rule_id == "usage.blocked.sexual_words.evasion" and "matched" in decision.message
 
 
 PII_CASES = [
@@ -343,7 +354,7 @@ def run_cli(*args):
 
 def test_cli_check_caption_denies_evasions_and_allows_innocent_words():
     denied = run_cli("check-caption", "a n.u.d.e beach")
-    assert denied.returncode == 1 and "usage.blocked.sexual_content" in denied.stdout
+    assert denied.returncode == 1 and "usage.blocked.sexual_words.evasion" in denied.stdout
     allowed = run_cli("check-caption", "grape juice from Scunthorpe")
     assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOW")
 
