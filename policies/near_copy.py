@@ -72,13 +72,18 @@ def grey_thumbnail(image: Image.Image | np.ndarray, size: int = DETAIL) -> np.nd
     return np.asarray(as_rgb(image).convert("L").resize((size, size), Image.Resampling.BOX), dtype=np.float32)
 
 
-def _high_pass(grey: np.ndarray) -> np.ndarray:
-    """The image less its 3x3 average: edges and small features, without the large flat shapes
-    (a disc, a background) that every emoji face shares."""
+def _box3(grey: np.ndarray) -> np.ndarray:
     padded = np.pad(grey, 1, mode="edge")
     h, w = grey.shape
-    blurred = sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
-    return grey - blurred
+    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def _high_pass(grey: np.ndarray) -> np.ndarray:
+    """A band of fine features (a difference of blurs): eyes, mouths, emblems, without the large
+    flat shapes (a disc, a background) that every emoji face shares, and without the finest,
+    one-cell detail that resampling and a sub-cell shift change."""
+    fine = _box3(grey)
+    return fine - _box3(_box3(fine))
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,16 +125,6 @@ class NearCopyIndex:
         floats = self.thumbnails.astype(np.float32)
         coarse = floats.reshape(len(names), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
         self._coarse = _centre(coarse).reshape(len(names), -1)
-        # Each training image on a canvas MAX_OFFSET cells wider on every side, white as the fill of a
-        # shifted image; every placement of a query on it is one offset of the search. Its spectrum
-        # and integral images are computed once here, not per query.
-        pad = MAX_OFFSET
-        canvas = np.pad(floats, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=255.0)
-        canvas = canvas.transpose(0, 3, 1, 2).astype(np.float64)  # (N, 3, S, S)
-        self._side = canvas.shape[-1]
-        self._spectrum = np.fft.rfft2(canvas).astype(np.complex64)
-        self._integral = np.pad(canvas.cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
-        self._integral_sq = np.pad((canvas * canvas).cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -208,9 +203,17 @@ class NearCopyIndex:
             query = _centre(thumbnail(variant, COARSE)[None])[0].reshape(-1)
             coarse_scores = np.maximum(coarse_scores, self._coarse @ query)
         top = np.sort(np.argsort(-coarse_scores)[: min(CANDIDATES, len(self.names))])
-        pad, side = MAX_OFFSET, self._side
-        spectrum = self._spectrum[top]
-        integral, integral_sq = self._integral[top], self._integral_sq[top]
+        # The candidates on a canvas MAX_OFFSET cells wider on every side, white as the fill of a
+        # shifted image; every placement of the query on it is one offset of the search. Done per
+        # query for the few candidates only, so a worker holds just the thumbnails in memory.
+        pad = MAX_OFFSET
+        canvas = np.pad(self.thumbnails[top].astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                        constant_values=255.0).transpose(0, 3, 1, 2)  # (K, 3, S, S)
+        side = canvas.shape[-1]
+        spectrum = np.fft.rfft2(canvas).astype(np.complex64)
+        # Integral images give every window's sum and sum of squares at once.
+        integral = np.pad(canvas.cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
+        integral_sq = np.pad((canvas * canvas).cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
         # Per candidate, its best alignment: (score, mirrored, size, x, y) on the padded grid.
         aligned: dict[int, tuple[float, bool, int, int, int]] = {}
         for mirrored, variant in variants:
@@ -240,23 +243,44 @@ class NearCopyIndex:
             return None
         best: NearCopyMatch | None = None
         for k, (score, mirrored, size, x, y) in sorted(aligned.items(), key=lambda item: -item[1][0])[:VERIFIED]:
-            detail = self._verify(variants[int(mirrored)][1], int(top[k]), size, x, y)
+            variant = variants[int(mirrored)][1]
+            detail, fine, fine_left, fine_top = self._verify(variant, int(top[k]), size, x, y)
+            # The colour layout again, at the finer alignment found by the verification.
+            score = max(score, self._colour_at(variant, int(top[k]), fine / 2, fine_left / 2, fine_top / 2))
             if best is None or score + detail > best.similarity + best.detail:
                 best = NearCopyMatch(self.names[int(top[k])], score, detail, mirrored, GRID / size, (x - pad, y - pad))
         return best
 
-    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int) -> float:
-        """High-pass correlation on the 64-cell grey thumbnail around the alignment found at 32."""
+    def _colour_at(self, image: Image.Image, item: int, size: float, left: float, top: float) -> float:
+        """Colour correlation with the image covering the padded 32-cell canvas from (left, top),
+        size x size cells (fractions allowed): the query is resampled onto the whole cells it covers."""
+        first_x, first_y = int(np.ceil(left - 1e-6)), int(np.ceil(top - 1e-6))
+        last_x, last_y = int(np.floor(left + size + 1e-6)), int(np.floor(top + size + 1e-6))
+        if last_x - first_x < GRID * 0.75 or last_y - first_y < GRID * 0.75:
+            return -1.0
+        width, height = image.size
+        box = ((first_x - left) / size * width, (first_y - top) / size * height,
+               (last_x - left) / size * width, (last_y - top) / size * height)
+        query = np.asarray(image.resize((last_x - first_x, last_y - first_y), Image.Resampling.BOX, box=box),
+                           dtype=np.float32)
+        pad = MAX_OFFSET
+        canvas = np.pad(self.thumbnails[item].astype(np.float32), ((pad, pad), (pad, pad), (0, 0)), constant_values=255.0)
+        window = canvas[first_y:last_y, first_x:last_x]
+        return float((_centre(query[None])[0] * _centre(window[None])[0]).sum())
+
+    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int) -> tuple[float, int, int, int]:
+        """Band-pass correlation on the 64-cell grey thumbnail around the alignment found at 32; with
+        the best size and top-left corner on the padded 64-cell canvas."""
         scale = DETAIL // GRID
         pad = MAX_OFFSET * scale
         canvas = _high_pass(np.pad(self.details[item].astype(np.float32), pad, constant_values=255.0))
-        best = -1.0
+        best, where = -1.0, (size * scale, x * scale, y * scale)
         for fine in range(size * scale - REFINE, size * scale + REFINE + 1):
             if fine < 8:
                 continue
-            # The outer ring is left out: there the 3x3 average sees the query's edge but the
+            # The outer two rings are left out: there the blurs see the query's edge but the
             # canvas's neighbours, which differ for anything touching the border.
-            query = _high_pass(grey_thumbnail(image, fine))[1:-1, 1:-1]
+            query = _high_pass(grey_thumbnail(image, fine))[2:-2, 2:-2]
             centre_x = x * scale + (size * scale - fine) / 2
             centre_y = y * scale + (size * scale - fine) / 2
             for dy in range(-REFINE, REFINE + 1):
@@ -264,8 +288,10 @@ class NearCopyIndex:
                     top, left = int(round(centre_y)) + dy, int(round(centre_x)) + dx
                     if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
                         continue
-                    best = max(best, _correlation(query, canvas[top + 1 : top + fine - 1, left + 1 : left + fine - 1]))
-        return best
+                    score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
+                    if score > best:
+                        best, where = score, (fine, left, top)
+        return (best, *where)
 
 
 def _window_sums(integral: np.ndarray, size: int, span: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.decisions import Decision, Outcome, Verdict
-from policies.normalize import NormalisedText, limit_runs, normalise, term_pattern
+from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, term_pattern
 from policies.semantic import SemanticLayer
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
@@ -196,7 +196,11 @@ class UsagePolicy:
             return None
         start, end, quoted = normalised.original_span(caption, match.start(), match.end())
         evidence = {"category": rule.category, "span": [start, end], "matched": quoted}
-        if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and _is_evasion(quoted, rule.terms):
+        # Invisible characters right around the word (a bidi override that shows it reversed) are a
+        # disguise too, though they fall outside the matched span.
+        hidden = any(c in INVISIBLE for c in caption[max(start - 1, 0) : end + 1])
+        if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and (
+                hidden or _is_evasion(quoted, rule.terms)):
             # A word that only asks for review when written plainly ("sex on the beach") is refused
             # when it is disguised ("s.e.x", "$ex", look-alike letters): nobody hides a harmless word.
             return Decision(Outcome.DENY, f"{rule.rule_id}.evasion",
