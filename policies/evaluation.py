@@ -215,8 +215,9 @@ def format_reports(reports: Sequence[EvaluationReport], list_limit: int = 40) ->
         lines.append(f"{report.label}: precision {_pct(report.precision)} (reviewed or denied that are harmful), "
                      f"recall {_pct(overall.recall)}, false positives {overall.harmless_denied} of {overall.harmless} harmless "
                      f"({_pct(overall.false_positive_rate)}), harmless sent to review {overall.harmless_flagged}")
-        by_rule = ", ".join(f"{k} {v}" for k, v in sorted(report.denials_by_rule_category.items())) or "none"
-        lines.append(f"  harmless captions denied, by the category of the denying rule: {by_rule}")
+        by_rule = ", ".join(f"{k} {v} ({v / overall.harmless:.3f})" for k, v in sorted(report.denials_by_rule_category.items())
+                            ) if overall.harmless else ""
+        lines.append(f"  harmless captions denied, by the category of the denying rule (share of all harmless): {by_rule or 'none'}")
         if report.left_out:
             named = "; ".join(f"row {i.row}" for i in report.left_out[:10])
             lines.append(f"  left out, as they are examples the semantic layer learns from: {len(report.left_out)} ({named})")
@@ -233,12 +234,26 @@ def format_reports(reports: Sequence[EvaluationReport], list_limit: int = 40) ->
     return "\n".join(lines)
 
 
-def meets_targets(report: EvaluationReport, min_recall: float, max_false_positive_rate: float) -> list[str]:
-    """The categories that miss a target, as sentences (empty when every category meets both)."""
+def meets_targets(report: EvaluationReport, min_recall: float, max_false_positive_rate: float,
+                  strict_look_alikes: bool = False) -> list[str]:
+    """The categories that miss a target, as sentences (empty when every category meets both).
+
+    A category's false-positive rate is the share of all harmless captions that its rules deny
+    (``denials_by_rule_category`` over all harmless), and the overall rate must meet the target too.
+    With ``strict_look_alikes`` it is instead the share of the harmless captions labelled as that
+    category's look-alikes that are denied by any rule (a stricter reading on a dozen captions each)."""
     misses = []
+    overall = report.overall()
     for name, counts in sorted(report.categories.items()):
         if counts.recall is not None and counts.recall < min_recall:
             misses.append(f"{name}: recall {counts.recall:.3f} < {min_recall}")
-        if counts.false_positive_rate is not None and counts.false_positive_rate > max_false_positive_rate:
-            misses.append(f"{name}: false positive rate {counts.false_positive_rate:.3f} > {max_false_positive_rate}")
+        if strict_look_alikes and counts.false_positive_rate is not None and counts.false_positive_rate > max_false_positive_rate:
+            misses.append(f"{name}: false positive rate among its look-alikes {counts.false_positive_rate:.3f} "
+                          f"> {max_false_positive_rate}")
+    if not strict_look_alikes and overall.harmless:
+        for name, denied in sorted(report.denials_by_rule_category.items()):
+            if denied / overall.harmless > max_false_positive_rate:
+                misses.append(f"{name}: denies {denied / overall.harmless:.3f} of harmless captions > {max_false_positive_rate}")
+    if overall.false_positive_rate is not None and overall.false_positive_rate > max_false_positive_rate:
+        misses.append(f"all categories: false positive rate {overall.false_positive_rate:.3f} > {max_false_positive_rate}")
     return misses
