@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from policies.data import DatasetVerdict
 from policies.decisions import Verdict
 from policies.loader import PolicyError, load_policies
-from policies.output import NearCopyIndex
+from policies.near_copy import NearCopyIndex, NearCopyIndexError
 from policies.usage import UsageContext
 
 
@@ -150,13 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with Image.open(args.file) as handle:
                 picture = handle.convert("RGB")
-            index = None
-            if args.near_copy_index:
-                with open(args.near_copy_index) as f:
-                    index = NearCopyIndex.from_json(json.load(f))
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
             return 2
+        index = None
+        if args.near_copy_index:
+            try:
+                index = NearCopyIndex.load(args.near_copy_index)
+            except NearCopyIndexError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            if index is None:
+                print(f"error: no near-copy index at {args.near_copy_index}", file=sys.stderr)
+                return 2
         verdict = policies.output.check_image(picture, index)
     print_verdict(verdict, args.json)
     return 1 if verdict.denied else 0

@@ -268,29 +268,41 @@ class NearCopyIndex:
         window = canvas[first_y:last_y, first_x:last_x]
         return float((_centre(query[None])[0] * _centre(window[None])[0]).sum())
 
-    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int) -> tuple[float, int, int, int]:
+    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int) -> tuple[float, int, float, float]:
         """Band-pass correlation on the 64-cell grey thumbnail around the alignment found at 32; with
         the best size and top-left corner on the padded 64-cell canvas."""
         scale = DETAIL // GRID
         pad = MAX_OFFSET * scale
         canvas = _high_pass(np.pad(self.details[item].astype(np.float32), pad, constant_values=255.0))
-        best, where = -1.0, (size * scale, x * scale, y * scale)
+        best, where = -1.0, (size * scale, float(x * scale), float(y * scale))
+        width, height = image.size
+        # A margin so that a box half a cell off stays inside the image (PIL requires it); the outer
+        # rings it affects are not compared.
+        margin = int(np.ceil(width / 8))
+        grey = Image.new("L", (width + 2 * margin, height + 2 * margin), 255)
+        grey.paste(image.convert("L"), (margin, margin))
         for fine in range(size * scale - REFINE, size * scale + REFINE + 1):
             if fine < 8:
                 continue
-            # The outer two rings are left out: there the blurs see the query's edge but the
-            # canvas's neighbours, which differ for anything touching the border.
-            query = _high_pass(grey_thumbnail(image, fine))[2:-2, 2:-2]
             centre_x = x * scale + (size * scale - fine) / 2
             centre_y = y * scale + (size * scale - fine) / 2
-            for dy in range(-REFINE, REFINE + 1):
-                for dx in range(-REFINE, REFINE + 1):
-                    top, left = int(round(centre_y)) + dy, int(round(centre_x)) + dx
-                    if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
-                        continue
-                    score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
-                    if score > best:
-                        best, where = score, (fine, left, top)
+            # Whole cells of 64 and half cells: the query resampled half a cell off, so that an edit
+            # that moved the image by a fraction of a cell still lines up.
+            for phase_x, phase_y in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
+                step_x, step_y = phase_x * width / fine, phase_y * height / fine
+                resampled = grey.resize((fine, fine), Image.Resampling.BOX,
+                                          box=(margin + step_x, margin + step_y, margin + width + step_x, margin + height + step_y))
+                # The outer two rings are left out: there the blurs see the query's edge but the
+                # canvas's neighbours, which differ for anything touching the border.
+                query = _high_pass(np.asarray(resampled, dtype=np.float32))[2:-2, 2:-2]
+                for dy in range(-REFINE, REFINE + 1):
+                    for dx in range(-REFINE, REFINE + 1):
+                        top, left = int(round(centre_y)) + dy, int(round(centre_x)) + dx
+                        if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
+                            continue
+                        score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
+                        if score > best:
+                            best, where = score, (fine, left - phase_x, top - phase_y)
         return (best, *where)
 
 
