@@ -54,12 +54,12 @@ INDEX = NearCopyIndex.build(TRAINING)
 
 @pytest.fixture(scope="module")
 def planted() -> dict[str, list[bool]]:
-    """Each kind of edit applied to 12 training images: caught, and matched to the right image?"""
+    """Each kind of edit applied to 8 training images: caught, and matched to the right image?"""
     rng = np.random.default_rng(7)
     results: dict[str, list[bool]] = {}
     for kind, edit in EDITS.items():
         results[kind] = []
-        for name, image in TRAINING[:12]:
+        for name, image in TRAINING[:8]:
             hit = [d for d in POLICY.check_image(edit(image, rng), INDEX).decisions if d.rule_id == "output.near_copy"]
             results[kind].append(bool(hit) and hit[0].evidence["training_item"] == name)
     return results
@@ -73,11 +73,11 @@ def test_planted_near_copies_are_caught_at_least_95_percent(planted):
 @pytest.mark.parametrize("kind", list(EDITS))
 def test_every_kind_of_small_edit_is_caught_most_of_the_time(planted, kind):
     # The combined edits (shift + brightness + downscale) sit closest to the thresholds.
-    assert sum(planted[kind]) >= 8, f"{kind}: {sum(planted[kind])}/12 caught"
+    assert sum(planted[kind]) >= 6, f"{kind}: {sum(planted[kind])}/8 caught"
 
 
 def test_other_images_of_the_same_kind_are_not_near_copies():
-    alarms = [seed for seed in range(1000, 1060)
+    alarms = [seed for seed in range(1000, 1040)
               if "output.near_copy" in [d.rule_id for d in POLICY.check_image(sticker(seed), INDEX).decisions]]
     assert alarms == []
 
