@@ -40,7 +40,7 @@ CANDIDATES = 24
 # The best few alignments are verified on a finer grey thumbnail, where two similar emoji faces
 # differ (their eyes and mouths are a few cells of 32, a dozen of 64).
 DETAIL = 64
-VERIFIED = 4
+VERIFIED = 2
 REFINE = 2  # cells of 64 searched around the coarse alignment, in position and in size
 
 
@@ -281,28 +281,34 @@ class NearCopyIndex:
         margin = int(np.ceil(width / 8))
         grey = Image.new("L", (width + 2 * margin, height + 2 * margin), 255)
         grey.paste(image.convert("L"), (margin, margin))
-        for fine in range(size * scale - REFINE, size * scale + REFINE + 1):
-            if fine < 8:
-                continue
-            centre_x = x * scale + (size * scale - fine) / 2
-            centre_y = y * scale + (size * scale - fine) / 2
-            # Whole cells of 64 and half cells: the query resampled half a cell off, so that an edit
-            # that moved the image by a fraction of a cell still lines up.
+
+        def query_at(fine: int, phase_x: float, phase_y: float) -> np.ndarray:
+            step_x, step_y = phase_x * width / fine, phase_y * height / fine
+            resampled = grey.resize((fine, fine), Image.Resampling.BOX,
+                                    box=(margin + step_x, margin + step_y, margin + width + step_x, margin + height + step_y))
+            # The outer two rings are left out: there the blurs see the query's edge but the
+            # canvas's neighbours, which differ for anything touching the border.
+            return _high_pass(np.asarray(resampled, dtype=np.float32))[2:-2, 2:-2]
+
+        def search(fine: int, phase_x: float, phase_y: float, positions: Iterable[tuple[int, int]]) -> None:
+            nonlocal best, where
+            query = query_at(fine, phase_x, phase_y)
+            for top, left in positions:
+                if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
+                    continue
+                score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
+                if score > best:
+                    best, where = score, (fine, left - phase_x, top - phase_y)
+
+        # Whole and half cells of 64 around the alignment found at 32, in size and position: the
+        # query resampled half a cell off too, so that an edit that moved the image by a fraction of
+        # a cell still lines up.
+        for fine in range(max(size * scale - REFINE, 8), size * scale + REFINE + 1):
+            centre_x = int(round(x * scale + (size * scale - fine) / 2))
+            centre_y = int(round(y * scale + (size * scale - fine) / 2))
+            positions = [(centre_y + dy, centre_x + dx) for dy in range(-REFINE, REFINE + 1) for dx in range(-REFINE, REFINE + 1)]
             for phase_x, phase_y in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
-                step_x, step_y = phase_x * width / fine, phase_y * height / fine
-                resampled = grey.resize((fine, fine), Image.Resampling.BOX,
-                                          box=(margin + step_x, margin + step_y, margin + width + step_x, margin + height + step_y))
-                # The outer two rings are left out: there the blurs see the query's edge but the
-                # canvas's neighbours, which differ for anything touching the border.
-                query = _high_pass(np.asarray(resampled, dtype=np.float32))[2:-2, 2:-2]
-                for dy in range(-REFINE, REFINE + 1):
-                    for dx in range(-REFINE, REFINE + 1):
-                        top, left = int(round(centre_y)) + dy, int(round(centre_x)) + dx
-                        if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
-                            continue
-                        score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
-                        if score > best:
-                            best, where = score, (fine, left - phase_x, top - phase_y)
+                search(fine, phase_x, phase_y, positions)
         return (best, *where)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class TermRule:
     message: str
     terms: tuple[str, ...]
     pattern: re.Pattern
+    # For a review section: the deny section a disguised spelling is refused under ("s.e.x" is
+    # sexual content, not a word with an everyday meaning); (rule id, message).
+    disguised_as: tuple[str, str] | None = None
 
 
 @dataclass
@@ -111,7 +115,8 @@ class UsagePolicy:
         self.max_chars = int(limits.get("max_chars", 500))
         self.min_letters = int(limits.get("min_letters", 2))
         self.max_words = int(limits.get("max_words", 80))
-        self.term_rules = [self._compile_category(name, spec) for name, spec in config.get("blocked", {}).items()]
+        blocked = config.get("blocked", {})
+        self.term_rules = [self._compile_category(name, spec, blocked) for name, spec in blocked.items()]
         self.name_rules = [self._compile_names(name, spec) for name, spec in config.get("protected", {}).items()]
         pii = config.get("personal_data", {})
         self.pii_outcome = Outcome.parse(pii.get("outcome", "deny"))
@@ -123,10 +128,18 @@ class UsagePolicy:
         self.per_group_per_day = dict(quotas.get("per_group_per_day", {}))
 
     @staticmethod
-    def _compile_category(name: str, spec: dict[str, Any]) -> TermRule:
+    def _compile_category(name: str, spec: dict[str, Any], blocked: dict[str, Any]) -> TermRule:
         default = f"The caption asks for {name.replace('_', ' ')}, which this site does not generate."
-        return UsagePolicy._compile(f"usage.blocked.{name}", name, spec, tuple(spec["terms"]), default,
+        rule = UsagePolicy._compile(f"usage.blocked.{name}", name, spec, tuple(spec["terms"]), default,
                                     spec.get("suffixes", True))
+        target = spec.get("disguised_as")
+        if target:
+            if target not in blocked or blocked[target].get("outcome", "deny") != "deny":
+                raise ValueError(f"usage.toml: [blocked.{name}] disguised_as = {target!r} must name a [blocked] section "
+                                 "whose outcome is deny")
+            target_message = blocked[target].get("message", f"The caption asks for {target.replace('_', ' ')}.")
+            rule = dataclasses.replace(rule, disguised_as=(f"usage.blocked.{target}", target_message))
+        return rule
 
     @staticmethod
     def _compile_names(name: str, spec: dict[str, Any]) -> TermRule:
@@ -203,9 +216,10 @@ class UsagePolicy:
                 hidden or _is_evasion(quoted, rule.terms)):
             # A word that only asks for review when written plainly ("sex on the beach") is refused
             # when it is disguised ("s.e.x", "$ex", look-alike letters): nobody hides a harmless word.
-            return Decision(Outcome.DENY, f"{rule.rule_id}.evasion",
-                            f"{rule.message.split(';')[0]}, spelled to get past the filter (matched “{quoted}”). "
-                            "Write it plainly if the caption is harmless.", {**evidence, "evasion": True})
+            rule_id, message = rule.disguised_as or (f"{rule.rule_id}.evasion", rule.message.split(";")[0] + ".")
+            return Decision(Outcome.DENY, rule_id,
+                            f"{message} The word is spelled to get past the filter (matched “{quoted}”); "
+                            "write it plainly if the caption is harmless.", {**evidence, "evasion": True})
         return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)", evidence)
 
     def _check_personal_data(self, caption: str) -> list[Decision]:
