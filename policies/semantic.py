@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,12 @@ WINDOW_STRIDE = 4
 LONG_CAPTION_WORDS = 12
 # At most this many windows: 80 words (the form limit) give 19; the cap bounds the cost regardless.
 MAX_WINDOWS = 24
+# The encoder's cost grows with tokens. Plain English needs about 1.3 tokens a word, so 500 characters
+# are ~120 tokens; a caption past TOKEN_LIMIT is made of unusual character sequences (the kind
+# written to get past filters) and is refused rather than judged, and the windows of a long caption
+# share a budget. Together they bound the worst caption's cost.
+TOKEN_LIMIT = 200
+WINDOW_TOKEN_BUDGET = 160
 
 
 @dataclass(frozen=True)
@@ -64,17 +70,25 @@ class CategoryScore:
     nearest_example: str
     similarity: float
     judged_text: str
+    whole_score: float  # the caption as a whole, without windows
 
 
-def caption_segments(caption: str) -> list[str]:
-    """The caption itself, plus overlapping windows of words when it is long."""
+def caption_segments(caption: str, count_tokens: Callable[[str], int] | None = None) -> list[str]:
+    """The caption itself, plus overlapping windows of words when it is long (within a token budget
+    when ``count_tokens`` is given)."""
     text = " ".join(normalise(caption).text.split())
     words = text.split()
     segments = [text]
     if len(words) > LONG_CAPTION_WORDS:
+        budget = WINDOW_TOKEN_BUDGET
         starts = range(0, len(words) - WINDOW_WORDS + WINDOW_STRIDE, WINDOW_STRIDE)
         for start in list(starts)[:MAX_WINDOWS]:
-            segments.append(" ".join(words[start : start + WINDOW_WORDS]))
+            window = " ".join(words[start : start + WINDOW_WORDS])
+            if count_tokens is not None:
+                budget -= count_tokens(window)
+                if budget < 0:
+                    break
+            segments.append(window)
     return segments
 
 
@@ -175,7 +189,7 @@ class SemanticLayer:
     def scores(self, caption: str) -> list[CategoryScore]:
         """Per category: the highest score over the caption's segments, with its evidence."""
         cover_vectors, owner, classifiers = self._prepare()
-        segments = caption_segments(caption)
+        segments = caption_segments(caption, self._token_counter())
         vectors = self._embed(segments).astype(np.float64)
         design = np.hstack([vectors, np.ones((len(vectors), 1))])
         similarity = vectors @ cover_vectors.T.astype(np.float64)  # (segments, covers)
@@ -186,8 +200,12 @@ class SemanticLayer:
             own = np.flatnonzero(owner == index)
             nearest = own[int(similarity[best, own].argmax())]
             results.append(CategoryScore(category.name, float(probabilities[best]), self._cover_text(nearest),
-                                         float(similarity[best, nearest]), segments[best]))
+                                         float(similarity[best, nearest]), segments[best], float(probabilities[0])))
         return results
+
+    def _token_counter(self) -> Callable[[str], int] | None:
+        token_ids = getattr(self._embedder, "token_ids", None)
+        return (lambda text: len(token_ids([text])[0])) if token_ids else None
 
     def _cover_text(self, flat_index: int) -> str:
         for category in self.categories:
@@ -201,6 +219,14 @@ class SemanticLayer:
         if not self.categories:
             return []
         try:
+            self._prepare()
+            counter = self._token_counter()
+            tokens = counter(" ".join(normalise(caption).text.split())) if counter else 0
+            if tokens > TOKEN_LIMIT:
+                return [Decision(Outcome.DENY, "usage.semantic.unreadable",
+                                 f"The caption is {tokens} word pieces long for its {len(caption)} characters: too many unusual "
+                                 "character sequences to judge what it means. Write it in plain words.",
+                                 {"tokens": tokens, "limit": TOKEN_LIMIT})]
             scored = self.scores(caption)
         except EncoderUnavailable as exc:
             logger.error("semantic usage policy unavailable: %s", exc)
@@ -212,9 +238,13 @@ class SemanticLayer:
         for result in scored:
             category = by_name[result.category]
             outcome = category.outcome_for(result.score)
+            if outcome is Outcome.DENY and category.outcome_for(result.whole_score) is not Outcome.DENY:
+                # A window of eight words is judged out of context ("boats, seagulls, an
+                # illustration of a"): alone it asks a reviewer, it never refuses the caption.
+                outcome = Outcome.REVIEW
             if outcome is Outcome.ALLOW:
                 continue
-            threshold = category.deny_at if outcome is Outcome.DENY else category.review_at
+            threshold = category.deny_at if outcome is Outcome.DENY else category.review_at or category.deny_at
             decisions.append(Decision(
                 outcome, category.rule_id, f"{category.message} (closest example: “{result.nearest_example}”)",
                 {"category": category.name, "score": round(result.score, 3), "threshold": threshold,

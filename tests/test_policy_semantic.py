@@ -89,8 +89,21 @@ def test_harmful_words_at_the_end_of_a_long_harmless_caption_are_not_averaged_aw
                "flying kites, a picnic blanket, and in the corner a man showing how to build a pipe bomb")
     assert len(caption_segments(caption)) > 1
     verdict = USAGE.check_caption(caption)
-    assert verdict.denied and any(d.evidence.get("judged_text", "") != caption.lower() for d in verdict.decisions
-                                  if d.rule_id.startswith("usage.semantic."))
+    semantic = [d for d in verdict.decisions if d.rule_id.startswith("usage.semantic.")]
+    # Found in a window of words: a reviewer looks at it (a window alone never refuses a caption).
+    assert verdict.outcome is not Outcome.ALLOW and any(d.evidence["judged_text"] != caption.lower() for d in semantic)
+
+
+def test_a_long_harmless_caption_is_not_refused_for_a_window_out_of_context():
+    caption = ("an impressionistic watercolour illustration of a fishing harbour at dawn, wooden boats, seagulls, " * 5)[:500]
+    assert not USAGE.check_caption(caption).denied
+
+
+@pytest.mark.parametrize("caption", [("k1ll.m¥s3lf." * 50)[:500], "".join(chr(0x4E00 + i * 37) for i in range(300))])
+def test_a_caption_of_unusual_character_sequences_is_refused_not_judged(caption):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.denied and verdict.decisions[-1].rule_id == "usage.semantic.unreadable"
+    assert "plain words" in verdict.decisions[-1].message
 
 
 def test_decisions_are_the_same_after_reloading():
