@@ -147,9 +147,16 @@ class MiniLMEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # Sorting by length keeps padding (wasted work) small inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(all_ids[i]))
+        # Batches of similar lengths: one long caption padded into a batch of short windows would
+        # multiply the work.
+        chunks: list[list[int]] = []
+        for i in order:
+            if chunks and len(chunks[-1]) < batch_size and len(all_ids[i]) <= 1.5 * len(all_ids[chunks[-1][0]]) + 4:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
         with self._lock:  # the scratch arrays are per call, but one pass at a time keeps 2 cores responsive
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
+            for chunk in chunks:
                 length = max(len(all_ids[i]) for i in chunk)
                 ids = np.zeros((len(chunk), length), dtype=np.int64)
                 mask = np.zeros((len(chunk), length), dtype=np.float32)
