@@ -1,6 +1,8 @@
-"""Command line: python -m policies check-caption "..." | check-dataset DIR | check-image FILE.
+"""Command line: python -m policies check-caption "..." | check-dataset DIR | check-image FILE |
+evaluate-usage LABELLED.csv | build-near-copy-index DATA --out FILE.
 
-Prints every decision with its rule id; exits 1 on deny, 2 on a usage or policy-file error."""
+Prints every decision with its rule id; exits 1 on deny (or on a missed target), 2 on a usage or
+policy-file error."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from policies.data import DatasetVerdict
 from policies.decisions import Verdict
 from policies.loader import PolicyError, load_policies
-from policies.output import NearCopyIndex
+from policies.near_copy import NearCopyIndex, NearCopyIndexError
 from policies.usage import UsageContext
 
 
@@ -35,7 +37,7 @@ def print_verdict(verdict: Verdict, as_json: bool) -> None:
 
 
 def build_index(folder: str, out: str) -> int:
-    """Perceptual hashes of every trainable image of a manifest folder, written as JSON."""
+    """Thumbnails of every trainable image of a manifest folder, written as the near-copy index (JSON)."""
     from pathlib import Path
 
     from policies.data import read_manifest_lines
@@ -59,7 +61,41 @@ def build_index(folder: str, out: str) -> int:
 
     index = NearCopyIndex.build(images())
     Path(out).write_text(json.dumps(index.to_json()))
-    print(f"{len(index.names)} image hashes written to {out}")
+    print(f"{len(index.names)} training images indexed (thumbnails for the near-copy search) in {out}")
+    return 0
+
+
+def evaluate_usage(args: argparse.Namespace) -> int:
+    """Precision, recall, false positives and negatives by category, for one or two policy folders."""
+    from pathlib import Path
+
+    from policies.evaluation import LabelledSetError, evaluate, format_reports, meets_targets, read_labelled
+
+    try:
+        rows = read_labelled(Path(args.labelled).read_text(encoding="utf-8"), args.split)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read {args.labelled}: {exc}", file=sys.stderr)
+        return 2
+    except LabelledSetError as exc:
+        print(f"error: {args.labelled}: {exc}", file=sys.stderr)
+        return 2
+    folders = [("in force", args.policies or args.policy_dir)] + ([("proposed", args.compare)] if args.compare else [])
+    reports = []
+    for label, folder in folders:
+        try:
+            policies = load_policies(folder)
+        except PolicyError as exc:
+            print(f"error: {label} policy ({folder or 'shipped'}): {exc}", file=sys.stderr)
+            return 2
+        reports.append(evaluate(policies.usage, rows, f"{label} ({folder or 'shipped policies'})"))
+    print(format_reports(reports, args.list))
+    if args.min_recall is not None or args.max_false_positives is not None:
+        misses = meets_targets(reports[-1], args.min_recall or 0.0,
+                               1.0 if args.max_false_positives is None else args.max_false_positives, args.strict_look_alikes)
+        if misses:
+            print("\ntargets missed: " + "; ".join(misses))
+            return 1
+        print("\nevery category meets the targets")
     return 0
 
 
@@ -75,13 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     dataset.add_argument("folder")
     image = commands.add_parser("check-image", help="run the output policy on an image file")
     image.add_argument("file")
-    image.add_argument("--near-copy-index", help="JSON index of training-image hashes")
+    image.add_argument("--near-copy-index", help="near_copies.json of a checkpoint (or its folder)")
     index_cmd = commands.add_parser("build-near-copy-index", help="hash a dataset's images for the near-copy check")
     index_cmd.add_argument("folder")
     index_cmd.add_argument("--out", required=True)
+    evaluate_cmd = commands.add_parser(
+        "evaluate-usage", help="precision and recall of the usage policy on a labelled CSV (caption,expected[,category][,split])")
+    evaluate_cmd.add_argument("labelled", help="CSV with the columns caption, expected (allow/review/deny), category, split")
+    evaluate_cmd.add_argument("--policies", help="the policy folder in force (default: --policy-dir or the shipped set)")
+    evaluate_cmd.add_argument("--compare", help="a proposed policy folder, measured side by side")
+    evaluate_cmd.add_argument("--split", help="only the rows of this split (the shipped set has dev and test)")
+    evaluate_cmd.add_argument("--list", type=int, default=40, help="how many misjudged captions to list per kind")
+    evaluate_cmd.add_argument("--min-recall", type=float, help="exit 1 when a category's recall is below this")
+    evaluate_cmd.add_argument("--max-false-positives", type=float,
+                              help="exit 1 when the harmless captions a category's rules deny, as a share of all "
+                                   "harmless ones, or overall, are above this")
+    evaluate_cmd.add_argument("--strict-look-alikes", action="store_true",
+                              help="with --max-false-positives: judge each category by its own look-alikes instead")
     args = parser.parse_args(argv)
     if args.command == "build-near-copy-index":
         return build_index(args.folder, args.out)
+    if args.command == "evaluate-usage":
+        return evaluate_usage(args)
     try:
         policies = load_policies(args.policy_dir)
     except PolicyError as exc:
@@ -99,13 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with Image.open(args.file) as handle:
                 picture = handle.convert("RGB")
-            index = None
-            if args.near_copy_index:
-                with open(args.near_copy_index) as f:
-                    index = NearCopyIndex.from_json(json.load(f))
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
             return 2
+        index = None
+        if args.near_copy_index:
+            try:
+                index = NearCopyIndex.load(args.near_copy_index)
+            except NearCopyIndexError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            if index is None:
+                print(f"error: no near-copy index at {args.near_copy_index}", file=sys.stderr)
+                return 2
         verdict = policies.output.check_image(picture, index)
     print_verdict(verdict, args.json)
     return 1 if verdict.denied else 0

@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from policies.data import DataPolicy
+from policies.embedding import Embedder
 from policies.output import ImageCheck, OutputPolicy
+from policies.semantic import SemanticLayer
 from policies.usage import UsagePolicy
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
 FILES = ("usage.toml", "data.toml", "output.toml")
+# Optional: a folder without it has no semantic layer (the word rules alone), as before it existed.
+OPTIONAL_FILES = ("semantic.toml",)
 OUTCOMES = ("allow", "review", "deny")
 
 
@@ -40,6 +44,7 @@ FIELD_CHECKS = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "outcome": (lambda v: v in OUTCOMES, "one of allow, review, deny"),
     "str_list": (_is_str_list, "a list of non-empty strings"),
+    "probability": (lambda v: _num(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "int_table": (lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()), "a table of numbers"),
     "list_table": (lambda v: isinstance(v, dict) and all(_is_str_list(x) or x == [] for x in v.values()),
                    "a table of string lists"),
@@ -50,7 +55,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "usage.toml": {
         "limits": {"max_chars": ("int", False), "min_letters": ("int", False), "max_words": ("int", False)},
         "blocked": {"*": {"terms": ("str_list", True), "outcome": ("outcome", False), "message": ("str", False),
-                          "suffixes": ("bool", False)}},
+                          "suffixes": ("bool", False), "disguised_as": ("str", False)}},
         "protected": {"*": {"names": ("str_list", True), "outcome": ("outcome", False), "message": ("str", False)}},
         "personal_data": {"outcome": ("outcome", False), "kinds": ("str_list", False)},
         "purposes": {"allowed": ("str_list", False)},
@@ -63,7 +68,16 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "output.toml": {
         "degenerate": {"min_std": ("number", False), "min_detail": ("number", False), "outcome": ("outcome", False)},
-        "near_copy": {"max_hamming_distance": ("int", False), "outcome": ("outcome", False)},
+        "near_copy": {"max_hamming_distance": ("int", False), "min_similarity": ("probability", False),
+                      "min_detail": ("probability", False), "outcome": ("outcome", False)},
+    },
+    "semantic.toml": {
+        "model": {"ridge": ("number", False), "other_category_weight": ("number", False)},
+        "encoder": {"folder": ("str", False)},
+        "categories": {"*": {"message": ("str", False), "review_at": ("probability", False),
+                             "deny_at": ("probability", False), "covers": ("str_list", True),
+                             "does_not_cover": ("str_list", False)}},
+        "harmless": {"examples": ("str_list", False)},
     },
 }
 
@@ -91,12 +105,41 @@ def _check_table(file: str, path: str, table: Any, spec: dict[str, Any]) -> list
 
 
 REQUIRED_SECTIONS = {"data.toml": ("licences",)}
+MIN_EXAMPLES = 10
+
+
+def validate_semantic(data: dict[str, Any]) -> list[str]:
+    """What the schema cannot say: a category needs a threshold and enough examples to learn from."""
+    errors = []
+    categories = data.get("categories", {})
+    if not isinstance(categories, dict):
+        return errors
+    for name, spec in categories.items():
+        if not isinstance(spec, dict):
+            continue
+        if "review_at" not in spec and "deny_at" not in spec:
+            errors.append(f"semantic.toml: [categories.{name}] needs review_at, deny_at or both")
+        review, deny = spec.get("review_at"), spec.get("deny_at")
+        if _num(review) and _num(deny) and review > deny:
+            errors.append(f"semantic.toml: [categories.{name}] review_at ({review}) is above deny_at ({deny})")
+        if isinstance(spec.get("covers"), list) and len(spec["covers"]) < MIN_EXAMPLES:
+            errors.append(f"semantic.toml: [categories.{name}] has {len(spec['covers'])} covered examples; "
+                          f"at least {MIN_EXAMPLES} are needed to learn from")
+    if categories and isinstance(data.get("harmless", {}), dict):
+        harmless = len(data.get("harmless", {}).get("examples", []) or []) + sum(
+            len(spec.get("does_not_cover", []) or []) for spec in categories.values() if isinstance(spec, dict))
+        if harmless < MIN_EXAMPLES:
+            errors.append(f"semantic.toml: {harmless} harmless examples ([harmless] examples and does_not_cover); "
+                          f"at least {MIN_EXAMPLES} are needed to learn what is allowed")
+    return errors
 
 
 def validate(file: str, data: dict[str, Any]) -> list[str]:
     schema = SCHEMA[file]
     errors = [f"{file}: unknown section [{k}] (known: {', '.join(sorted(schema))})" for k in data if k not in schema]
     errors += [f"{file}: the section [{k}] is required" for k in REQUIRED_SECTIONS.get(file, ()) if k not in data]
+    if file == "semantic.toml":
+        errors += validate_semantic(data)
     for section, spec in schema.items():
         if section not in data:
             continue
@@ -120,17 +163,24 @@ class PolicySet:
     output: OutputPolicy
 
 
-def load_policies(folder: str | Path | None = None, extra_image_checks: list[ImageCheck] | None = None) -> PolicySet:
+def load_policies(folder: str | Path | None = None, extra_image_checks: list[ImageCheck] | None = None,
+                  embedder: Embedder | None = None) -> PolicySet:
+    """Read, validate and build the policies of a folder; raises PolicyError naming every problem.
+
+    ``embedder`` replaces the packaged sentence encoder of the semantic layer (captions in, unit
+    vectors out); by default all-MiniLM-L6-v2 is loaded on the first caption checked, once per process.
+    """
     folder = Path(folder) if folder else DEFAULT_DIR
     if not folder.is_dir():
         raise PolicyError(f"policy folder {folder} does not exist")
     digest = hashlib.sha256()
     parsed: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
-    for name in FILES:
+    for name in FILES + OPTIONAL_FILES:
         path = folder / name
         if not path.is_file():
-            errors.append(f"{name}: missing from {folder}")
+            if name not in OPTIONAL_FILES:
+                errors.append(f"{name}: missing from {folder}")
             continue
         raw = path.read_bytes()
         digest.update(name.encode() + b"\0" + raw + b"\0")
@@ -150,7 +200,8 @@ def load_policies(folder: str | Path | None = None, extra_image_checks: list[Ima
         return PolicySet(
             folder=folder,
             version=version,
-            usage=UsagePolicy(parsed["usage.toml"], version),
+            usage=UsagePolicy(parsed["usage.toml"], version,
+                              SemanticLayer(parsed["semantic.toml"], embedder) if "semantic.toml" in parsed else None),
             data=DataPolicy(parsed["data.toml"], version),
             output=OutputPolicy(parsed["output.toml"], version, extra_image_checks),
         )

@@ -3,16 +3,23 @@ further classifiers a site plugs in. Works on Pillow images or numpy arrays; no 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from policies.decisions import Decision, Outcome, Verdict
+from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch
 
+logger = logging.getLogger(__name__)
+
+# A site's own image check (STACKGAN["OUTPUT_CHECKS"] names them by dotted path): a Pillow RGB
+# image in, zero or more decisions out.
 ImageCheck = Callable[[Image.Image], Iterable[Decision]]
+
+__all__ = ["ImageCheck", "LegacyHashIndex", "NearCopyIndex", "OutputPolicy", "as_pil", "hamming", "perceptual_hash"]
 
 
 def as_pil(image: Image.Image | np.ndarray) -> Image.Image:
@@ -47,51 +54,30 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-@dataclass
-class NearCopyIndex:
-    """Perceptual hashes of a model's training images, shipped with its lineage."""
-
-    hashes: np.ndarray  # uint64
-    names: list[str]
-
-    @classmethod
-    def build(cls, images: Iterable[tuple[str, Image.Image]]) -> NearCopyIndex:
-        names, hashes = [], []
-        for name, image in images:
-            names.append(name)
-            hashes.append(perceptual_hash(image))
-        return cls(np.array(hashes, dtype=np.uint64), names)
-
-    def nearest(self, hash_value: int) -> tuple[int, str | None]:
-        if len(self.hashes) == 0:
-            return 64, None
-        xor = np.bitwise_xor(self.hashes, np.uint64(hash_value))
-        distances = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-        best = int(distances.argmin())
-        return int(distances[best]), self.names[best]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"algorithm": "phash-dct-64", "items": [[n, f"{int(h):016x}"] for n, h in zip(self.names, self.hashes)]}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> NearCopyIndex:
-        items = data.get("items", [])
-        return cls(np.array([int(h, 16) for _, h in items], dtype=np.uint64), [n for n, _ in items])
-
-
 class OutputPolicy:
-    def __init__(self, config: dict[str, Any], version: str, extra_checks: list[ImageCheck] | None = None):
+    def __init__(self, config: dict[str, Any], version: str, extra_checks: Iterable[ImageCheck] | None = None):
         self.version = version
+        self.config = config
         degenerate = config.get("degenerate", {})
         self.min_std = float(degenerate.get("min_std", 4.0))
         self.min_detail = float(degenerate.get("min_detail", 1.0))
         self.degenerate_outcome = Outcome.parse(degenerate.get("outcome", "deny"))
         near = config.get("near_copy", {})
-        self.max_distance = int(near.get("max_hamming_distance", 6))
+        self.min_similarity = float(near.get("min_similarity", 0.9))
+        self.min_detail = float(near.get("min_detail", 0.7))
+        self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
         self.extra_checks = list(extra_checks or [])
+        for check in self.extra_checks:
+            if not callable(check):
+                raise TypeError(f"an output check must be callable (image -> decisions), got {check!r}")
 
-    def check_image(self, image: Image.Image | np.ndarray, near_copies: NearCopyIndex | None = None) -> Verdict:
+    def with_checks(self, checks: Iterable[ImageCheck]) -> OutputPolicy:
+        """This policy plus more image checks (e.g. the site's STACKGAN["OUTPUT_CHECKS"])."""
+        return OutputPolicy(self.config, self.version, [*self.extra_checks, *checks])
+
+    def check_image(self, image: Image.Image | np.ndarray,
+                    near_copies: NearCopyIndex | LegacyHashIndex | None = None) -> Verdict:
         verdict = Verdict("output", self.version)
         pil = as_pil(image)
         grey = np.asarray(pil.convert("L"), dtype=np.float64)
@@ -111,13 +97,42 @@ class OutputPolicy:
                     {"mean_gradient": round(detail, 3), "minimum": self.min_detail},
                 ))
         if near_copies is not None:
-            distance, name = near_copies.nearest(perceptual_hash(pil))
-            if distance <= self.max_distance:
-                verdict.decisions.append(Decision(
-                    self.near_copy_outcome, "output.near_copy",
-                    "The image is a near-copy of a training image (memorisation risk).",
-                    {"hamming_distance": distance, "limit": self.max_distance, "training_item": name},
-                ))
+            verdict.decisions.extend(self._check_near_copy(pil, near_copies))
         for check in self.extra_checks:
-            verdict.decisions.extend(check(pil))
+            verdict.decisions.extend(self._run_extra(check, pil))
         return verdict
+
+    def _check_near_copy(self, pil: Image.Image, index: NearCopyIndex | LegacyHashIndex) -> list[Decision]:
+        message = "The image is a near-copy of a training image (memorisation risk)."
+        if isinstance(index, LegacyHashIndex):
+            distance, name = index.nearest_hash(perceptual_hash(pil))
+            if distance <= self.max_distance:
+                return [Decision(self.near_copy_outcome, "output.near_copy", message,
+                                 {"hamming_distance": distance, "limit": self.max_distance, "training_item": name})]
+            return []
+        match = index.nearest(pil)
+        if not self.is_near_copy(match):
+            return []
+        return [Decision(self.near_copy_outcome, "output.near_copy", message, {
+            "similarity": round(match.similarity, 4), "minimum": self.min_similarity, "detail": round(match.detail, 4),
+            "minimum_detail": self.min_detail, "training_item": match.name,
+            "mirrored": match.mirrored, "scale": round(match.scale, 3), "offset_cells": list(match.offset),
+        })]
+
+    def is_near_copy(self, match: NearCopyMatch | None) -> bool:
+        """Both the colour layout and the fine features agree with a training image."""
+        return match is not None and match.similarity >= self.min_similarity and match.detail >= self.min_detail
+
+    @staticmethod
+    def _run_extra(check: ImageCheck, pil: Image.Image) -> list[Decision]:
+        name = getattr(check, "__qualname__", repr(check))
+        try:
+            decisions = list(check(pil.copy()) or [])
+            if not all(isinstance(d, Decision) for d in decisions):
+                raise TypeError("it must return Decision objects")
+            return decisions
+        except Exception as exc:  # a site's check that breaks must not let an unchecked image through
+            logger.exception("output check %s failed", name)
+            return [Decision(Outcome.DENY, "output.check_failed",
+                             f"The image check {name} failed, so the image is held back: {type(exc).__name__}: {exc}",
+                             {"check": name})]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.decisions import Decision, Outcome, Verdict
-from policies.normalize import NormalisedText, normalise, term_pattern
+from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, term_pattern
+from policies.semantic import SemanticLayer
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
 PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{7,20}\d(?!\w)")
@@ -68,6 +70,19 @@ def _valid_iban_prefix(match: re.Match) -> Span | None:
     return None
 
 
+def _is_evasion(quoted: str, terms: tuple[str, ...]) -> bool:
+    """Whether a matched stretch differs from every term as normally written (case aside)."""
+    plain = " ".join(quoted.casefold().split())
+    for term in terms:
+        base = term.casefold()
+        if plain == base or any(plain == base + suffix for suffix in ("s", "es", "ed", "ing", "d")):
+            return False
+        # Hyphen or space, as people write compounds either way ("self-harm", "self harm").
+        if plain.replace("-", " ") == base.replace("-", " "):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class TermRule:
     rule_id: str
@@ -76,6 +91,9 @@ class TermRule:
     message: str
     terms: tuple[str, ...]
     pattern: re.Pattern
+    # For a review section: the deny section a disguised spelling is refused under ("s.e.x" is
+    # sexual content, not a word with an everyday meaning); (rule id, message).
+    disguised_as: tuple[str, str] | None = None
 
 
 @dataclass
@@ -89,13 +107,16 @@ class UsageContext:
 
 
 class UsagePolicy:
-    def __init__(self, config: dict[str, Any], version: str):
+    def __init__(self, config: dict[str, Any], version: str, semantic: SemanticLayer | None = None):
         self.version = version
+        # The meaning of the caption, beside its words (semantic.toml); None: word rules only.
+        self.semantic = semantic
         limits = config.get("limits", {})
         self.max_chars = int(limits.get("max_chars", 500))
         self.min_letters = int(limits.get("min_letters", 2))
         self.max_words = int(limits.get("max_words", 80))
-        self.term_rules = [self._compile_category(name, spec) for name, spec in config.get("blocked", {}).items()]
+        blocked = config.get("blocked", {})
+        self.term_rules = [self._compile_category(name, spec, blocked) for name, spec in blocked.items()]
         self.name_rules = [self._compile_names(name, spec) for name, spec in config.get("protected", {}).items()]
         pii = config.get("personal_data", {})
         self.pii_outcome = Outcome.parse(pii.get("outcome", "deny"))
@@ -107,10 +128,18 @@ class UsagePolicy:
         self.per_group_per_day = dict(quotas.get("per_group_per_day", {}))
 
     @staticmethod
-    def _compile_category(name: str, spec: dict[str, Any]) -> TermRule:
+    def _compile_category(name: str, spec: dict[str, Any], blocked: dict[str, Any]) -> TermRule:
         default = f"The caption asks for {name.replace('_', ' ')}, which this site does not generate."
-        return UsagePolicy._compile(f"usage.blocked.{name}", name, spec, tuple(spec["terms"]), default,
+        rule = UsagePolicy._compile(f"usage.blocked.{name}", name, spec, tuple(spec["terms"]), default,
                                     spec.get("suffixes", True))
+        target = spec.get("disguised_as")
+        if target:
+            if target not in blocked or blocked[target].get("outcome", "deny") != "deny":
+                raise ValueError(f"usage.toml: [blocked.{name}] disguised_as = {target!r} must name a [blocked] section "
+                                 "whose outcome is deny")
+            target_message = blocked[target].get("message", f"The caption asks for {target.replace('_', ' ')}.")
+            rule = dataclasses.replace(rule, disguised_as=(f"usage.blocked.{target}", target_message))
+        return rule
 
     @staticmethod
     def _compile_names(name: str, spec: dict[str, Any]) -> TermRule:
@@ -141,7 +170,7 @@ class UsagePolicy:
         verdict.decisions.extend(self._check_form(caption))
         if verdict.denied:
             return verdict
-        normalised = normalise(caption)
+        normalised = limit_runs(normalise(caption))
         for rule in self.term_rules + self.name_rules:
             decision = self._match(rule, caption, normalised)
             if decision:
@@ -149,6 +178,10 @@ class UsagePolicy:
         verdict.decisions.extend(self._check_personal_data(caption))
         verdict.decisions.extend(self._check_purpose(context.purpose))
         verdict.decisions.extend(self._check_quotas(context))
+        # Last, as it is the costly check: a caption the word rules already refuse cannot be refused
+        # more, and the editor already has the reason.
+        if self.semantic is not None and not verdict.denied:
+            verdict.decisions.extend(self.semantic.check(caption))
         return verdict
 
     def _check_form(self, caption: str) -> list[Decision]:
@@ -175,8 +208,19 @@ class UsagePolicy:
         if match is None:
             return None
         start, end, quoted = normalised.original_span(caption, match.start(), match.end())
-        return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)",
-                        {"category": rule.category, "span": [start, end], "matched": quoted})
+        evidence = {"category": rule.category, "span": [start, end], "matched": quoted}
+        # Invisible characters right around the word (a bidi override that shows it reversed) are a
+        # disguise too, though they fall outside the matched span.
+        hidden = any(c in INVISIBLE for c in caption[max(start - 1, 0) : end + 1])
+        if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and (
+                hidden or _is_evasion(quoted, rule.terms)):
+            # A word that only asks for review when written plainly ("sex on the beach") is refused
+            # when it is disguised ("s.e.x", "$ex", look-alike letters): nobody hides a harmless word.
+            rule_id, message = rule.disguised_as or (f"{rule.rule_id}.evasion", rule.message.split(";")[0] + ".")
+            return Decision(Outcome.DENY, rule_id,
+                            f"{message} The word is spelled to get past the filter (matched “{quoted}”); "
+                            "write it plainly if the caption is harmless.", {**evidence, "evasion": True})
+        return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)", evidence)
 
     def _check_personal_data(self, caption: str) -> list[Decision]:
         text = unicodedata.normalize("NFKC", caption)

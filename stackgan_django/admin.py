@@ -546,3 +546,9 @@ class PolicyDecisionAdmin(ReadOnlyAdmin):
 
 
 admin.site.site_header = "StackGAN image generation"
+
+
+# Compliance staff measure a usage-policy change on labelled captions (stackgan_django/policy_evaluation.py).
+from stackgan_django.policy_evaluation import register_policy_evaluation  # noqa: E402
+
+register_policy_evaluation(admin.site)

@@ -94,9 +94,12 @@ DEFAULTS: dict[str, Any] = {
     # First retry after this many seconds, doubling each time; the queue a worker must consume.
     "WEBHOOK_RETRY_BASE_SECONDS": 30,
     "WEBHOOK_QUEUE": "webhooks",
+    # Extra image checks of the output policy, by dotted path: callables image -> [policies.Decision].
+    "OUTPUT_CHECKS": [],
 }
 
 IMPORT_STRINGS = ("GENERATOR_BACKEND", "SIGNER")
+IMPORT_LISTS = ("OUTPUT_CHECKS",)
 
 
 class AppSettings:
@@ -129,6 +132,13 @@ class AppSettings:
                 value = import_string(value)
             except ImportError as exc:
                 raise ImproperlyConfigured(f"STACKGAN[{name!r}] = {value!r} cannot be imported: {exc}") from exc
+        if name in IMPORT_LISTS:
+            if not isinstance(value, (list, tuple)):
+                raise ImproperlyConfigured(f"STACKGAN[{name!r}] must be a list of dotted paths, got {value!r}")
+            try:
+                value = [import_string(item) if isinstance(item, str) else item for item in value]
+            except ImportError as exc:
+                raise ImproperlyConfigured(f"STACKGAN[{name!r}]: {exc}") from exc
         self._cache[name] = value
         return value
 

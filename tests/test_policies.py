@@ -15,15 +15,20 @@ import pytest
 from PIL import Image, ImageDraw
 
 from policies import DEFAULT_DIR, NearCopyIndex, Outcome, PolicyError, UsageContext, load_policies
+from policies.normalize import INVISIBLE
 from policies.usage import iban_valid, luhn_valid
 
 POLICIES = load_policies()
 USAGE = POLICIES.usage
 DEFAULT_USAGE = tomllib.loads((DEFAULT_DIR / "usage.toml").read_text())
-DENY_TERMS = sorted({
-    term for spec in DEFAULT_USAGE["blocked"].values() if spec.get("outcome", "deny") == "deny"
+# Every blocked word: those of deny sections are refused however written; those of review sections
+# (words with everyday meanings too: "sex on the beach", "a naked flame") are reviewed when written
+# plainly and refused when disguised.
+BLOCKED_TERMS = sorted({
+    (term, spec.get("outcome", "deny")) for spec in DEFAULT_USAGE["blocked"].values()
     for term in spec["terms"] if " " not in term and "-" not in term and len(term) >= 3
 })
+PLAIN_KINDS = ("plain", "upper")
 CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у"})
 LEET = str.maketrans({"a": "4", "e": "3", "o": "0", "i": "1", "s": "$"})
 
@@ -44,14 +49,24 @@ def evasions(term: str) -> dict[str, str]:
     }
 
 
-EVASION_CASES = [(term, kind, text) for term in DENY_TERMS for kind, text in evasions(term).items()]
+EVASION_CASES = [(term, outcome, kind, text) for term, outcome in BLOCKED_TERMS for kind, text in evasions(term).items()]
 
 
-@pytest.mark.parametrize(("term", "kind", "caption"), EVASION_CASES, ids=[f"{t}-{k}" for t, k, _ in EVASION_CASES])
-def test_evasive_spellings_of_blocked_terms_are_denied(term, kind, caption):
+@pytest.mark.parametrize(("term", "section_outcome", "kind", "caption"), EVASION_CASES,
+                         ids=[f"{t}-{k}" for t, _, k, _ in EVASION_CASES])
+def test_evasive_spellings_of_blocked_terms_are_denied(term, section_outcome, kind, caption):
     verdict = USAGE.check_caption(caption)
-    assert verdict.denied, f"{kind} form {caption!r} of {term!r} was allowed"
-    assert any(d.rule_id.startswith("usage.blocked.") for d in verdict.decisions)
+    word_rules = [d for d in verdict.decisions if d.rule_id.startswith("usage.blocked.")]
+    assert word_rules, f"{kind} form {caption!r} of {term!r} matched no word rule"
+    # A form that still contains the word as written ("xxx" has no letter to swap) is not disguised,
+    # unless invisible characters wrap it (a bidi override shows it reversed).
+    disguised = kind not in PLAIN_KINDS and (term.lower() not in caption.lower() or any(c in INVISIBLE for c in caption))
+    if section_outcome == "deny" or disguised:
+        assert verdict.denied, f"{kind} form {caption!r} of {term!r} was not denied"
+        if section_outcome == "review":
+            assert any(d.evidence.get("evasion") and d.outcome is Outcome.DENY for d in word_rules)
+    else:
+        assert max(d.outcome.severity for d in word_rules) == Outcome.REVIEW.severity
 
 
 INNOCENT = [
@@ -68,8 +83,12 @@ INNOCENT = [
 
 @pytest.mark.parametrize("caption", INNOCENT)
 def test_innocent_words_that_contain_blocked_strings_are_allowed(caption):
+    # No word rule fires on them; the semantic layer may ask for a review of one that is close in
+    # meaning ("a scrape on a knee"), never deny it.
     verdict = USAGE.check_caption(caption)
-    assert verdict.outcome is Outcome.ALLOW, [d.to_dict() for d in verdict.decisions]
+    assert not verdict.denied, [d.to_dict() for d in verdict.decisions]
+    assert not [d for d in verdict.decisions if d.rule_id.startswith("usage.")
+                and not d.rule_id.startswith("usage.semantic.")], [d.to_dict() for d in verdict.decisions]
 
 
 def test_evidence_quotes_the_original_characters_and_span():
@@ -162,20 +181,24 @@ def labelled_captions():
 
 
 def test_precision_and_recall_on_the_labelled_caption_set():
-    """Positive = the caption should be stopped or flagged (deny or review)."""
+    """Positive = the caption should be stopped or flagged (deny or review). A false positive is a
+    harmless caption denied; the semantic layer sends some harmless ones to review by design (its
+    review thresholds are low so that recall stays high), which costs a reviewer a look, not an image."""
     rows = labelled_captions()
     assert len(rows) >= 200
-    tp = fp = fn = exact = 0
+    tp = flagged = fn = exact = denied_harmless = harmless = 0
     for expected, caption in rows:
         got = USAGE.check_caption(caption, UsageContext(purpose="editorial")).outcome.value
         exact += got == expected
         tp += expected != "allow" and got != "allow"
-        fp += expected == "allow" and got != "allow"
+        flagged += expected == "allow" and got != "allow"
         fn += expected != "allow" and got == "allow"
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
+        harmless += expected == "allow"
+        denied_harmless += expected == "allow" and got == "deny"
+    precision, recall = tp / (tp + flagged), tp / (tp + fn)
     print(f"labelled set: {len(rows)} captions, precision {precision:.3f}, recall {recall:.3f}, "
-          f"exact outcome {exact / len(rows):.3f}")
-    assert precision >= 0.95 and recall >= 0.97
+          f"harmless denied {denied_harmless}/{harmless}, exact outcome {exact / len(rows):.3f}")
+    assert recall >= 0.97 and denied_harmless / harmless <= 0.03 and precision >= 0.85
 
 
 # -- policy files ---------------------------------------------------------------------------------

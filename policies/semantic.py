@@ -1,0 +1,259 @@
+"""The semantic usage layer: a caption is judged by what it means, not by the words it uses.
+
+Each category of ``semantic.toml`` is described by example captions it covers and look-alikes it
+does not cover. Every example is embedded with all-MiniLM-L6-v2 (``policies.embedding``); one
+logistic classifier per category is fitted on those embeddings when the policy is first used
+(deterministic Newton steps, so the same files always give the same decisions). A caption's score in
+a category is that classifier's probability; the category's ``review_at`` / ``deny_at`` thresholds
+turn it into an outcome, and the decision quotes the nearest covered example as evidence.
+
+Long captions are also judged by overlapping windows of words, so harmful words hidden at the end of
+a long harmless caption are not averaged away.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policies.decisions import Decision, Outcome
+from policies.embedding import Embedder, EncoderUnavailable, shared_encoder
+from policies.normalize import normalise
+
+logger = logging.getLogger(__name__)
+
+# Captions longer than this many words are also judged window by window.
+WINDOW_WORDS = 8
+WINDOW_STRIDE = 4
+LONG_CAPTION_WORDS = 12
+# At most this many windows: 80 words (the form limit) give 19; the cap bounds the cost regardless.
+MAX_WINDOWS = 24
+# The encoder's cost grows with tokens. Plain English needs about 1.3 tokens a word, so 500 characters
+# are ~120 tokens; a caption past TOKEN_LIMIT is made of unusual character sequences (the kind
+# written to get past filters) and is refused rather than judged, and the windows of a long caption
+# share a budget. Together they bound the worst caption's cost.
+TOKEN_LIMIT = 200
+WINDOW_TOKEN_BUDGET = 160
+
+
+@dataclass(frozen=True)
+class SemanticCategory:
+    name: str
+    message: str
+    review_at: float | None
+    deny_at: float | None
+    covers: tuple[str, ...]
+    does_not_cover: tuple[str, ...]
+
+    @property
+    def rule_id(self) -> str:
+        return f"usage.semantic.{self.name}"
+
+    def outcome_for(self, score: float) -> Outcome:
+        if self.deny_at is not None and score >= self.deny_at:
+            return Outcome.DENY
+        if self.review_at is not None and score >= self.review_at:
+            return Outcome.REVIEW
+        return Outcome.ALLOW
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    category: str
+    score: float
+    nearest_example: str
+    similarity: float
+    judged_text: str
+    whole_score: float  # the caption as a whole, without windows
+
+
+def caption_segments(caption: str, count_tokens: Callable[[str], int] | None = None) -> list[str]:
+    """The caption itself, plus overlapping windows of words when it is long (within a token budget
+    when ``count_tokens`` is given)."""
+    text = " ".join(normalise(caption).text.split())
+    words = text.split()
+    segments = [text]
+    if len(words) > LONG_CAPTION_WORDS:
+        budget = WINDOW_TOKEN_BUDGET
+        starts = range(0, len(words) - WINDOW_WORDS + WINDOW_STRIDE, WINDOW_STRIDE)
+        for start in list(starts)[:MAX_WINDOWS]:
+            window = " ".join(words[start : start + WINDOW_WORDS])
+            if count_tokens is not None:
+                budget -= count_tokens(window)
+                if budget < 0:
+                    break
+            segments.append(window)
+    return segments
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: float, steps: int = 25) -> np.ndarray:
+    """Weighted L2-regularised logistic regression by Newton's method; returns [w..., b].
+
+    Newton steps on a 385-dimensional problem converge in a handful of iterations and need no
+    learning rate, so the fit is exact and repeatable."""
+    design = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
+    theta = np.zeros(design.shape[1])
+    penalty = np.full(design.shape[1], ridge)
+    penalty[-1] = 0.0  # the bias is not shrunk
+    for _ in range(steps):
+        z = np.clip(design @ theta, -35, 35)
+        p = 1.0 / (1.0 + np.exp(-z))
+        gradient = design.T @ (weights * (p - y)) + penalty * theta
+        curvature = weights * p * (1 - p)
+        hessian = (design * curvature[:, None]).T @ design + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    return theta
+
+
+class SemanticLayer:
+    """Scores captions against the categories of a semantic.toml."""
+
+    def __init__(self, config: dict[str, Any], embedder: Embedder | None = None):
+        model = config.get("model", {})
+        self.ridge = float(model.get("ridge", 1.0))
+        # Other categories' examples are negatives too, at this weight: it keeps the categories apart
+        # (a weapon photo is not an instruction for harm) without letting one category hide another.
+        self.other_category_weight = float(model.get("other_category_weight", 0.3))
+        self.encoder_folder = config.get("encoder", {}).get("folder") or None
+        self.harmless = tuple(config.get("harmless", {}).get("examples", []))
+        self.categories = [
+            SemanticCategory(
+                name=name,
+                message=spec.get("message", f"The caption describes {name.replace('_', ' ')}, which this site does not generate."),
+                review_at=spec.get("review_at"),
+                deny_at=spec.get("deny_at"),
+                covers=tuple(spec["covers"]),
+                does_not_cover=tuple(spec.get("does_not_cover", [])),
+            )
+            for name, spec in config.get("categories", {}).items()
+        ]
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._prepared: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = None
+
+    # -- preparation (once per policy version per process) -----------------------------------
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = shared_encoder(self.encoder_folder)
+        vectors = np.asarray(self._embedder(list(texts)), dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts) or not np.isfinite(vectors).all():
+            raise EncoderUnavailable("the text encoder returned malformed embeddings")
+        return vectors
+
+    def _prepare(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        with self._lock:
+            if self._prepared is not None:
+                return self._prepared
+            harmless = list(self.harmless) + [t for c in self.categories for t in c.does_not_cover]
+            covers = [normalise(t).text for c in self.categories for t in c.covers]
+            owner = np.array([i for i, c in enumerate(self.categories) for _ in c.covers], dtype=np.int64)
+            vectors = self._embed(covers + [normalise(t).text for t in harmless])
+            cover_vectors, harmless_vectors = vectors[: len(covers)], vectors[len(covers) :]
+            classifiers = []
+            for index in range(len(self.categories)):
+                positive = owner == index
+                x = np.vstack([cover_vectors, harmless_vectors])
+                y = np.concatenate([positive.astype(np.float64), np.zeros(len(harmless_vectors))])
+                # Balanced classes: the positives weigh as much in total as the harmless examples.
+                n_pos, n_harmless = positive.sum(), len(harmless_vectors)
+                weights = np.concatenate([
+                    np.where(positive, n_harmless / max(n_pos, 1), self.other_category_weight),
+                    np.ones(n_harmless),
+                ])
+                classifiers.append(_fit_logistic(x, y, weights, self.ridge))
+            logger.info("semantic layer ready: %d categories, %d examples", len(self.categories), len(vectors))
+            self._prepared = (cover_vectors, owner, classifiers)
+            return self._prepared
+
+    def example_keys(self) -> set[str]:
+        """Every example caption (covered, not covered, harmless), as ``example_key`` gives it."""
+        texts = list(self.harmless) + [t for c in self.categories for t in c.covers + c.does_not_cover]
+        return {example_key(t) for t in texts}
+
+    def warm_up(self) -> None:
+        """Load the encoder and fit the classifiers now (a worker or web process at start-up)."""
+        self._prepare()
+
+    # -- judging --------------------------------------------------------------------------------
+
+    def scores(self, caption: str) -> list[CategoryScore]:
+        """Per category: the highest score over the caption's segments, with its evidence."""
+        cover_vectors, owner, classifiers = self._prepare()
+        segments = caption_segments(caption, self._token_counter())
+        vectors = self._embed(segments).astype(np.float64)
+        design = np.hstack([vectors, np.ones((len(vectors), 1))])
+        similarity = vectors @ cover_vectors.T.astype(np.float64)  # (segments, covers)
+        results = []
+        for index, category in enumerate(self.categories):
+            probabilities = 1.0 / (1.0 + np.exp(-np.clip(design @ classifiers[index], -35, 35)))
+            best = int(probabilities.argmax())
+            own = np.flatnonzero(owner == index)
+            nearest = own[int(similarity[best, own].argmax())]
+            results.append(CategoryScore(category.name, float(probabilities[best]), self._cover_text(nearest),
+                                         float(similarity[best, nearest]), segments[best], float(probabilities[0])))
+        return results
+
+    def _token_counter(self) -> Callable[[str], int] | None:
+        token_ids = getattr(self._embedder, "token_ids", None)
+        return (lambda text: len(token_ids([text])[0])) if token_ids else None
+
+    def _cover_text(self, flat_index: int) -> str:
+        for category in self.categories:
+            if flat_index < len(category.covers):
+                return category.covers[flat_index]
+            flat_index -= len(category.covers)
+        raise IndexError(flat_index)
+
+    def check(self, caption: str) -> list[Decision]:
+        """Decisions for the categories whose thresholds the caption reaches; fails closed."""
+        if not self.categories:
+            return []
+        try:
+            self._prepare()
+            counter = self._token_counter()
+            tokens = counter(" ".join(normalise(caption).text.split())) if counter else 0
+            if tokens > TOKEN_LIMIT:
+                return [Decision(Outcome.DENY, "usage.semantic.unreadable",
+                                 f"The caption is {tokens} word pieces long for its {len(caption)} characters: too many unusual "
+                                 "character sequences to judge what it means. Write it in plain words.",
+                                 {"tokens": tokens, "limit": TOKEN_LIMIT})]
+            scored = self.scores(caption)
+        except EncoderUnavailable as exc:
+            logger.error("semantic usage policy unavailable: %s", exc)
+            return [Decision(Outcome.DENY, "usage.semantic.unavailable",
+                             "The meaning of captions cannot be checked right now, so none is accepted; "
+                             "tell the site administrator.", {"error": str(exc)})]
+        decisions = []
+        by_name = {c.name: c for c in self.categories}
+        for result in scored:
+            category = by_name[result.category]
+            outcome = category.outcome_for(result.score)
+            if outcome is Outcome.DENY and category.outcome_for(result.whole_score) is not Outcome.DENY:
+                # A window of eight words is judged out of context ("boats, seagulls, an
+                # illustration of a"): alone it asks a reviewer, it never refuses the caption.
+                outcome = Outcome.REVIEW
+            if outcome is Outcome.ALLOW:
+                continue
+            threshold = category.deny_at if outcome is Outcome.DENY else category.review_at or category.deny_at
+            decisions.append(Decision(
+                outcome, category.rule_id, f"{category.message} (closest example: “{result.nearest_example}”)",
+                {"category": category.name, "score": round(result.score, 3), "threshold": threshold,
+                 "nearest_example": result.nearest_example, "similarity": round(result.similarity, 3),
+                 "judged_text": result.judged_text},
+            ))
+        return decisions
+
+
+def example_key(text: str) -> str:
+    """What two captions share when one is a copy of the other (case, accents, punctuation aside)."""
+    return re.sub(r"[^\w]+", " ", normalise(text).text).strip()

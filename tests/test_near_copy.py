@@ -1,0 +1,142 @@
+"""Near-copy detection: edited copies of indexed images are caught by kind of edit, other images of
+the same kind are not, the index file round-trips and fails closed, the shipped index is the new
+format, and the output policy runs the site's plugged-in checks (failing ones hold the image back)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from policies import (
+    Decision,
+    LegacyHashIndex,
+    NearCopyIndex,
+    NearCopyIndexError,
+    Outcome,
+    OutputPolicy,
+    load_policies,
+    perceptual_hash,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("near_copy_robustness", ROOT / "benchmarks" / "near_copy_robustness.py")
+robustness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(robustness)
+EDITS = robustness.EDITS
+POLICY = load_policies().output
+
+
+def sticker(seed: int, size: int = 256) -> Image.Image:
+    """An emoji-like drawing: a few filled shapes in flat colours on white."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((8, 8, size - 8, size - 8), fill=tuple(int(v) for v in rng.integers(60, 255, 3)))
+    for _ in range(5):
+        x, y = (int(v) for v in rng.integers(30, size - 90, 2))
+        w, h = (int(v) for v in rng.integers(20, 80, 2))
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        if rng.random() < 0.5:
+            draw.rectangle((x, y, x + w, y + h), fill=colour)
+        else:
+            draw.polygon([(x, y + h), (x + w // 2, y), (x + w, y + h)], fill=colour)
+    return image
+
+
+TRAINING = [(f"train-{i}.png", sticker(i)) for i in range(40)]
+INDEX = NearCopyIndex.build(TRAINING)
+
+
+@pytest.fixture(scope="module")
+def planted() -> dict[str, list[bool]]:
+    """Each kind of edit applied to 8 training images: caught, and matched to the right image?"""
+    rng = np.random.default_rng(7)
+    results: dict[str, list[bool]] = {}
+    for kind, edit in EDITS.items():
+        results[kind] = []
+        for name, image in TRAINING[:8]:
+            hit = [d for d in POLICY.check_image(edit(image, rng), INDEX).decisions if d.rule_id == "output.near_copy"]
+            results[kind].append(bool(hit) and hit[0].evidence["training_item"] == name)
+    return results
+
+
+def test_planted_near_copies_are_caught_at_least_95_percent(planted):
+    caught = [hit for hits in planted.values() for hit in hits]
+    assert sum(caught) / len(caught) >= 0.95, {kind: sum(hits) for kind, hits in planted.items()}
+
+
+@pytest.mark.parametrize("kind", list(EDITS))
+def test_every_kind_of_small_edit_is_caught_most_of_the_time(planted, kind):
+    # The combined edits (shift + brightness + downscale) sit closest to the thresholds.
+    assert sum(planted[kind]) >= 6, f"{kind}: {sum(planted[kind])}/8 caught"
+
+
+def test_other_images_of_the_same_kind_are_not_near_copies():
+    alarms = [seed for seed in range(1000, 1040)
+              if "output.near_copy" in [d.rule_id for d in POLICY.check_image(sticker(seed), INDEX).decisions]]
+    assert alarms == []
+
+
+def test_the_match_says_how_the_copy_was_edited():
+    name, image = TRAINING[3]
+    decision = POLICY.check_image(EDITS["mirror"](image, None), INDEX).decisions[0]
+    assert decision.evidence["training_item"] == name and decision.evidence["mirrored"] is True
+    assert decision.evidence["similarity"] >= decision.evidence["minimum"]
+
+
+def test_index_round_trips_through_json_and_folder(tmp_path):
+    INDEX.save(tmp_path / "near_copies.json")
+    loaded = NearCopyIndex.load(tmp_path)
+    assert loaded.names == INDEX.names and np.array_equal(loaded.thumbnails, INDEX.thumbnails)
+    assert NearCopyIndex.load(tmp_path / "elsewhere") is None  # a checkpoint without an index
+
+
+@pytest.mark.parametrize("content", [
+    "not json", json.dumps({"format": "something-else"}), json.dumps([1, 2]),
+    json.dumps({**INDEX.to_json(), "count": 3}), json.dumps({**INDEX.to_json(), "thumbnails": "@@@"}),
+])
+def test_a_damaged_index_fails_closed_with_a_clear_error(tmp_path, content):
+    (tmp_path / "near_copies.json").write_text(content)
+    with pytest.raises(NearCopyIndexError):
+        NearCopyIndex.load(tmp_path)
+
+
+def test_the_old_phash_index_format_still_reads():
+    legacy = {"algorithm": "phash-dct-64", "items": [[n, f"{perceptual_hash(im):016x}"] for n, im in TRAINING[:5]]}
+    index = NearCopyIndex.from_json(legacy)
+    assert isinstance(index, LegacyHashIndex)
+    verdict = POLICY.check_image(TRAINING[2][1], index)
+    assert verdict.denied and verdict.decisions[0].evidence["training_item"] == TRAINING[2][0]
+
+
+def test_the_shipped_index_is_the_new_format_and_small():
+    path = ROOT / "models" / "default" / "near_copies.json"
+    assert path.stat().st_size < 5_000_000
+    index = NearCopyIndex.load(path.parent)
+    assert isinstance(index, NearCopyIndex)
+    lineage = json.loads((path.parent / "lineage.json").read_text())
+    assert len(index) == sum(d["items_used"] for d in lineage["datasets"])
+
+
+def test_plugged_in_checks_run_and_a_failing_one_holds_the_image_back():
+    def too_red(image):
+        r, g, b = np.asarray(image, dtype=float).mean(axis=(0, 1))
+        return [Decision(Outcome.REVIEW, "site.too_red", "Mostly red.")] if r > g + b else []
+
+    def broken(image):
+        raise RuntimeError("classifier offline")
+
+    red = Image.new("RGB", (64, 64), (250, 10, 10))
+    ImageDraw.Draw(red).ellipse((10, 10, 40, 40), fill=(200, 0, 0))
+    policy = OutputPolicy({}, "v").with_checks([too_red])
+    assert "site.too_red" in [d.rule_id for d in policy.check_image(red).decisions]
+    failed = policy.with_checks([broken]).check_image(sticker(1))
+    assert failed.denied and failed.decisions[-1].rule_id == "output.check_failed"
+    assert "classifier offline" in failed.decisions[-1].message
+    with pytest.raises(TypeError):
+        OutputPolicy({}, "v", ["not.callable"])
