@@ -370,6 +370,7 @@ class SignedFileView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_scope = "files"
+    throttle_anonymous_by_scope = True
 
     @extend_schema(summary="Download through a signed URL (from an asset's signed_url)", auth=[],
                    parameters=[OpenApiParameter("token", OpenApiTypes.STR, OpenApiParameter.PATH)],

@@ -205,3 +205,13 @@ def test_existing_files_move_to_private_storage(db, active_model, no_broker, use
     assert not storages["default"].exists(old_name)
     with asset.file.open("rb") as handle:
         assert handle.read() == data
+
+
+def test_signed_urls_count_under_the_files_rate_per_address(db, active_model, no_broker, users, settings):
+    asset = make_assets(users[0], 1)[0]
+    services.approve_asset(asset.pk, users[1])
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"files": "2/minute", "anonymous": "1/minute"}}
+    signed = f"/api/v1/files/{signed_url_token(Asset.objects.get(pk=asset.pk))}/"
+    browser = APIClient(REMOTE_ADDR="192.0.2.10")
+    assert [browser.get(signed).status_code for _ in range(3)] == [200, 200, 429]
+    assert APIClient(REMOTE_ADDR="192.0.2.11").get(signed).status_code == 200  # another address
