@@ -437,9 +437,6 @@ class RequestSerializer(serializers.ModelSerializer):
             fields[name].validators.append(validator)
         return fields
 
-    def validate_num_images(self, value: Any) -> Any:
-        return value
-
     @extend_schema_field(RefusalSerializer(many=True))
     def get_refused_because(self, obj: GenerationRequest) -> list[dict[str, str]]:
         return [{"rule_id": d.rule_id, "message": d.message} for d in obj.decisions.filter(outcome="deny")]
