@@ -220,3 +220,12 @@ def test_signed_urls_count_under_the_files_rate_per_address(db, active_model, no
     browser = APIClient(REMOTE_ADDR="192.0.2.10")
     assert [browser.get(signed).status_code for _ in range(3)] == [200, 200, 429]
     assert APIClient(REMOTE_ADDR="192.0.2.11").get(signed).status_code == 200  # another address
+
+
+def test_checks_survive_broken_settings(settings):
+    """A typo in STACKGAN is reported once (E001) by `check`, including `check --deploy`, never a crash."""
+    from django.core.checks import run_checks
+
+    settings.STACKGAN = {"WEBHOOK": []}
+    ids = [m.id for m in run_checks(include_deployment_checks=True)]
+    assert "stackgan_django.E001" in ids
