@@ -46,6 +46,7 @@ benchmarks: install
 	$(PY) benchmarks/policy_speed.py
 	$(PY) benchmarks/provenance_speed.py
 	$(PY) benchmarks/watermark_robustness.py
+	$(PY) benchmarks/api_speed.py
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ server, two generation workers and the maintenance worker with Celery beat, then
 
     python benchmarks/load.py --requests 500
     DATABASE_URL=postgres://... CELERY_BROKER_URL=redis://... python benchmarks/load.py --requests 100
-    python benchmarks/load.py --base-url https://site/api/requests/ --token TOKEN   # a running site;
+    python benchmarks/load.py --base-url https://site/api/v1/requests/ --token API_KEY   # a running site;
         # this process then needs that site's DATABASE_URL to check the outcome row by row
 """
 
@@ -46,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def post_json(url: str, token: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Token {token}"})
+        "Content-Type": "application/json", "Authorization": f"Api-Key {token}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -80,7 +80,7 @@ class Site:
         while time.monotonic() < deadline:
             logs = [(self.log_dir / f"worker{i}.log").read_text(errors="replace") for i in range(self.workers)]
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/schema/", timeout=2)
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/schema/", timeout=2)
                 web_up = True
             except urllib.error.HTTPError:
                 web_up = True  # 401/403: the server answers
@@ -102,10 +102,9 @@ class Site:
 
 
 def prepare_database(model_dir: str | None) -> str:
-    """Activate the model (the shipped one unless told) and make a user with a DRF token."""
+    """Activate the model (the shipped one unless told) and make a user with an API key that may request images."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Permission
-    from rest_framework.authtoken.models import Token
 
     from stackgan_django import services
     from stackgan_django.models import ModelVersion
@@ -118,7 +117,8 @@ def prepare_database(model_dir: str | None) -> str:
     # A user of this run alone: the usage policy's daily quota per user must not refuse a second run.
     user = get_user_model().objects.create_user(f"load-benchmark-{uuid.uuid4().hex[:8]}")
     user.user_permissions.add(Permission.objects.get(codename="add_generationrequest"))
-    return Token.objects.get_or_create(user=user)[0].key
+    _, secret = services.create_api_key(user, "load benchmark", ["requests:write"])
+    return secret
 
 
 def main() -> int:
@@ -138,7 +138,7 @@ def main() -> int:
 
     var = Path(tempfile.mkdtemp(prefix="stackgan-load-"))
     os.environ.setdefault("STACKGAN_VAR_DIR", str(var))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.load_settings")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import django
@@ -161,7 +161,7 @@ def main() -> int:
         site = Site(dict(os.environ), args.port, args.workers, var)
         print(f"starting a web server and {args.workers} workers (logs in {var}) ...", flush=True)
         site.start()
-        url = f"http://127.0.0.1:{args.port}/api/requests/"
+        url = f"http://127.0.0.1:{args.port}/api/v1/requests/"
     try:
         captions = [DENIED_CAPTION if args.denied_every and (i + 1) % args.denied_every == 0 else CAPTIONS[i % len(CAPTIONS)]
                     for i in range(args.requests)]

@@ -9,10 +9,10 @@ export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"  # development pages; settings default 
 $PY -m celery -A config worker -Q gpu -c 1 --pool solo -l info --without-gossip --without-mingle \
     --without-heartbeat >var/worker.log 2>&1 &
 WORKER=$!
-# One process is enough on a laptop: a small solo worker for the maintenance queue with beat
+# One process is enough on a laptop: a small solo worker for the maintenance and webhook queues with beat
 # embedded (-B). In production run `celery -A config beat` once per site and the maintenance worker
 # beside the web tier (see the README's "Running in production").
-$PY -m celery -A config worker -Q stackgan-maintenance -c 1 --pool solo -B -l info --without-gossip \
+$PY -m celery -A config worker -Q stackgan-maintenance,webhooks -c 1 --pool solo -B -l info --without-gossip \
     --without-mingle --without-heartbeat -n maintenance@%h >var/maintenance.log 2>&1 &
 MAINTENANCE=$!
 trap 'kill $WORKER $MAINTENANCE 2>/dev/null; wait $WORKER $MAINTENANCE 2>/dev/null' EXIT INT TERM

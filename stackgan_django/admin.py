@@ -19,6 +19,7 @@ from django.utils.safestring import mark_safe
 
 from stackgan_django import services, views_editor
 from stackgan_django.access import REVIEW_ASSET, sees_every_request, visible_assets, visible_requests
+from stackgan_django.files import can_see_unapproved
 from stackgan_django.models import Asset, AuditEvent, GenerationRequest, ModelVersion, PolicyDecision, Review
 from stackgan_django.review_desk import (
     audit_trail,
@@ -357,7 +358,9 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         form = VerifyUploadForm(request.POST, request.FILES) if request.method == "POST" else VerifyUploadForm()
         report = panel = verdict = None
         if request.method == "POST" and form.is_valid():
-            report = services.verify_file(form.cleaned_data["file"].read())
+            # Editors hold view_asset too; only reviewers learn about our non-approved assets.
+            report = services.verify_file(form.cleaned_data["file"].read(),
+                                          disclose_unapproved=can_see_unapproved(request.user))
             panel = provenance_panel(report)
             verdict = verify_verdict(report)
         context = {**self.admin_site.each_context(request), "title": "Check a file's provenance", "form": form,

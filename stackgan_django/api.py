@@ -370,6 +370,7 @@ class SignedFileView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_scope = "files"
+    throttle_anonymous_by_scope = True
 
     @extend_schema(summary="Download through a signed URL (from an asset's signed_url)", auth=[],
                    parameters=[OpenApiParameter("token", OpenApiTypes.STR, OpenApiParameter.PATH)],
@@ -435,9 +436,6 @@ class RequestSerializer(serializers.ModelSerializer):
                                 ("seed", _range_validator(0, app_settings.MAX_SEED))):
             fields[name].validators.append(validator)
         return fields
-
-    def validate_num_images(self, value: Any) -> Any:
-        return value
 
     @extend_schema_field(RefusalSerializer(many=True))
     def get_refused_because(self, obj: GenerationRequest) -> list[dict[str, str]]:

@@ -70,7 +70,11 @@ def check_development_choices(app_configs=None, **kwargs):
                                 hint="Set CELERY_BROKER_URL to Redis or RabbitMQ.", id="stackgan_django.W102"))
     from stackgan_django.conf import app_settings
 
-    if "FileSystemStorage" in str(app_settings.STORAGE):
+    try:
+        storage_backend = str(app_settings.STORAGE)
+    except ImproperlyConfigured:
+        storage_backend = ""  # reported by stackgan_django.E001
+    if "FileSystemStorage" in storage_backend:
         warnings.append(Warning("generated images are stored on the local disk, which workers on other hosts "
                                 "cannot share", hint="Set STACKGAN_STORAGE_BACKEND to private object storage.",
                                 id="stackgan_django.W103"))
@@ -187,6 +191,7 @@ def check_private_files(app_configs=None, **kwargs):
     errors = []
     try:
         backend = configured_backend()
+        options = app_settings.STORAGE_OPTIONS or {}
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="stackgan_django.E110")]
     location = getattr(backend, "location", None)
@@ -208,7 +213,6 @@ def check_private_files(app_configs=None, **kwargs):
                 errors.append(Error(f"a URL route serves {root}, which holds the private storage ({location})",
                                     hint="Remove the django.views.static.serve route; files leave through the API.",
                                     id="stackgan_django.E112"))
-    options = app_settings.STORAGE_OPTIONS or {}
     public_bucket = (str(options.get("default_acl", "")).lower() in PUBLIC_ACLS
                      or options.get("querystring_auth") is False or bool(options.get("custom_domain")))
     if public_bucket:

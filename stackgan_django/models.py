@@ -115,9 +115,9 @@ def asset_storage():
     return private_storage
 
 
-def random_asset_name(instance, filename: str) -> str:
-    """A random stored name, whatever the caller proposed (see stackgan_django.storage)."""
-    from stackgan_django.storage import random_asset_name as name
+def private_asset_name(instance, filename: str) -> str:
+    """The stored name: a keyed hash of the name the caller proposed (see stackgan_django.storage)."""
+    from stackgan_django.storage import private_asset_name as name
 
     return name(instance, filename)
 
@@ -132,7 +132,7 @@ class Asset(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     request = models.ForeignKey(GenerationRequest, on_delete=models.PROTECT, related_name="assets")
     index = models.PositiveSmallIntegerField()
-    file = models.FileField(storage=asset_storage, upload_to=random_asset_name, max_length=300)
+    file = models.FileField(storage=asset_storage, upload_to=private_asset_name, max_length=300)
     sha256 = models.CharField(max_length=64)
     seed = models.BigIntegerField()
     width = models.PositiveIntegerField()
@@ -141,7 +141,7 @@ class Asset(models.Model):
     flagged = models.BooleanField(default=False)
     mark_id = models.PositiveBigIntegerField(null=True, blank=True, unique=True,
                                              help_text="id carried by the invisible watermark")
-    approved_file = models.FileField(storage=asset_storage, upload_to=random_asset_name, max_length=300, blank=True,
+    approved_file = models.FileField(storage=asset_storage, upload_to=private_asset_name, max_length=300, blank=True,
                                      help_text="the signed file with the review manifest; what the API serves")
     approved_sha256 = models.CharField(max_length=64, blank=True)
     provenance_state = models.CharField(max_length=20, blank=True, help_text="C2PA validation when signed")

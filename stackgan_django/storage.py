@@ -4,12 +4,11 @@ The backend is pluggable (``STACKGAN["STORAGE"]``, a dotted path, with ``STACKGA
 a local folder by default (``var/private``, outside MEDIA_ROOT and served by no route), any
 django-storages backend (a private S3 bucket) in production. ``PrivateAssetStorage`` wraps it so that
 ``FieldFile.url`` names the app's authorised file view instead of the backend's own URL, and every
-stored name is random: a name never leads to another asset's file.
+stored name is an HMAC of the proposed one: a name never leads to another asset's file.
 """
 
 from __future__ import annotations
 
-import secrets
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -132,15 +131,19 @@ class PrivateAssetStorage(Storage):
 private_storage = PrivateAssetStorage()
 
 
-def random_asset_name(instance: Any, filename: str) -> str:
-    """``<prefix>/<2 chars>/<32 random url-safe chars>.<ext>``: whatever name the caller proposed (a
-    request id and index, say), the stored name is random, so one file's name says nothing about
-    another's. The two-character folder keeps directories small on a local disk."""
+def private_asset_name(instance: Any, filename: str) -> str:
+    """``<prefix>/<2 hex>/<32 hex>.<ext>``: an HMAC (keyed by SECRET_KEY) of the name the caller
+    proposed. The same proposal gives the same name, so a retried worker overwrites its own file,
+    but without the key no name can be derived from another: a request id and index (what the
+    worker proposes) never show, and one file's name leads to no other."""
+    from django.utils.crypto import salted_hmac
+
     from stackgan_django.conf import app_settings
 
     suffix = PurePosixPath(filename or "").suffix.lower()
     if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
         suffix = ".png"
-    token = secrets.token_urlsafe(24)
+    digest = salted_hmac("stackgan_django.storage.private_asset_name", filename or "", algorithm="sha256").hexdigest()[:32]
     prefix = (app_settings.STORAGE_PREFIX or "").strip("/")
-    return "/".join(part for part in (prefix, token[:2].lower().replace("-", "0").replace("_", "1"), token + suffix) if part)
+    # The two-character folder keeps directories small on a local disk.
+    return "/".join(part for part in (prefix, digest[:2], digest + suffix) if part)

@@ -28,7 +28,10 @@ class ApiKeyScopeThrottle(SimpleRateThrottle):
         user = getattr(request, "user", None)
         authenticated = bool(user and user.is_authenticated)
         rates = app_settings.API_THROTTLE_RATES or {}
-        self.rate = rates.get(self.scope if authenticated else "anonymous")
+        # Signed URLs are fetched without a key (a browser, a CDN): they count under their own scope
+        # per address rather than under the small anonymous allowance.
+        self.rate = rates.get(self.scope if authenticated or getattr(view, "throttle_anonymous_by_scope", False)
+                              else "anonymous")
         if not self.rate:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)

@@ -17,6 +17,7 @@ from stackgan_django import services
 from stackgan_django.checks import check_private_files
 from stackgan_django.files import asset_file_url, signed_url_token
 from stackgan_django.models import Asset
+from stackgan_django.storage import private_asset_name
 from tests.api_assets import assets_in_every_state, make_assets
 
 PNG_MAGIC = b"\x89PNG"
@@ -41,7 +42,7 @@ def development_urls(settings):
     clear_url_caches()
 
 
-def test_stored_names_are_random_and_say_nothing_about_the_request(db, active_model, no_broker, users):
+def test_stored_names_are_keyed_hashes_that_say_nothing_about_the_request(db, active_model, no_broker, users):
     approved, pending = make_assets(users[0], 2)
     services.approve_asset(approved.pk, users[1])
     approved.refresh_from_db()
@@ -49,8 +50,12 @@ def test_stored_names_are_random_and_say_nothing_about_the_request(db, active_mo
     request_id = str(approved.request.public_id)
     for name in names:
         assert request_id not in name and request_id.replace("-", "") not in name
-        assert re.fullmatch(r"stackgan/[a-z0-9]{2}/[A-Za-z0-9_-]{32}\.png", name), name
+        assert re.fullmatch(r"stackgan/[0-9a-f]{2}/[0-9a-f]{32}\.png", name), name
     assert len(set(names)) == 3
+    # Deterministic per proposal (a retried worker overwrites its own file), unlike for any other.
+    proposal = f"stackgan/{request_id}/0.png"
+    assert private_asset_name(None, proposal) == private_asset_name(None, proposal)
+    assert private_asset_name(None, proposal) != private_asset_name(None, f"stackgan/{request_id}/1.png")
     # Nothing in the approved file (its C2PA manifests included) names the request.
     with approved.approved_file.open("rb") as handle:
         data = handle.read()
@@ -205,3 +210,22 @@ def test_existing_files_move_to_private_storage(db, active_model, no_broker, use
     assert not storages["default"].exists(old_name)
     with asset.file.open("rb") as handle:
         assert handle.read() == data
+
+
+def test_signed_urls_count_under_the_files_rate_per_address(db, active_model, no_broker, users, settings):
+    asset = make_assets(users[0], 1)[0]
+    services.approve_asset(asset.pk, users[1])
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"files": "2/minute", "anonymous": "1/minute"}}
+    signed = f"/api/v1/files/{signed_url_token(Asset.objects.get(pk=asset.pk))}/"
+    browser = APIClient(REMOTE_ADDR="192.0.2.10")
+    assert [browser.get(signed).status_code for _ in range(3)] == [200, 200, 429]
+    assert APIClient(REMOTE_ADDR="192.0.2.11").get(signed).status_code == 200  # another address
+
+
+def test_checks_survive_broken_settings(settings):
+    """A typo in STACKGAN is reported once (E001) by `check`, including `check --deploy`, never a crash."""
+    from django.core.checks import run_checks
+
+    settings.STACKGAN = {"WEBHOOK": []}
+    ids = [m.id for m in run_checks(include_deployment_checks=True)]
+    assert "stackgan_django.E001" in ids

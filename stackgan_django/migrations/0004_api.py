@@ -8,11 +8,11 @@ from django.db import migrations, models
 
 def move_files_to_private_storage(apps, schema_editor):
     """Files stored before issue 11 sit in the default (media) storage under request-uuid names that a
-    URL could serve: copy each into the private storage under a random name, then delete the old one."""
+    URL could serve: copy each into the private storage under a keyed-hash name, then delete the old one."""
     from django.core.files.base import ContentFile
     from django.core.files.storage import storages
 
-    from stackgan_django.storage import private_storage, random_asset_name
+    from stackgan_django.storage import private_asset_name, private_storage
 
     Asset = apps.get_model("stackgan_django", "Asset")
     old_storage = storages["default"]
@@ -23,7 +23,7 @@ def move_files_to_private_storage(apps, schema_editor):
             if not old_name or not old_storage.exists(old_name):
                 continue  # already private, or nothing to move
             with old_storage.open(old_name, "rb") as handle:
-                new_name = private_storage.save(random_asset_name(asset, old_name), ContentFile(handle.read()))
+                new_name = private_storage.save(private_asset_name(asset, old_name), ContentFile(handle.read()))
             setattr(asset, field, new_name)
             moved.append(old_name)
         if moved:
@@ -43,12 +43,12 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='asset',
             name='approved_file',
-            field=models.FileField(blank=True, help_text='the signed file with the review manifest; what the API serves', max_length=300, storage=stackgan_django.models.asset_storage, upload_to=stackgan_django.models.random_asset_name),
+            field=models.FileField(blank=True, help_text='the signed file with the review manifest; what the API serves', max_length=300, storage=stackgan_django.models.asset_storage, upload_to=stackgan_django.models.private_asset_name),
         ),
         migrations.AlterField(
             model_name='asset',
             name='file',
-            field=models.FileField(max_length=300, storage=stackgan_django.models.asset_storage, upload_to=stackgan_django.models.random_asset_name),
+            field=models.FileField(max_length=300, storage=stackgan_django.models.asset_storage, upload_to=stackgan_django.models.private_asset_name),
         ),
         migrations.CreateModel(
             name='ApiKey',

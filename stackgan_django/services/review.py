@@ -76,9 +76,9 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
                                           reviewer=reviewer_id, note=note or "")
     except (provenance.SignerConfigurationError, provenance.SigningUnavailable) as exc:
         raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
-    # The field stores it under a random name (models.random_asset_name): nothing in the name ties it
-    # to the generated file or to the request.
-    asset.approved_file.save("approved.png", ContentFile(approved), save=False)
+    # The field stores it under a keyed hash of this proposal (models.private_asset_name): nothing in
+    # the stored name ties it to the generated file or to the request.
+    asset.approved_file.save(f"{asset.file.name}.approved.png", ContentFile(approved), save=False)
     asset.approved_sha256 = hashlib.sha256(approved).hexdigest()
     asset.provenance = provenance.verify_bytes(approved).to_dict()
     asset.provenance_state = asset.provenance.get("state", "")
