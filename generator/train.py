@@ -126,8 +126,6 @@ class TrainingOptions:
         for name in ("matching_weight", "mode_seeking_weight", "kl_weight", "colour_weight", "checkpoint_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} cannot be negative")
-        if self.matching_weight < 0:
-            raise ValueError("the matching-loss weight cannot be negative")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("--time-budget must be a positive number of seconds")
         if self.train_branches is not None:

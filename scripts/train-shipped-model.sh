@@ -6,8 +6,8 @@
 #   FROM_SCRATCH=1 bash scripts/train-shipped-model.sh   # phases 1-3 first (how models/default began)
 #   P4_STEPS=1000 P5_STEPS=4000 RUNS=/work/runs/shipped bash scripts/train-shipped-model.sh
 #
-# Cost on two shared CPU cores (torch CPU, batch 16): phase 1 ~0.8 s/step, phase 2 ~2 s/step, phase 3
-# ~5 s/step; phase 4 (64 px alone) ~1 s/step, phase 5 (128+256 px over a frozen 64 px stage) ~3 s/step.
+# Cost: phases 1-3 took about two hours of two unshared CPU cores. Phases 4-5 have not been timed on an
+# unshared machine yet (the first attempt, under nice -n 15 on a machine at load 12-15, ran at ~60 s/step).
 # The script does not install: the result is copied to models/default only by scripts/promote-run.sh,
 # which evaluates it against the shipped model first.
 set -euo pipefail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -154,22 +155,26 @@ def mean_distance_to_own_class(trainer: Trainer, captions_to_images: dict[str, t
 
 
 def test_a_few_hundred_steps_bring_samples_closer_to_the_training_images(tmp_path, text_encoder):
+    """Measured over three seeds: the median run brings samples clearly closer to their captions' images."""
     data = make_shapes_dataset(tmp_path / "shapes", size=32, copies=2)
-    options = TrainingOptions(data=data, output=tmp_path / "run", steps=400, batch_size=8, seed=0, device="cpu",
-                              config=StackGANConfig(ngf=8, ndf=8, base_size=16, branches=2),
-                              sample_every=0, checkpoint_every=150, log_every=10, progress=False)
-    trainer = Trainer(options)
-    by_caption: dict[str, list[torch.Tensor]] = {}
-    for i, item in enumerate(trainer.dataset.items):
-        full = trainer.dataset.pixels[i].float().div(127.5).sub(1).unsqueeze(0)
-        image = torch.nn.functional.interpolate(full, size=(32, 32), mode="bilinear", antialias=True)[0]
-        by_caption.setdefault(item.captions[0], []).append(image)
-    targets = {c: torch.stack(v) for c, v in by_caption.items()}
-    before = mean_distance_to_own_class(trainer, targets)
-    trainer.run()
-    after = mean_distance_to_own_class(trainer, targets)
-    print(f"mean distance of samples to the nearest training image of their caption: {before:.3f} -> {after:.3f}")
-    assert after < 0.85 * before, f"distance to training images {before:.3f} -> {after:.3f}"
+    ratios = []
+    for seed in (2, 1, 0):  # seed 0 last: its run is resumed and grown below
+        output = tmp_path / ("run" if seed == 0 else f"run-{seed}")
+        options = TrainingOptions(data=data, output=output, steps=400, batch_size=8, seed=seed, device="cpu",
+                                  config=StackGANConfig(ngf=8, ndf=8, base_size=16, branches=2),
+                                  sample_every=0, checkpoint_every=150, log_every=10, progress=False)
+        trainer = Trainer(options)
+        by_caption: dict[str, list[torch.Tensor]] = {}
+        for i, item in enumerate(trainer.dataset.items):
+            full = trainer.dataset.pixels[i].float().div(127.5).sub(1).unsqueeze(0)
+            image = torch.nn.functional.interpolate(full, size=(32, 32), mode="bilinear", antialias=True)[0]
+            by_caption.setdefault(item.captions[0], []).append(image)
+        targets = {c: torch.stack(v) for c, v in by_caption.items()}
+        before = mean_distance_to_own_class(trainer, targets)
+        trainer.run()
+        ratios.append(mean_distance_to_own_class(trainer, targets) / before)
+    print("distance to the training images after / before, per seed:", [round(r, 3) for r in ratios])
+    assert statistics.median(ratios) < 0.85, ratios
     log = [json.loads(line) for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 400
     assert log[0]["loss_d16"] != log[-1]["loss_d16"] and log[0]["loss_g"] != log[-1]["loss_g"]

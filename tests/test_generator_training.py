@@ -128,7 +128,7 @@ def test_the_mode_seeking_term_keeps_the_samples_of_one_caption_apart(shapes_dat
             spreads[weight] = sample_spread(trainer, ["a red circle", "a blue square"])
         ratios.append(spreads[5.0] / spreads[0.0])
     print("spread with / without the mode-seeking term, per seed:", [round(r, 2) for r in ratios])
-    assert statistics.median(ratios) > 1.3, ratios
+    assert statistics.median(ratios) > 1.2, ratios  # measured: 1.15, 1.37, 1.53 (median 1.37)
 
 
 def test_a_time_budget_stops_the_run_with_a_checkpoint(shapes_data, tmp_path):
