@@ -197,7 +197,7 @@ def test_existing_files_move_to_private_storage(db, active_model, no_broker, use
     """The migration's data step: a file in the old media layout gets a random private name."""
     from django.apps import apps
 
-    migration = importlib.import_module("stackgan_django.migrations.0002_api")
+    migration = importlib.import_module("stackgan_django.migrations.0004_api")
     asset = make_assets(users[0], 1)[0]
     with asset.file.open("rb") as handle:
         data = handle.read()

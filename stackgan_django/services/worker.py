@@ -6,7 +6,6 @@ Celery task, the benchmarks and the tests all call it."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -16,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
@@ -67,7 +65,7 @@ def asset_file_name(request: GenerationRequest, index: int) -> str:
     so the name reveals nothing that leads to another asset's file (not the request id, not the index)."""
     from django.utils.crypto import salted_hmac
 
-    digest = salted_hmac("stackgan_django.asset_file_name", f"{request.public_id}:{index}", algorithm="sha256").hexdigest()[:40]
+    digest = salted_hmac("stackgan_django.asset_file_name", f"{request.public_id}:{index}", algorithm="sha256").hexdigest()[:32]
     prefix = (app_settings.STORAGE_PREFIX or "").strip("/")
     return "/".join(part for part in (prefix, digest[:2], f"{digest}.png") if part)
 
@@ -468,12 +466,19 @@ def sweep_stale_requests(now: datetime | None = None) -> list[int]:
 
 # -- the pipeline ----------------------------------------------------------------------------------
 
-def near_copy_index(model_version: ModelVersion) -> NearCopyIndex | None:
-    """The training-image index shipped beside the checkpoint, if it has one."""
-    path = Path(model_version.checkpoint_path) / "near_copies.json"
-    if not path.is_file():
-        return None
-    return NearCopyIndex.from_json(json.loads(path.read_text()))
+# One index per model version per process: it is a few megabytes and costs a second to read.
+_near_copy_indexes: dict[tuple[int, str], Any] = {}
+
+
+def near_copy_index(model_version: ModelVersion) -> Any:
+    """The training-image index shipped beside the checkpoint (None if it has none). A damaged
+    index raises policies.NearCopyIndexError, which fails the request: an image is never let through
+    unchecked because its check could not be read."""
+    key = (model_version.pk, model_version.checkpoint_sha256)
+    if key not in _near_copy_indexes:
+        _near_copy_indexes.clear()
+        _near_copy_indexes[key] = NearCopyIndex.load(model_version.checkpoint_path)
+    return _near_copy_indexes[key]
 
 
 def _show_progress(request_id: int, stage: str) -> None:
@@ -498,9 +503,9 @@ def render_and_check(request: GenerationRequest) -> tuple[list[GeneratedOutput],
     rendered = backend.generate(request.caption, seeds)
     compute_seconds = time.perf_counter() - started
     _show_progress(request.pk, "checking")
-    policies = current_policies()
+    output_policy = current_policies().output.with_checks(app_settings.OUTPUT_CHECKS)  # the site's own checks too
     near_copies = near_copy_index(request.model_version)
-    outputs = [GeneratedOutput(index, item.seed, item.image, policies.output.check_image(item.image, near_copies))
+    outputs = [GeneratedOutput(index, item.seed, item.image, output_policy.check_image(item.image, near_copies))
                for index, item in enumerate(rendered)]
     return outputs, compute_seconds
 
