@@ -104,6 +104,17 @@ def _locked(request_id: int) -> GenerationRequest:
     return request
 
 
+def _locked_running(request_id: int, attempt: int | None) -> GenerationRequest:
+    """The row locked, provided it is RUNNING and (with ``attempt``) still held by that attempt: a
+    worker whose lease lapsed and was taken over may change nothing."""
+    request = _locked(request_id)
+    if request.state != State.RUNNING:
+        raise TransitionError(f"request {request_id} is {request.state}, not running")
+    if attempt is not None and request.attempts != attempt:
+        raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
+    return request
+
+
 def _lease_until(now: datetime) -> datetime:
     return now + timedelta(seconds=app_settings.LEASE_SECONDS)
 
@@ -292,11 +303,7 @@ def finish_request(request_id: int, outputs: list[GeneratedOutput], compute_seco
     committed = False
     try:
         with transaction.atomic():
-            request = _locked(request_id)
-            if request.state != State.RUNNING:
-                raise TransitionError(f"request {request_id} is {request.state}, not running")
-            if attempt is not None and request.attempts != attempt:
-                raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
+            request = _locked_running(request_id, attempt)
             existing = set(request.assets.values_list("index", flat=True))
             created = []
             for output in outputs:
@@ -358,11 +365,7 @@ def fail_request(request_id: int, error: str, attempt: int | None = None) -> Gen
     """RUNNING -> QUEUED again while attempts remain (with a delay), else FAILED with the reason.
     With ``attempt``, a request another worker took over is left alone (TransitionError)."""
     with transaction.atomic():
-        request = _locked(request_id)
-        if request.state != State.RUNNING:
-            raise TransitionError(f"request {request_id} is {request.state}, not running")
-        if attempt is not None and request.attempts != attempt:
-            raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
+        request = _locked_running(request_id, attempt)
         retry = request.attempts < app_settings.MAX_ATTEMPTS
         request.state = State.QUEUED if retry else State.FAILED
         request.error = error[:2000]
@@ -384,11 +387,7 @@ def defer_request(request_id: int, reason: str, countdown: float = 60, attempt: 
     """RUNNING -> QUEUED without using up an attempt: signing is pending (a timestamp authority is
     unreachable), the request will run again, and nothing is stored unsigned meanwhile."""
     with transaction.atomic():
-        request = _locked(request_id)
-        if request.state != State.RUNNING:
-            raise TransitionError(f"request {request_id} is {request.state}, not running")
-        if attempt is not None and request.attempts != attempt:
-            raise LeaseLost(f"request {request_id} was taken over (attempt {request.attempts}, this is {attempt})")
+        request = _locked_running(request_id, attempt)
         request.state = State.QUEUED
         request.attempts = max(0, request.attempts - 1)
         request.error = f"signing pending: {reason}"[:2000]
