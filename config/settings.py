@@ -72,7 +72,8 @@ SPECTACULAR_SETTINGS = {
 # Bodies bounded before parsing (JSON and form fields; an upload to verify has its own limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
-DATA_UPLOAD_MAX_NUMBER_FILES = 1
+# The most files one form sends: the policy evaluation page takes a CSV and two policy files.
+DATA_UPLOAD_MAX_NUMBER_FILES = 3
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Rate limits live in the cache: local memory per process by default, Redis when named.
 if os.environ.get("DJANGO_CACHE_URL", "").startswith(("redis://", "rediss://")):

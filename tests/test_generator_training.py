@@ -122,13 +122,15 @@ def test_the_mode_seeking_term_keeps_the_samples_of_one_caption_apart(shapes_dat
     for seed in range(3):
         spreads = {}
         for weight in (0.0, 5.0):
-            trainer = Trainer(tiny_options(shapes_data, tmp_path / f"run-{seed}-{weight}", steps=60, seed=seed,
+            trainer = Trainer(tiny_options(shapes_data, tmp_path / f"run-{seed}-{weight}", steps=150, seed=seed,
                                            mode_seeking_weight=weight, log_every=10))
             trainer.run()
             spreads[weight] = sample_spread(trainer, ["a red circle", "a blue square"])
         ratios.append(spreads[5.0] / spreads[0.0])
     print("spread with / without the mode-seeking term, per seed:", [round(r, 2) for r in ratios])
-    assert statistics.median(ratios) > 1.2, ratios  # measured: 1.15, 1.37, 1.53 (median 1.37)
+    # Measured with 150 steps (2 threads): 1.62, 1.47, 2.33 (median 1.62; seeds 3-4 gave 1.53, 1.93).
+    # At 60 steps the effect had not yet grown past the seed-to-seed noise (1.10-1.53).
+    assert statistics.median(ratios) > 1.2, ratios
 
 
 def test_a_time_budget_stops_the_run_with_a_checkpoint(shapes_data, tmp_path):
