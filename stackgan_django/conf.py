@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # Reliability (issue 13). A RUNNING request holds a lease its worker renews every third of
     # LEASE_SECONDS; a lapsed lease means the worker died and the request is taken over.
     "LEASE_SECONDS": 30,
+    # Load and warm the active model when a worker process starts (worker_start), so the first
+    # request costs what the others cost. Off for workers that never generate, or in tests of other things.
+    "WARM_UP_WORKER": True,
     # A QUEUED request the broker took but no worker started within this many seconds, while the
     # broker's queue is empty, lost its message (a broker restarted without persistence): it is sent
     # again (ten times later if the queue is busy). A duplicate is harmless.

@@ -28,8 +28,13 @@ def connect_worker_warm_up() -> None:
     signals.worker_process_init.connect(warm_up_worker, weak=False, dispatch_uid=_DISPATCH_UID)
 
 
-def warm_up_worker(**_signal_kwargs) -> threading.Thread:
-    """worker_process_init handler: start warming the active model in a background thread."""
+def warm_up_worker(**_signal_kwargs) -> threading.Thread | None:
+    """worker_process_init handler: start warming the active model in a background thread
+    (unless STACKGAN["WARM_UP_WORKER"] is off)."""
+    from stackgan_django.conf import app_settings
+
+    if not app_settings.WARM_UP_WORKER:
+        return None
     thread = threading.Thread(target=warm_up_active_model, name="stackgan-warm-up", daemon=True)
     _started["thread"] = thread
     thread.start()

@@ -52,7 +52,10 @@ CAPTION = "a red apple with a green leaf"
 SEED = 12345  # the tiny network's images for these seeds pass the output policy (see test_integration)
 LEASE_SECONDS = 2
 WORKER_SETTINGS = {"QUEUE": GPU_QUEUE, "LEASE_SECONDS": LEASE_SECONDS, "RESEND_AFTER_SECONDS": 3,
-                   "GENERATOR_BACKEND": "tests.fault_backends.HeldPipelineBackend"}
+                   "GENERATOR_BACKEND": "tests.fault_backends.HeldPipelineBackend",
+                   # The held generator must only ever run inside a task: a warm-up would hold too
+                   # (and announce "started" before any request did).
+                   "WARM_UP_WORKER": False}
 DONE_TIMEOUT = 120
 
 

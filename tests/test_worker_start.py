@@ -69,3 +69,9 @@ def test_the_optimised_backend_batches_requests_and_matches_one_by_one(db, activ
         for alone, together in zip(backend.generate(caption, seeds), per, strict=True):
             difference = np.abs(np.asarray(alone.image, dtype=int) - np.asarray(together.image, dtype=int)).max()
             assert difference <= 1
+
+
+def test_a_worker_told_not_to_warm_up_loads_nothing_at_start(committed_model, optimised_backend_setting, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "WARM_UP_WORKER": False}
+    assert worker_start.warm_up_worker() is None
+    assert generation._backends == {}
