@@ -25,9 +25,13 @@ demo: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py demo --start-worker
 
-## make test: everything the tests need, then the tests
+## make test: everything the tests need, then the tests (shuffled order, seed printed). The fault tests
+## start and kill their own Redis, PostgreSQL and worker subprocesses; they run in a pytest process of
+## their own, since after the rest of the suite (the browser tests among it) a worker's soft time limit
+## was seen not to fire in the time-limit test, a state of the test process not yet explained.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/test_faults.py
+	$(PY) -m pytest tests/test_faults.py
 
 ## make finetune IMAGES=dir CSV=file NAME=name: fine-tune the shipped model on your own images
 finetune: install
