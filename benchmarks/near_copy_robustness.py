@@ -1,22 +1,26 @@
 """Near-copy robustness: plant edited copies of training images and count how many the output policy
-catches, by kind of edit; count false alarms on held-out images of the same set (different emoji
-that are not in the index); report the output check's cost per image.
+catches, by kind of edit; count false alarms on images of the same set that are not in the index
+(different emoji); report the near-copy search's cost per image.
 
-    python benchmarks/near_copy_robustness.py [--data data/twemoji] [--planted 150] [--held-out 0]
+    python benchmarks/near_copy_robustness.py [--data data/twemoji] [--planted 150] [--negatives 0] [--seed 12]
 
 The dataset is split in two by file name (every other image of the sorted manifest): the index half
-is what the model "trained on", the held-out half must not raise an alarm. --held-out 0 checks the
-whole held-out half.
+is what the model "trained on", the other half must not raise an alarm. Both halves are then split
+again, at random under a stated seed, into a calibration half and a held-out half. Thresholds are
+chosen on the calibration half only (and printed beside the shipped ones in output.toml); the
+figures that count are the held-out half's, under the shipped thresholds.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies import NearCopyIndex, load_policies  # noqa: E402
 from policies.data import read_manifest_lines  # noqa: E402
+from policies.near_copy import NearCopyMatch  # noqa: E402
+from policies.output import VERIFY_MARGIN  # noqa: E402
+
+SEED = 12
+# The lowest colour threshold the calibration considers; the search runs as the output policy runs it
+# (stopping early below a threshold less VERIFY_MARGIN), from this one, so every threshold tried
+# sees the decisions the product would make.
+LOWEST_SIMILARITY = 0.90
+VERIFY_FROM = LOWEST_SIMILARITY - VERIFY_MARGIN
+
+
+@dataclass(frozen=True)
+class Scored:
+    name: str  # the planted training image, or the image not in the index
+    match: NearCopyMatch | None
+    twin: bool  # an image not in the index that is the same drawing as the indexed image it matched
+
+
+def open_rgb(folder: Path, name: str) -> Image.Image:
+    with Image.open(folder / name) as handle:
+        return handle.convert("RGB")
 
 
 def split_dataset(folder: Path) -> tuple[list[str], list[str]]:
@@ -109,11 +134,89 @@ def same_drawing(a: Image.Image, b: Image.Image) -> float:
     return best
 
 
+def score_images(index: NearCopyIndex, folder: Path, planted: list[str], negatives: list[str],
+                 rng: np.random.Generator, times: list[float]) -> tuple[dict[str, list[Scored]], list[Scored]]:
+    """Every kind of edit applied to each planted image, and each negative image as it is: the match
+    found for each (its similarity and detail decide it under any thresholds)."""
+    variants: dict[str, list[Scored]] = defaultdict(list)
+    for name in planted:
+        original = open_rgb(folder, name)
+        for kind, edit in EDITS.items():
+            start = time.perf_counter()
+            match = index.nearest(edit(original, rng), verify_from=VERIFY_FROM)
+            times.append(time.perf_counter() - start)
+            variants[kind].append(Scored(name, match, twin=False))
+    others = []
+    for name in negatives:
+        image = open_rgb(folder, name)
+        match = index.nearest(image, verify_from=VERIFY_FROM)
+        twin = match is not None and same_drawing(image, open_rgb(folder, match.name)) >= 0.95
+        others.append(Scored(name, match, twin))
+    return variants, others
+
+
+def caught(scored: Scored, min_similarity: float, min_detail: float, exact: bool = True) -> bool:
+    """Flagged under these thresholds (and, for a planted copy, matched to its own original)."""
+    match = scored.match
+    hit = match is not None and match.similarity >= min_similarity and match.detail >= min_detail
+    return hit and (not exact or match.name == scored.name)
+
+
+def choose_thresholds(variants: dict[str, list[Scored]], others: list[Scored], max_false_alarms: float
+                      ) -> tuple[float, float]:
+    """On the calibration half only: among the thresholds whose false alarms (not twins) stay within
+    ``max_false_alarms``, those that catch the most planted copies overall, then the strictest.
+
+    (Maximising the worst-caught kind instead was tried first: on 150 images per kind it chases one
+    or two images and the thresholds it picked did worse on the held-out half.)"""
+    negatives = [s for s in others if not s.twin]
+    best_key, best = None, (0.95, 0.94)
+    for min_similarity in np.arange(LOWEST_SIMILARITY, 0.9951, 0.005):
+        for min_detail in np.arange(0.80, 0.9951, 0.005):
+            alarms = sum(caught(s, min_similarity, min_detail, exact=False) for s in negatives)
+            if alarms > max_false_alarms * len(negatives):
+                continue
+            total = sum(caught(s, min_similarity, min_detail) for kind in variants.values() for s in kind)
+            key = (total, min_similarity + min_detail)
+            if best_key is None or key > best_key:
+                best_key, best = key, (round(float(min_similarity), 3), round(float(min_detail), 3))
+    return best
+
+
+def report(title: str, variants: dict[str, list[Scored]], others: list[Scored], min_similarity: float,
+           min_detail: float) -> None:
+    print(f"\n{title}: thresholds similarity >= {min_similarity}, detail >= {min_detail}")
+    print(f"{'edit of a training image':44} {'caught':>9} {'rate':>6} {'lowest min(similarity, detail)':>31}")
+    for kind, scored in variants.items():
+        hits = sum(caught(s, min_similarity, min_detail) for s in scored)
+        lowest = min(min(s.match.similarity, s.match.detail) if s.match else 0.0 for s in scored)
+        print(f"{kind:44} {hits:>4}/{len(scored):<4} {hits / len(scored):>6.3f} {lowest:>31.3f}")
+    every = [s for scored in variants.values() for s in scored]
+    hits = sum(caught(s, min_similarity, min_detail) for s in every)
+    wrong = sum(caught(s, min_similarity, min_detail, exact=False) and not caught(s, min_similarity, min_detail) for s in every)
+    print(f"{'ALL planted copies':44} {hits:>4}/{len(every):<4} {hits / len(every):>6.3f}   "
+          f"(flagged but matched to another training image, not counted as caught: {wrong})")
+    flagged = [s for s in others if caught(s, min_similarity, min_detail, exact=False)]
+    twins = [s for s in flagged if s.twin]
+    alarms = [s for s in flagged if not s.twin]
+    negatives = len(others) - len([s for s in others if s.twin])
+    print(f"images not in the index flagged: {len(flagged)}/{len(others)}, of which {len(twins)} are twins in twemoji itself "
+          f"(the same drawing as an indexed emoji up to mirror and colour: an edited copy by this benchmark's own definition)")
+    print(f"false alarms (flagged, not twins): {len(alarms)}/{negatives} = {len(alarms) / max(negatives, 1):.4f}")
+    for scored in alarms[:15]:
+        print(f"  false alarm: {scored.name} ~ {scored.match.name} (similarity {scored.match.similarity:.3f}, "
+              f"detail {scored.match.detail:.3f})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/twemoji", help="a manifest.jsonl folder (default: data/twemoji)")
-    parser.add_argument("--planted", type=int, default=150, help="training images to plant edited copies of")
-    parser.add_argument("--held-out", type=int, default=0, help="held-out images to check (0: all)")
+    parser.add_argument("--planted", type=int, default=150,
+                        help="training images to plant edited copies of, per half (0: every indexed image)")
+    parser.add_argument("--negatives", type=int, default=0, help="images not in the index to check, per half (0: all)")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"the split and the random edits (default {SEED})")
+    parser.add_argument("--max-false-alarms", type=float, default=0.005,
+                        help="the false-alarm rate the thresholds may reach on the calibration half (default 0.005)")
     args = parser.parse_args()
     folder = Path(args.data)
     if not (folder / "manifest.jsonl").is_file():
@@ -121,68 +224,38 @@ def main() -> int:
               f"--out {folder}", file=sys.stderr)
         return 2
     policy = load_policies().output
-    indexed, held_out = split_dataset(folder)
-
-    def open_rgb(name: str) -> Image.Image:
-        with Image.open(folder / name) as handle:
-            return handle.convert("RGB")
-
+    indexed, not_indexed = split_dataset(folder)
     started = time.perf_counter()
-    index = NearCopyIndex.build((name, open_rgb(name)) for name in indexed)
+    index = NearCopyIndex.build((name, open_rgb(folder, name)) for name in indexed)
     build_seconds = time.perf_counter() - started
-    import json
-
     size = len(json.dumps(index.to_json()))
+    rng = np.random.default_rng(args.seed)
+    halves: dict[str, tuple[list[str], list[str]]] = {}
+    planted_order = rng.permutation(len(indexed))
+    negative_order = rng.permutation(len(not_indexed))
+    for number, label in enumerate(("calibration", "held-out")):
+        planted = [indexed[i] for i in planted_order[number::2]]
+        negatives = [not_indexed[i] for i in negative_order[number::2]]
+        halves[label] = (planted[: args.planted] if args.planted > 0 else planted,
+                         negatives[: args.negatives] if args.negatives > 0 else negatives)
     print(f"index: {len(index)} training images (every other image of {folder}), built in {build_seconds:.1f} s, "
-          f"{size / 1e6:.2f} MB as JSON; held-out half: {len(held_out)} images; "
-          f"thresholds: colour similarity >= {policy.min_similarity}, detail >= {policy.min_detail}")
-
-    rng = np.random.default_rng(12)
-    planted = [indexed[i] for i in rng.choice(len(indexed), size=min(args.planted, len(indexed)), replace=False)]
-    caught: dict[str, list[bool]] = defaultdict(list)
-    scores: dict[str, list[float]] = defaultdict(list)
-    wrong_item = 0
-    times = []
-    for name in planted:
-        original = open_rgb(name)
-        for kind, edit in EDITS.items():
-            variant = edit(original, rng)
-            start = time.perf_counter()
-            match = index.nearest(variant)
-            times.append(time.perf_counter() - start)
-            hit = policy.is_near_copy(match)
-            caught[kind].append(hit)
-            scores[kind].append(min(match.similarity, match.detail) if match else 0.0)
-            wrong_item += hit and match.name != name
-    alarms, twins = [], []
-    held = held_out if args.held_out <= 0 else held_out[: args.held_out]
-    held_scores = []
-    for name in held:
-        image = open_rgb(name)
-        match = index.nearest(image)
-        held_scores.append(min(match.similarity, match.detail))
-        if policy.is_near_copy(match):
-            twin = same_drawing(image, open_rgb(match.name)) >= 0.95
-            (twins if twin else alarms).append((name, match.name, match.similarity, match.detail))
-
-    print(f"\n{'edit of a training image':44} {'caught':>8} {'rate':>6} {'lowest min(similarity, detail)':>31}")
-    for kind in EDITS:
-        hits = caught[kind]
-        print(f"{kind:44} {sum(hits):>4}/{len(hits):<3} {sum(hits) / len(hits):>6.3f} {min(scores[kind]):>31.3f}")
-    total = [h for hits in caught.values() for h in hits]
-    print(f"{'ALL planted copies':44} {sum(total):>4}/{len(total):<3} {sum(total) / len(total):>6.3f}"
-          f"   (caught but matched to another training image: {wrong_item})")
-    flagged = len(alarms) + len(twins)
-    print(f"\nheld-out images flagged: {flagged}/{len(held)} = {flagged / len(held):.4f}, of which {len(twins)} are twins "
-          f"in twemoji itself (the same drawing as an indexed emoji up to mirror and colour: an edited copy by "
-          f"this benchmark's own definition)")
-    print(f"false alarms on held-out images (flagged, not twins): {len(alarms)}/{len(held)} = {len(alarms) / len(held):.4f}")
-    print(f"held-out min(similarity, detail): median {statistics.median(held_scores):.3f}, "
-          f"99th percentile {float(np.percentile(held_scores, 99)):.3f}")
-    for title, rows in (("false alarms", alarms), ("twins", twins)):
-        for name, other, score, detail in rows[:25]:
-            print(f"  {title}: {name} ~ {other} (similarity {score:.3f}, detail {detail:.3f})")
-    print(f"\noutput check cost per image (near-copy search over {len(index)} images): median "
+          f"{size / 1e6:.2f} MB as JSON; {len(not_indexed)} images not in the index. Seed {args.seed} splits both "
+          f"sets into a calibration half (thresholds are chosen there) and a held-out half (reported): "
+          + ", ".join(f"{label} {len(p)} planted x {len(EDITS)} edits, {len(n)} not in the index"
+                      for label, (p, n) in halves.items()))
+    times: list[float] = []
+    scored = {label: score_images(index, folder, planted, negatives, rng, times)
+              for label, (planted, negatives) in halves.items()}
+    chosen = choose_thresholds(*scored["calibration"], args.max_false_alarms)
+    shipped = (policy.min_similarity, policy.min_detail)
+    print(f"\nthresholds chosen on the calibration half (false alarms <= {args.max_false_alarms}, then the most "
+          f"planted copies caught): similarity >= {chosen[0]}, detail >= {chosen[1]}; shipped in output.toml: "
+          f"similarity >= {shipped[0]}, detail >= {shipped[1]}")
+    report("calibration half (where thresholds are chosen; not a result)", *scored["calibration"], *shipped)
+    report("HELD-OUT half, shipped thresholds (the result)", *scored["held-out"], *shipped)
+    if chosen != shipped:
+        report("held-out half, thresholds chosen on the calibration half", *scored["held-out"], *chosen)
+    print(f"\nnear-copy search cost per image (index of {len(index)} images): median "
           f"{statistics.median(times) * 1e3:.1f} ms, 95th percentile {float(np.percentile(times, 95)) * 1e3:.1f} ms")
     return 0
 

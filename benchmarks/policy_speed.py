@@ -4,9 +4,14 @@
   and its parts (the word rules alone, one sentence embedding);
 * the worst of several hostile 500-character generators (characters that several letters of a blocked
   term accept, separators, digit runs, e-mail and IBAN look-alikes), word rules and whole check;
-* one 256 px image through the output policy with a 2,000-image near-copy index.
+* hostile shapes aimed at the semantic layer too: combining marks, zero-width characters, long
+  unbroken tokens, runs of look-alike characters, mixed scripts;
+* one 256 px image through the output policy with the shipped near-copy index
+  (``models/default/near_copies.json``, every twemoji image), against the search as it was before it
+  was vectorised (``benchmarks/near_copy_reference.py``), the two alternating on the same images, and
+  against decoding the PNG.
 
-    python benchmarks/policy_speed.py
+    OMP_NUM_THREADS=1 python benchmarks/policy_speed.py
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from near_copy_reference import ReferenceNearCopyIndex  # noqa: E402
 
 from policies import NearCopyIndex, UsageContext, load_policies  # noqa: E402
 from policies.evaluation import read_labelled  # noqa: E402
@@ -78,6 +86,18 @@ def hostile_captions(usage: UsagePolicy, length: int = 500) -> dict[str, str]:
             letters = "".join(dict.fromkeys(term.lower()))
             found[f"substitutes of '{term}'"] = fill("".join(c + SUBSTITUTES.get(c, c) + "." for c in letters))
             found[f"'{term}' letters tripled"] = fill("".join(c * 3 + "." for c in term))
+    # Shapes aimed at the tokenizer and the semantic layer rather than the regexes.
+    found["combining marks on every letter"] = "".join(c + "\u0301\u0308\u0327" for c in fill("nude beach "))[:length]
+    found["a mark stack on one letter"] = "a" + "\u0301" * (length - 1)
+    found["zero-width joiners between letters"] = "".join(c + "\u200b\u200d" for c in fill("kill yourself "))[:length]
+    found["zero-width only"] = "\u200b" * length
+    found["one 500-letter token"] = fill("pneumonoultramicroscopic")
+    found["long tokens with spaces"] = fill("supercalifragilisticexpialidocious ")
+    found["cyrillic look-alikes"] = fill("а nаkеd wоmаn ")  # Cyrillic а, е, о
+    found["fullwidth letters"] = fill("ｎｕｄｅ ｐｈｏｔｏ ")
+    found["emoji run"] = fill("🔫💣🔪")
+    found["plain words, 80 of them"] = fill("a quiet harbour with wooden boats at dawn and seagulls over the water ")
+    found["CJK characters"] = "".join(chr(0x4E00 + (i * 37) % 20000) for i in range(length))
     for i in range(20):
         found[f"random mix {i}"] = "".join(rng.choice(substitutes + separators + string.ascii_lowercase) for _ in range(length))
     return found
@@ -112,13 +132,31 @@ def main() -> int:
     hostile = hostile_captions(usage)
     hostile_words = {name: median_seconds(word_rules_only.check_caption, [text], rounds=5) for name, text in hostile.items()}
     worst_words = max(hostile_words, key=hostile_words.get)
+    # The whole check (word rules + semantic layer) on every hostile caption once, then the ten
+    # slowest again, three rounds each, so one disturbed timing does not decide the worst.
+    first_pass = {name: median_seconds(usage.check_caption, [text], rounds=1) for name, text in hostile.items()}
     hostile_full = {name: median_seconds(usage.check_caption, [hostile[name]], rounds=3)
-                    for name in sorted(hostile_words, key=hostile_words.get, reverse=True)[:10]}
+                    for name in sorted(first_pass, key=first_pass.get, reverse=True)[:10]}
     worst_full = max(hostile_full, key=hostile_full.get)
+    outcomes = {name: usage.check_caption(hostile[name], context).outcome.value for name in hostile_full}
 
+    index = NearCopyIndex.load(ROOT / "models" / "default")
+    reference = ReferenceNearCopyIndex.of(index)
+    # Generated-looking images (random shapes) and training images (which the search must align
+    # and verify, the slower path): 256 px, as the worker checks them.
     images = [drawing(i) for i in range(20)]
-    index = NearCopyIndex.build((f"train-{i}", drawing(1000 + i)) for i in range(2000))
-    image_time = median_seconds(lambda im: policies.output.check_image(im, index), images)
+    for name in index.names[:: max(len(index.names) // 20, 1)][:20]:
+        with Image.open(ROOT / "data" / "twemoji" / name) as handle:
+            images.append(handle.convert("RGB").resize((256, 256)))
+    # Alternating the two searches on each image spreads the machine's load over both.
+    new_times, old_times = [], []
+    for _ in range(2):
+        for image in images:
+            for which, times in ((reference, old_times), (index, new_times)):
+                start = time.perf_counter()
+                policies.output.check_image(image, which)
+                times.append(time.perf_counter() - start)
+    image_time, old_image_time = statistics.median(new_times), statistics.median(old_times)
     encoded = []
     for image in images:
         buffer = io.BytesIO()
@@ -138,10 +176,16 @@ def main() -> int:
     print(f"{'usage policy, 5 MB caption (refused on length)':64} {huge_time * ms:>8.3f} ms")
     print(f"{'hostile 500-char captions, word rules, worst of ' + str(len(hostile)):64} {hostile_words[worst_words] * ms:>8.2f} ms"
           f"  ({worst_words})")
-    print(f"{'hostile 500-char captions, whole check, worst of the 10 above':64} {hostile_full[worst_full] * ms:>8.2f} ms"
-          f"  ({worst_full})")
-    print(f"{'output policy, 256 px image, 2000-image near-copy index':64} {image_time * ms:>8.2f} ms "
-          f"{decode_time * ms:>8.3f} ms {image_time / decode_time:>7.1f}  (baseline: decoding the PNG)")
+    print(f"{'hostile 500-char captions, whole check, worst of ' + str(len(hostile)):64} {hostile_full[worst_full] * ms:>8.2f} ms"
+          f"  ({worst_full}: {outcomes[worst_full]})")
+    for name in sorted(hostile_full, key=hostile_full.get, reverse=True)[1:5]:
+        print(f"{'  next: ' + name[:56]:64} {hostile_full[name] * ms:>8.2f} ms  ({outcomes[name]})")
+    label = f"output policy, 256 px image, shipped index ({len(index)} images)"
+    print(f"{label:64} {image_time * ms:>8.2f} ms {old_image_time * ms:>8.2f} ms {image_time / old_image_time:>7.2f}"
+          f"  (baseline: the search before vectorising, alternating; {len(images)} images x 2)")
+    print(f"{'':64} {'':>11} {decode_time * ms:>8.3f} ms {image_time / decode_time:>7.1f}  (baseline: decoding the PNG)")
+    print(f"{'  95th percentile, output policy (new / before)':64} {float(np.percentile(new_times, 95)) * ms:>8.2f} ms "
+          f"{float(np.percentile(old_times, 95)) * ms:>8.2f} ms")
     return 0
 
 

@@ -42,6 +42,9 @@ CANDIDATES = 24
 DETAIL = 64
 VERIFIED = 2
 REFINE = 2  # cells of 64 searched around the coarse alignment, in position and in size
+# The query is also resampled half a cell of 64 off, across and down, so an edit that moved the image
+# by a fraction of a cell still lines up.
+PHASES = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
 
 
 class NearCopyIndexError(ValueError):
@@ -73,9 +76,12 @@ def grey_thumbnail(image: Image.Image | np.ndarray, size: int = DETAIL) -> np.nd
 
 
 def _box3(grey: np.ndarray) -> np.ndarray:
-    padded = np.pad(grey, 1, mode="edge")
-    h, w = grey.shape
-    return sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    """3x3 mean with edge padding over the last two axes (any leading axes are a batch); separable,
+    so six slices instead of nine."""
+    padded = np.pad(grey, [(0, 0)] * (grey.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
+    h, w = grey.shape[-2:]
+    rows = padded[..., :, 0:w] + padded[..., :, 1 : w + 1] + padded[..., :, 2 : w + 2]
+    return (rows[..., 0:h, :] + rows[..., 1 : h + 1, :] + rows[..., 2 : h + 2, :]) / 9.0
 
 
 def _high_pass(grey: np.ndarray) -> np.ndarray:
@@ -111,6 +117,11 @@ class NearCopyMatch:
     mirrored: bool
     scale: float
     offset: tuple[int, int]
+    # The colour correlation at the 32-cell alignment, before the finer one raised it (if it did).
+    coarse: float = 0.0
+    # False when the search stopped before verifying (``nearest(..., verify_from=...)``): the
+    # colour layout was already too far from every training image; ``detail`` is then 0.
+    verified: bool = True
 
 
 class NearCopyIndex:
@@ -191,64 +202,105 @@ class NearCopyIndex:
 
     # -- search ------------------------------------------------------------------------------------
 
-    def nearest(self, image: Image.Image | np.ndarray) -> NearCopyMatch | None:
-        """The training image this one is most like, over mirror, scale and offset; None if empty."""
+    def nearest(self, image: Image.Image | np.ndarray, verify_from: float | None = None) -> NearCopyMatch | None:
+        """The training image this one is most like, over mirror, scale and offset; None if empty.
+
+        With ``verify_from``, a search whose best colour correlation at the 32-cell alignment is
+        below it stops there, unverified: the output policy passes its threshold less a margin
+        measured on the calibration half of ``benchmarks/near_copy_robustness.py`` (the finer
+        alignment never raised a correlation by as much), so a generated image that resembles no
+        training image, the usual case, costs about half as much."""
         if not self.names:
             return None
         rgb = as_rgb(image)
         variants = [(False, rgb), (True, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]
+        # The query's thumbnails are made once; a mirror image's are the mirrored arrays (an
+        # area average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as
+        # the index's own coarse grid is.
+        thumbs = {size: thumbnail(rgb, size) for size in SIZES}
+        coarse = thumbs[GRID].reshape(COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(1, 3))
         # Candidates: the best coarse correlation over both orientations.
         coarse_scores = np.full(len(self.names), -1.0, dtype=np.float32)
-        for _, variant in variants:
-            query = _centre(thumbnail(variant, COARSE)[None])[0].reshape(-1)
-            coarse_scores = np.maximum(coarse_scores, self._coarse @ query)
+        for grid in (coarse, coarse[:, ::-1]):
+            coarse_scores = np.maximum(coarse_scores, self._coarse @ _centre(grid[None])[0].reshape(-1))
         top = np.sort(np.argsort(-coarse_scores)[: min(CANDIDATES, len(self.names))])
         # The candidates on a canvas MAX_OFFSET cells wider on every side, white as the fill of a
         # shifted image; every placement of the query on it is one offset of the search. Done per
         # query for the few candidates only, so a worker holds just the thumbnails in memory.
         pad = MAX_OFFSET
-        canvas = np.pad(self.thumbnails[top].astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)),
-                        constant_values=255.0).transpose(0, 3, 1, 2)  # (K, 3, S, S)
-        side = canvas.shape[-1]
-        spectrum = np.fft.rfft2(canvas).astype(np.complex64)
-        # Integral images give every window's sum and sum of squares at once.
-        integral = np.pad(canvas.cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
-        integral_sq = np.pad((canvas * canvas).cumsum(-1).cumsum(-2), ((0, 0), (0, 0), (1, 0), (1, 0)))
-        # Per candidate, its best alignment: (score, mirrored, size, x, y) on the padded grid.
-        aligned: dict[int, tuple[float, bool, int, int, int]] = {}
-        for mirrored, variant in variants:
+        pixels = np.pad(self.thumbnails[top], ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                        constant_values=255).transpose(0, 3, 1, 2)  # (K, 3, S, S) uint8
+        side = pixels.shape[-1]
+        # Integral images give every window's sum and sum of squares at once; in 32-bit integers
+        # they are exact (at most 40 x 40 x 255^2) and quicker to accumulate than floats.
+        whole = pixels.astype(np.int32)
+        integral = np.pad(whole.cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32), ((0, 0), (0, 0), (1, 0), (1, 0)))
+        integral_sq = np.pad((whole * whole).cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32), ((0, 0), (0, 0), (1, 0), (1, 0)))
+        # Every query (orientation x size) at once: one forward FFT of the candidates, one of the
+        # queries, the channels summed in the frequency domain (the transform is linear), and one
+        # inverse FFT of (queries, candidates) planes.
+        queries: list[tuple[bool, int]] = []
+        kernels = []
+        for mirrored in (False, True):
             for size in SIZES:
-                query = _centre(thumbnail(variant, size)[None])[0]  # (n, n, 3), as the candidates' windows
+                grid = thumbs[size][:, ::-1] if mirrored else thumbs[size]
+                query = _centre(grid[None])[0]  # (n, n, 3), as the candidates' windows
                 if not query.any():
                     continue  # a flat image has no shape to match (the degenerate check refuses it)
-                kernel = np.zeros((3, side, side), dtype=np.float32)
+                kernel = np.zeros((3, side, side), dtype=np.float64)
                 kernel[:, :size, :size] = query.transpose(2, 0, 1)
-                # Cross-correlation by FFT; offsets 0..side-size never wrap around.
-                dots = np.fft.irfft2(spectrum * np.conj(np.fft.rfft2(kernel)).astype(np.complex64)[None], s=(side, side))
-                span = side - size + 1
-                dots = dots[..., :span, :span].sum(axis=1)  # (K, span, span)
-                sums = _window_sums(integral, size, span)
-                sums_sq = _window_sums(integral_sq, size, span)
-                spread = np.sqrt(np.maximum((sums_sq - sums * sums / (size * size)).sum(axis=1), 1e-6))
-                # A flat window (all white) has no shape to agree with: it scores 0.
-                scores = np.where(spread > 1.0, dots / spread, 0.0)
-                flat = scores.reshape(len(top), -1)
-                where = flat.argmax(axis=1)
-                for k in range(len(top)):
-                    score = float(flat[k, where[k]])
-                    if k not in aligned or score > aligned[k][0]:
-                        y, x = divmod(int(where[k]), span)
-                        aligned[k] = (score, mirrored, size, x, y)
-        if not aligned:
+                queries.append((mirrored, size))
+                kernels.append(kernel)
+        if not queries:
             return None
+        spectrum = np.fft.rfft2(pixels.astype(np.float64))  # (K, 3, S, S/2+1)
+        kernel_spectrum = np.conj(np.fft.rfft2(np.stack(kernels)))  # (Q, 3, S, S/2+1)
+        # Cross-correlation by FFT; offsets 0..side-size never wrap around.
+        all_dots = np.fft.irfft2(np.einsum("kcuv,qcuv->qkuv", spectrum, kernel_spectrum, optimize=True), s=(side, side))  # (Q, K, S, S)
+        spreads: dict[int, np.ndarray] = {}
+        # Per candidate, its best alignment: score, and which query and offset gave it.
+        best_score = np.full(len(top), -np.inf)
+        best_query = np.zeros(len(top), dtype=np.int64)
+        best_where = np.zeros(len(top), dtype=np.int64)
+        for number, (_, size) in enumerate(queries):
+            span = side - size + 1
+            if size not in spreads:
+                sums = _window_sums(integral, size, span).astype(np.float64)
+                sums_sq = _window_sums(integral_sq, size, span).astype(np.float64)
+                spreads[size] = np.sqrt(np.maximum((sums_sq - sums * sums / (size * size)).sum(axis=1), 1e-6))
+            spread = spreads[size]
+            dots = all_dots[number, :, :span, :span]  # (K, span, span)
+            # A flat window (all white) has no shape to agree with: it scores 0.
+            flat = np.where(spread > 1.0, dots / spread, 0.0).reshape(len(top), -1)
+            where = flat.argmax(axis=1)
+            score = flat[np.arange(len(top)), where]
+            better = score > best_score  # strictly: the first query to reach a score keeps it
+            best_score = np.where(better, score, best_score)
+            best_query = np.where(better, number, best_query)
+            best_where = np.where(better, where, best_where)
         best: NearCopyMatch | None = None
-        for k, (score, mirrored, size, x, y) in sorted(aligned.items(), key=lambda item: -item[1][0])[:VERIFIED]:
+        if verify_from is not None and float(best_score.max()) < verify_from:
+            k = int(best_score.argmax())
+            mirrored, size = queries[int(best_query[k])]
+            y, x = divmod(int(best_where[k]), side - size + 1)
+            score = float(best_score[k])
+            return NearCopyMatch(self.names[int(top[k])], score, 0.0, mirrored, GRID / size, (x - pad, y - pad), score, False)
+        greys: dict[bool, QueryGrey] = {}
+        resampled: dict[tuple[bool, int], tuple[np.ndarray, np.ndarray]] = {}
+        for k in np.argsort(-best_score, kind="stable")[:VERIFIED]:
+            coarse_score = score = float(best_score[k])
+            mirrored, size = queries[int(best_query[k])]
+            y, x = divmod(int(best_where[k]), side - size + 1)
             variant = variants[int(mirrored)][1]
-            detail, fine, fine_left, fine_top = self._verify(variant, int(top[k]), size, x, y)
+            if mirrored not in greys:
+                greys[mirrored] = QueryGrey.of(variant)
+            detail, fine, fine_left, fine_top = self._verify(variant, int(top[k]), size, x, y, greys[mirrored],
+                                                             resampled, mirrored)
             # The colour layout again, at the finer alignment found by the verification.
             score = max(score, self._colour_at(variant, int(top[k]), fine / 2, fine_left / 2, fine_top / 2))
             if best is None or score + detail > best.similarity + best.detail:
-                best = NearCopyMatch(self.names[int(top[k])], score, detail, mirrored, GRID / size, (x - pad, y - pad))
+                best = NearCopyMatch(self.names[int(top[k])], score, detail, mirrored, GRID / size, (x - pad, y - pad),
+                                     coarse_score)
         return best
 
     def _colour_at(self, image: Image.Image, item: int, size: float, left: float, top: float) -> float:
@@ -268,48 +320,110 @@ class NearCopyIndex:
         window = canvas[first_y:last_y, first_x:last_x]
         return float((_centre(query[None])[0] * _centre(window[None])[0]).sum())
 
-    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int) -> tuple[float, int, float, float]:
+    def _verify(self, image: Image.Image, item: int, size: int, x: int, y: int,
+                grey: QueryGrey | None = None,
+                cache: dict[tuple[bool, int], tuple[np.ndarray, np.ndarray]] | None = None,
+                mirrored: bool = False) -> tuple[float, int, float, float]:
         """Band-pass correlation on the 64-cell grey thumbnail around the alignment found at 32; with
-        the best size and top-left corner on the padded 64-cell canvas."""
+        the best size and top-left corner on the padded 64-cell canvas.
+
+        ``grey`` is the query prepared for resampling (``QueryGrey.of``), and ``cache`` its
+        resampled, band-passed versions by (mirrored, size): made once per query and shared by the
+        candidates verified, rather than once per candidate."""
         scale = DETAIL // GRID
         pad = MAX_OFFSET * scale
         canvas = _high_pass(np.pad(self.details[item].astype(np.float32), pad, constant_values=255.0))
-        best, where = -1.0, (size * scale, float(x * scale), float(y * scale))
-        width, height = image.size
-        # A margin so that a box half a cell off stays inside the image (PIL requires it); the outer
-        # rings it affects are not compared.
-        margin = int(np.ceil(width / 8))
-        grey = Image.new("L", (width + 2 * margin, height + 2 * margin), 255)
-        grey.paste(image.convert("L"), (margin, margin))
-
-        def query_at(fine: int, phase_x: float, phase_y: float) -> np.ndarray:
-            step_x, step_y = phase_x * width / fine, phase_y * height / fine
-            resampled = grey.resize((fine, fine), Image.Resampling.BOX,
-                                    box=(margin + step_x, margin + step_y, margin + width + step_x, margin + height + step_y))
-            # The outer two rings are left out: there the blurs see the query's edge but the
-            # canvas's neighbours, which differ for anything touching the border.
-            return _high_pass(np.asarray(resampled, dtype=np.float32))[2:-2, 2:-2]
-
-        def search(fine: int, phase_x: float, phase_y: float, positions: Iterable[tuple[int, int]]) -> None:
-            nonlocal best, where
-            query = query_at(fine, phase_x, phase_y)
-            for top, left in positions:
-                if top < 0 or left < 0 or top + fine > canvas.shape[0] or left + fine > canvas.shape[1]:
-                    continue
-                score = _correlation(query, canvas[top + 2 : top + fine - 2, left + 2 : left + fine - 2])
-                if score > best:
-                    best, where = score, (fine, left - phase_x, top - phase_y)
-
+        views = np.lib.stride_tricks.sliding_window_view  # every window of a size, without copying
+        wide = canvas.astype(np.float64)
+        integral = np.pad(wide.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        integral_sq = np.pad((wide * wide).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        grey = grey if grey is not None else QueryGrey.of(image)
+        scores: list[np.ndarray] = []
+        places: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
         # Whole and half cells of 64 around the alignment found at 32, in size and position: the
         # query resampled half a cell off too, so that an edit that moved the image by a fraction of
-        # a cell still lines up.
+        # a cell still lines up. Every position of one (size, phase) is scored in one array
+        # operation; the order of the scores is the order of the search, so ties resolve as before.
         for fine in range(max(size * scale - REFINE, 8), size * scale + REFINE + 1):
             centre_x = int(round(x * scale + (size * scale - fine) / 2))
             centre_y = int(round(y * scale + (size * scale - fine) / 2))
-            positions = [(centre_y + dy, centre_x + dx) for dy in range(-REFINE, REFINE + 1) for dx in range(-REFINE, REFINE + 1)]
-            for phase_x, phase_y in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)):
-                search(fine, phase_x, phase_y, positions)
-        return (best, *where)
+            # Top-left corners that keep the window on the canvas.
+            tops = np.array([t for t in range(centre_y - REFINE, centre_y + REFINE + 1) if 0 <= t <= canvas.shape[0] - fine])
+            lefts = np.array([t for t in range(centre_x - REFINE, centre_x + REFINE + 1) if 0 <= t <= canvas.shape[1] - fine])
+            if not len(tops) or not len(lefts):
+                continue
+            # The outer two rings are left out: there the blurs see the query's edge but the
+            # canvas's neighbours, which differ for anything touching the border.
+            inner = fine - 4
+            rows, columns = (tops + 2)[:, None], (lefts + 2)[None, :]
+            windows = views(canvas, (inner, inner))[rows, columns].reshape(len(tops) * len(lefts), -1)
+            sums = (integral[rows + inner, columns + inner] - integral[rows, columns + inner]
+                    - integral[rows + inner, columns] + integral[rows, columns])
+            sums_sq = (integral_sq[rows + inner, columns + inner] - integral_sq[rows, columns + inner]
+                       - integral_sq[rows + inner, columns] + integral_sq[rows, columns])
+            spread = np.maximum(sums_sq - sums * sums / (inner * inner), 0.0).ravel()
+            key = (mirrored, fine)
+            if cache is None or key not in cache:
+                queries = _high_pass(np.stack([grey.resampled(fine, px, py) for px, py in PHASES]))[:, 2:-2, 2:-2]
+                queries = queries - queries.mean(axis=(1, 2), keepdims=True)
+                flat_queries = queries.reshape(len(PHASES), -1)
+                computed = (flat_queries, (flat_queries.astype(np.float64) ** 2).sum(axis=1))
+                if cache is not None:
+                    cache[key] = computed
+            else:
+                computed = cache[key]
+            flat_queries, energies = computed
+            dots = (flat_queries @ windows.T).astype(np.float64)  # (phases, positions)
+            denominator = np.sqrt(energies[:, None] * spread[None])
+            phase_scores = np.where(denominator > 1e-6, dots / np.maximum(denominator, 1e-12), 0.0)
+            for (phase_x, phase_y), block in zip(PHASES, phase_scores):
+                scores.append(block)
+                places.append((fine, phase_x, phase_y, tops, lefts))
+        if not scores:
+            return -1.0, size * scale, float(x * scale), float(y * scale)
+        flat = np.concatenate(scores)
+        best = int(flat.argmax())  # the first of equal scores, as the search met them
+        for (fine, phase_x, phase_y, tops, lefts), block in zip(places, scores):
+            if best < len(block):
+                top, left = divmod(best, len(lefts))
+                return float(flat.max()), fine, float(lefts[left]) - phase_x, float(tops[top]) - phase_y
+            best -= len(block)
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class QueryGrey:
+    """The query in grey, ready to be resampled onto the 64-cell grid at any size and phase.
+
+    A white margin keeps a resampling box half a cell off inside the image (PIL requires it; the
+    outer rings it affects are not compared). A large image is first halved (exact 2 x 2 means, kept
+    in floats): resampling cost grows with the source's pixels, and a 256 px image resampled to 64
+    cells loses nothing that the halving keeps."""
+
+    image: Image.Image  # mode "F"
+    margin: float  # in the original image's pixels
+    step: int  # original pixels per pixel of ``image``
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, image: Image.Image) -> QueryGrey:
+        width, height = image.size
+        margin = int(np.ceil(width / 8))
+        step = 2 if min(width, height) >= 4 * DETAIL and width % 2 == 0 and height % 2 == 0 else 1
+        margin += margin % step
+        grey = Image.new("F", (width + 2 * margin, height + 2 * margin), 255.0)
+        grey.paste(image.convert("L").convert("F"), (margin, margin))
+        if step > 1:
+            grey = grey.resize((grey.width // step, grey.height // step), Image.Resampling.BOX)
+        return cls(grey, margin, step, width, height)
+
+    def resampled(self, cells: int, phase_x: float, phase_y: float) -> np.ndarray:
+        """(cells, cells) float32, area-averaged, the grid moved by a fraction of a cell."""
+        left = self.margin + phase_x * self.width / cells
+        top = self.margin + phase_y * self.height / cells
+        box = (left / self.step, top / self.step, (left + self.width) / self.step, (top + self.height) / self.step)
+        return np.asarray(self.image.resize((cells, cells), Image.Resampling.BOX, box=box), dtype=np.float32)
 
 
 def _window_sums(integral: np.ndarray, size: int, span: int) -> np.ndarray:
