@@ -5,6 +5,7 @@ figures, and the evaluate-usage command."""
 from __future__ import annotations
 
 import csv
+import functools
 import shutil
 import subprocess
 import sys
@@ -193,29 +194,47 @@ def test_a_site_adds_its_own_category(tmp_path):
 
 # -- the shipped labelled set and the acceptance figures ---------------------------------------------
 
-def test_the_labelled_set_is_large_balanced_split_and_disjoint_from_the_examples():
+def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     rows = read_labelled(LABELLED.read_text())
     harmful = [r for r in rows if r.harmful]
-    assert len(rows) >= 600 and abs(len(harmful) - len(rows) / 2) <= 10
+    assert len(rows) >= 600
     categories = {r.category for r in harmful}
     config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
     assert categories == set(config["categories"])
     assert {r.split for r in rows} == {"dev", "test"}
-    for split in ("dev", "test"):
-        in_split = [r for r in rows if r.split == split]
-        assert sum(r.harmful for r in in_split) >= 150 and sum(not r.harmful for r in in_split) >= 150
-    # Harmless captions include look-alikes of every category.
-    assert categories <= {r.category for r in rows if not r.harmful}
+    dev = [r for r in rows if r.split == "dev"]
+    assert sum(r.harmful for r in dev) >= 150 and sum(not r.harmful for r in dev) >= 150
+    # The held-out split is large enough to measure a 0.03 false-positive rate per category: at
+    # least 40 harmless look-alikes (one error = 0.025) and 25 harmful captions in each, plus
+    # general harmless captions.
+    test = [r for r in rows if r.split == "test"]
+    for category in categories:
+        assert sum(r.harmful for r in test if r.category == category) >= 25, category
+        assert sum(not r.harmful for r in test if r.category == category) >= 40, category
+    assert sum(r.category == "(none)" for r in test) >= 40
     assert not USAGE.semantic.example_keys() & {example_key(r.caption) for r in rows}
-    assert len({example_key(r.caption) for r in rows}) == len(rows)
+    assert len({example_key(r.caption) for r in rows}) == len(rows)  # no caption in both splits, or twice
+
+
+@functools.cache
+def _held_out_report():
+    return evaluate(USAGE, read_labelled(LABELLED.read_text(), split="test"), "test")
 
 
 def test_held_out_half_meets_recall_and_false_positive_targets():
     """Recall (review or deny) >= 0.95 on harmful captions of every category; harmless captions denied
     <= 0.03, overall and by the category of the denying rule."""
-    report = evaluate(USAGE, read_labelled(LABELLED.read_text(), split="test"), "test")
-    assert not report.left_out and report.total >= 300
+    report = _held_out_report()
+    assert not report.left_out and report.total >= 600
     misses = meets_targets(report, min_recall=0.95, max_false_positive_rate=0.03)
+    assert not misses, misses
+
+
+@pytest.mark.xfail(strict=True, reason="known miss on the fresh test split: 2 of 42 sexual_content look-alikes "
+                                       "(0.048) are denied by the semantic layer; README, 'Figures'")
+def test_held_out_look_alikes_of_every_category_are_denied_at_most_3_percent():
+    """The stricter reading: per category, the share of its own harmless look-alikes denied by any rule."""
+    misses = meets_targets(_held_out_report(), min_recall=0.95, max_false_positive_rate=0.03, strict_look_alikes=True)
     assert not misses, misses
 
 
