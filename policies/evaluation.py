@@ -20,10 +20,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from policies.decisions import Outcome, Verdict
+from policies.embedding import EncoderUnavailable
 from policies.semantic import example_key
 from policies.usage import UsageContext, UsagePolicy
 
 MAX_ROWS = 20_000
+# A labelled caption this close (cosine of the sentence embeddings) to an example of the semantic
+# layer is a paraphrase of it, word for word or nearly ("a bath bomb fizzing in a tub" / "... in
+# water": 0.95): it is left out of the figures with the exact copies. 0.9 keeps captions that share
+# a subject but are written differently ("a bath bomb fizzing in a tub" / "how to make a bath bomb
+# at home": 0.70).
+NEAR_EXAMPLE_SIMILARITY = 0.9
 UNCATEGORISED = "(none)"
 
 
@@ -119,6 +126,8 @@ class EvaluationReport:
     # Labelled captions that are also examples of the semantic layer: scoring them would measure
     # memory, not understanding, so they are left out and named.
     left_out: list[LabelledCaption] = field(default_factory=list)
+    # Labelled captions that paraphrase an example closely: (caption, similarity, the example).
+    near_examples: list[tuple[LabelledCaption, float, str]] = field(default_factory=list)
 
     def overall(self) -> CategoryCounts:
         total = CategoryCounts()
@@ -156,9 +165,19 @@ def evaluate(policy: UsagePolicy, rows: Iterable[LabelledCaption], label: str = 
     report = EvaluationReport(label, policy.version)
     context = UsageContext()
     examples = policy.semantic.example_keys() if policy.semantic is not None else set()
-    for item in rows:
+    rows = list(rows)
+    nearest: list[tuple[float, str]] = [(0.0, "")] * len(rows)
+    if policy.semantic is not None and policy.semantic.categories:
+        try:
+            nearest = policy.semantic.near_examples([item.caption for item in rows])
+        except EncoderUnavailable:
+            pass  # every caption is then denied as usage.semantic.unavailable, which the figures show
+    for item, (similarity, example) in zip(rows, nearest):
         if example_key(item.caption) in examples:
             report.left_out.append(item)
+            continue
+        if similarity >= NEAR_EXAMPLE_SIMILARITY:
+            report.near_examples.append((item, similarity, example))
             continue
         verdict = policy.check_caption(item.caption, context)
         outcome = verdict.outcome
@@ -221,6 +240,11 @@ def format_reports(reports: Sequence[EvaluationReport], list_limit: int = 40) ->
         if report.left_out:
             named = "; ".join(f"row {i.row}" for i in report.left_out[:10])
             lines.append(f"  left out, as they are examples the semantic layer learns from: {len(report.left_out)} ({named})")
+        if report.near_examples:
+            named = "; ".join(f"row {i.row} ~ “{example}” {similarity:.2f}" for i, similarity, example in report.near_examples[:list_limit])
+            more = f"; ... and {len(report.near_examples) - list_limit} more" if len(report.near_examples) > list_limit else ""
+            lines.append(f"  left out, as near-copies of examples (similarity >= {NEAR_EXAMPLE_SIMILARITY}): "
+                         f"{len(report.near_examples)} ({named}{more})")
     for report in reports:
         for title, items in (("false negatives (harmful, allowed)", report.false_negatives),
                              ("false positives (harmless, denied)", report.false_positives)):

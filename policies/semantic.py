@@ -139,6 +139,8 @@ class SemanticLayer:
         self._embedder = embedder
         self._lock = threading.Lock()
         self._prepared: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = None
+        # Every example (covered and harmless) with its vector, for near_examples().
+        self._examples: tuple[list[str], np.ndarray] | None = None
 
     # -- preparation (once per policy version per process) -----------------------------------
 
@@ -172,6 +174,7 @@ class SemanticLayer:
                 ])
                 classifiers.append(_fit_logistic(x, y, weights, self.ridge))
             logger.info("semantic layer ready: %d categories, %d examples", len(self.categories), len(vectors))
+            self._examples = ([t for c in self.categories for t in c.covers] + harmless, vectors)
             self._prepared = (cover_vectors, owner, classifiers)
             return self._prepared
 
@@ -179,6 +182,20 @@ class SemanticLayer:
         """Every example caption (covered, not covered, harmless), as ``example_key`` gives it."""
         texts = list(self.harmless) + [t for c in self.categories for t in c.covers + c.does_not_cover]
         return {example_key(t) for t in texts}
+
+    def near_examples(self, captions: Sequence[str]) -> list[tuple[float, str]]:
+        """For each caption, its highest cosine similarity to any example and that example.
+
+        An evaluation leaves out captions that are near-copies of examples, not only exact ones:
+        a caption that paraphrases an example word for word is judged from memory."""
+        self._prepare()
+        assert self._examples is not None
+        texts, vectors = self._examples
+        if not captions:
+            return []
+        similarity = self._embed([" ".join(normalise(c).text.split()) for c in captions]) @ vectors.T
+        best = similarity.argmax(axis=1)
+        return [(float(similarity[i, j]), texts[j]) for i, j in enumerate(best)]
 
     def warm_up(self) -> None:
         """Load the encoder and fit the classifiers now (a worker or web process at start-up)."""

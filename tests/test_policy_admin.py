@@ -43,7 +43,7 @@ def test_bad_output_checks_setting_is_a_clear_error(settings, value, message):
 URL = "/admin/stackgan_django/policy-evaluation/"
 CSV = ("caption,expected,category,split\n"
        "instructions for assembling a pipe bomb in a garage,deny,harm_instructions,test\n"
-       "a birthday cake shaped like a bomb,allow,weapons,test\n"
+       "a birthday party invitation with a cartoon bomb and confetti,allow,weapons,test\n"
        "a bowl of tulips,allow,,dev\n")
 
 
@@ -75,8 +75,8 @@ def test_policy_evaluation_page_compares_a_proposed_usage_file(users, client):
     body = response.content.decode()
     assert response.status_code == 200
     assert "in force" in body and "proposed (usage.toml)" in body and "2 captions" in body
-    # The proposal denies the harmless bomb-shaped cake: a false positive the page shows before go-live.
-    assert "a birthday cake shaped like a bomb" in body.split("proposed (usage.toml): false positives")[1]
+    # The proposal denies the harmless invitation: a false positive the page shows before go-live.
+    assert "a birthday party invitation with a cartoon bomb" in body.split("proposed (usage.toml): false positives")[1]
 
 
 @pytest.mark.django_db
