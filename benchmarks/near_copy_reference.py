@@ -54,8 +54,10 @@ class ReferenceNearCopyIndex(NearCopyIndex):
     def of(cls, index: NearCopyIndex) -> ReferenceNearCopyIndex:
         return cls(index.names, index.thumbnails, index.details)
 
-    def nearest(self, image: Image.Image | np.ndarray) -> NearCopyMatch | None:
-        """The training image this one is most like, over mirror, scale and offset; None if empty."""
+    def nearest(self, image: Image.Image | np.ndarray, verify_from: float | None = None) -> NearCopyMatch | None:
+        """The training image this one is most like, over mirror, scale and offset; None if empty.
+
+        ``verify_from`` is accepted and ignored: the previous search always verified."""
         if not self.names:
             return None
         rgb = as_rgb(image)

@@ -242,9 +242,9 @@ def format_reports(reports: Sequence[EvaluationReport], list_limit: int = 40) ->
             lines.append(f"  left out, as they are examples the semantic layer learns from: {len(report.left_out)} ({named})")
         if report.near_examples:
             named = "; ".join(f"row {i.row} ~ “{example}” {similarity:.2f}" for i, similarity, example in report.near_examples[:list_limit])
-            more = f"; ... and {len(report.near_examples) - list_limit} more" if len(report.near_examples) > list_limit else ""
+            more = f" ... and {len(report.near_examples) - list_limit} more" if len(report.near_examples) > list_limit else ""
             lines.append(f"  left out, as near-copies of examples (similarity >= {NEAR_EXAMPLE_SIMILARITY}): "
-                         f"{len(report.near_examples)} ({named}{more})")
+                         f"{len(report.near_examples)}" + (f" ({'; '.join(filter(None, [named, more.strip()]))})" if named or more else ""))
     for report in reports:
         for title, items in (("false negatives (harmful, allowed)", report.false_negatives),
                              ("false positives (harmless, denied)", report.false_positives)):
