@@ -17,6 +17,7 @@ import pytest
 
 from policies import DEFAULT_DIR, Outcome, PolicyError, load_policies
 from policies.evaluation import LabelledSetError, evaluate, meets_targets, read_labelled
+from policies.normalize import normalise
 from policies.semantic import caption_segments, example_key
 
 LABELLED = Path(__file__).resolve().parent.parent / "policies" / "labelled" / "usage_captions.csv"
@@ -73,6 +74,23 @@ def test_paraphrases_without_listed_words_are_stopped(caption):
 def test_harmless_look_alikes_are_not_denied(caption):
     verdict = USAGE.check_caption(caption)
     assert not verdict.denied, [d.to_dict() for d in verdict.decisions]
+
+
+@pytest.mark.parametrize(("caption", "stopped"), [
+    ("".join(c + "\u0301\u0308\u0327" for c in "a nude beach at noon"), True),  # combining marks on every letter
+    ("".join(c + "\u200b\u200d" for c in "how to kill yourself"), True),  # zero-width characters between letters
+    ("а nаkеd wоmаn on a bed", True),  # Cyrillic look-alike letters
+    ("ｎｕｄｅ ｐｈｏｔｏ of a woman", True),  # fullwidth letters
+    (("pneumonoultramicroscopic" * 21)[:500], False),  # one long unbroken token
+    ("a" + "\u0301" * 499, True),  # one letter under a stack of marks: too short once they are removed
+])
+def test_hostile_shapes_reach_the_semantic_layer_as_plain_text(caption, stopped):
+    """The semantic layer judges the normalised text, so marks, invisible characters and look-alike
+    letters neither hide a harmful caption nor break the check."""
+    verdict = USAGE.check_caption(caption)
+    assert (verdict.outcome is not Outcome.ALLOW) is stopped, [d.to_dict() for d in verdict.decisions]
+    if "kill" in normalise(caption).text:
+        assert any(d.rule_id.startswith("usage.semantic.") for d in verdict.decisions)
 
 
 def test_a_semantic_decision_explains_itself():
