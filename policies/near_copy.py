@@ -247,13 +247,15 @@ class NearCopyIndex:
                 query = _centre(grid[None])[0]  # (n, n, 3), as the candidates' windows
                 if not query.any():
                     continue  # a flat image has no shape to match (the degenerate check refuses it)
-                kernel = np.zeros((3, side, side), dtype=np.float64)
+                kernel = np.zeros((3, side, side), dtype=np.float32)
                 kernel[:, :size, :size] = query.transpose(2, 0, 1)
                 queries.append((mirrored, size))
                 kernels.append(kernel)
         if not queries:
             return None
-        spectrum = np.fft.rfft2(pixels.astype(np.float64))  # (K, 3, S, S/2+1)
+        # In single precision (numpy computes float32 transforms natively, twice as fast here): the
+        # scores only need to be right to well below the thresholds' 0.005 steps.
+        spectrum = np.fft.rfft2(pixels.astype(np.float32))  # (K, 3, S, S/2+1)
         kernel_spectrum = np.conj(np.fft.rfft2(np.stack(kernels)))  # (Q, 3, S, S/2+1)
         # Cross-correlation by FFT; offsets 0..side-size never wrap around.
         all_dots = np.fft.irfft2(np.einsum("kcuv,qcuv->qkuv", spectrum, kernel_spectrum, optimize=True), s=(side, side))  # (Q, K, S, S)
@@ -269,7 +271,7 @@ class NearCopyIndex:
                 sums_sq = _window_sums(integral_sq, size, span).astype(np.float64)
                 spreads[size] = np.sqrt(np.maximum((sums_sq - sums * sums / (size * size)).sum(axis=1), 1e-6))
             spread = spreads[size]
-            dots = all_dots[number, :, :span, :span]  # (K, span, span)
+            dots = all_dots[number, :, :span, :span].astype(np.float64)  # (K, span, span)
             # A flat window (all white) has no shape to agree with: it scores 0.
             flat = np.where(spread > 1.0, dots / spread, 0.0).reshape(len(top), -1)
             where = flat.argmax(axis=1)
