@@ -116,6 +116,16 @@ class MiniLMEncoder:
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
 
+    def truncate(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """Each text cut after the word piece that makes ``max_tokens`` (the [CLS] and [SEP] marks
+        included), at the character where that piece ends."""
+        cut = []
+        for text, encoding in zip(texts, self.tokenizer.encode_batch(list(texts))):
+            pieces = len(encoding.ids) - 2
+            keep = max(max_tokens - 2, 1)
+            cut.append(text if pieces <= keep else text[: encoding.offsets[keep][1]])
+        return cut
+
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         batch, length = ids.shape
         heads, head_dim = self.heads, self.dim // self.heads

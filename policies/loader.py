@@ -14,8 +14,9 @@ from typing import Any
 
 from policies.data import DataPolicy
 from policies.embedding import Embedder
+from policies.evaluation import UNCATEGORISED, LabelledSetError, read_labelled
 from policies.output import ImageCheck, OutputPolicy
-from policies.semantic import SemanticLayer
+from policies.semantic import SemanticLayer, TrainingCaption
 from policies.usage import UsagePolicy
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
@@ -72,12 +73,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
                       "min_detail": ("probability", False), "outcome": ("outcome", False)},
     },
     "semantic.toml": {
-        "model": {"ridge": ("number", False), "other_category_weight": ("number", False)},
+        "model": {"ridge": ("number", False), "other_category_weight": ("number", False), "nearest_k": ("int", False)},
         "encoder": {"folder": ("str", False)},
         "categories": {"*": {"message": ("str", False), "review_at": ("probability", False),
                              "deny_at": ("probability", False), "covers": ("str_list", True),
                              "does_not_cover": ("str_list", False)}},
         "harmless": {"examples": ("str_list", False)},
+        "training": {"labelled": ("str", False)},
     },
 }
 
@@ -154,6 +156,25 @@ def validate(file: str, data: dict[str, Any]) -> list[str]:
     return errors
 
 
+def _read_training(folder: Path, name: str) -> tuple[bytes, list[TrainingCaption]]:
+    """The labelled captions that semantic.toml's [training] names: a CSV inside the policy folder
+    (so a folder is copied, versioned and deployed whole), columns caption, expected, category."""
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise PolicyError(f"semantic.toml: [training] labelled = {name!r} must be a file inside the policy folder")
+    try:
+        raw = path.read_bytes()
+        rows = read_labelled(raw.decode("utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"semantic.toml: [training] labelled = {name!r} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"semantic.toml: [training] labelled = {name!r} is not valid UTF-8") from None
+    except LabelledSetError as exc:
+        raise PolicyError(f"semantic.toml: [training] labelled = {name!r}: {exc}") from None
+    return raw, [TrainingCaption(row.caption, "" if row.category == UNCATEGORISED else row.category, row.harmful)
+                 for row in rows]
+
+
 @dataclass
 class PolicySet:
     folder: Path
@@ -195,13 +216,21 @@ def load_policies(folder: str | Path | None = None, extra_image_checks: list[Ima
         errors += validate(name, parsed[name])
     if errors:
         raise PolicyError("invalid policy files:\n  " + "\n  ".join(errors))
+    training: list[TrainingCaption] = []
+    labelled = parsed.get("semantic.toml", {}).get("training", {}).get("labelled")
+    if labelled:
+        try:
+            raw, training = _read_training(folder, labelled)
+            digest.update(labelled.encode() + b"\0" + raw + b"\0")
+        except PolicyError as exc:
+            raise PolicyError(f"invalid policy files:\n  {exc}") from None
     version = digest.hexdigest()
     try:
         return PolicySet(
             folder=folder,
             version=version,
             usage=UsagePolicy(parsed["usage.toml"], version,
-                              SemanticLayer(parsed["semantic.toml"], embedder) if "semantic.toml" in parsed else None),
+                              SemanticLayer(parsed["semantic.toml"], embedder, training) if "semantic.toml" in parsed else None),
             data=DataPolicy(parsed["data.toml"], version),
             output=OutputPolicy(parsed["output.toml"], version, extra_image_checks),
         )

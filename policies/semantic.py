@@ -1,14 +1,17 @@
 """The semantic usage layer: a caption is judged by what it means, not by the words it uses.
 
 Each category of ``semantic.toml`` is described by example captions it covers and look-alikes it
-does not cover. Every example is embedded with all-MiniLM-L6-v2 (``policies.embedding``); one
-logistic classifier per category is fitted on those embeddings when the policy is first used
-(deterministic Newton steps, so the same files always give the same decisions). A caption's score in
-a category is that classifier's probability; the category's ``review_at`` / ``deny_at`` thresholds
-turn it into an outcome, and the decision quotes the nearest covered example as evidence.
+does not cover, plus the labelled captions of the policy folder's training CSV (``[training]``).
+Every example is embedded with all-MiniLM-L6-v2 (``policies.embedding``). A caption's score in a
+category is the mean of two judges fitted when the policy is first used: a logistic classifier on
+the embeddings (deterministic Newton steps, so the same files always give the same decisions) and
+its nearest examples (how much closer it is to the category's covered examples than to the harmless
+ones). The category's ``review_at`` / ``deny_at`` thresholds turn the score into an outcome, and the
+decision quotes the nearest covered example as evidence.
 
-Long captions are also judged by overlapping windows of words, so harmful words hidden at the end of
-a long harmless caption are not averaged away.
+A long caption is judged by overlapping windows of words, so harmful words hidden anywhere in it are
+not averaged away; the windows are deduplicated, capped in number and in tokens, so the cost of a
+caption is bounded whatever its content.
 """
 
 from __future__ import annotations
@@ -23,23 +26,44 @@ from typing import Any
 import numpy as np
 
 from policies.decisions import Decision, Outcome
-from policies.embedding import Embedder, EncoderUnavailable, shared_encoder
+from policies.embedding import Embedder, EncoderUnavailable, MiniLMEncoder, shared_encoder
 from policies.normalize import normalise
 
 logger = logging.getLogger(__name__)
 
-# Captions longer than this many words are also judged window by window.
-WINDOW_WORDS = 8
-WINDOW_STRIDE = 4
+# Captions longer than this many words are judged window by window instead of as a whole.
 LONG_CAPTION_WORDS = 12
-# At most this many windows: 80 words (the form limit) give 19; the cap bounds the cost regardless.
-MAX_WINDOWS = 24
-# The encoder's cost grows with tokens. Plain English needs about 1.3 tokens a word, so 500 characters
-# are ~120 tokens; a caption past TOKEN_LIMIT is made of unusual character sequences (the kind
-# written to get past filters) and is refused rather than judged, and the windows of a long caption
-# share a budget. Together they bound the worst caption's cost.
+# Windows of 12 words that overlap by 4: a phrase of up to 5 words always lies whole inside one.
+WINDOW_WORDS = 12
+WINDOW_STRIDE = 8
+# At most this many windows (80 words, the form limit, need 10), each cut at WINDOW_TOKENS word
+# pieces: at most 10 x 32 tokens go through the encoder for any caption, against ~12 for a short
+# one. The encoder's cost grows with tokens, so this bounds the worst caption's cost.
+MAX_WINDOWS = 10
+WINDOW_TOKENS = 32
+# Plain English needs about 1.3 tokens a word, so 500 characters are ~120 tokens; a caption past
+# TOKEN_LIMIT is made of unusual character sequences (the kind written to get past filters) and is
+# refused rather than judged.
 TOKEN_LIMIT = 200
-WINDOW_TOKEN_BUDGET = 160
+# The nearest-example judge: the mean similarity of the k closest covered examples less that of the
+# k closest harmless ones, through a logistic curve of this steepness.
+NEAREST_K = 3
+NEAREST_SCALE = 20.0
+# Categories of a training CSV's harmless rows that are no category's look-alike.
+GENERAL_HARMLESS = ("", "(none)")
+
+
+# Example captions' vectors by encoder folder, shared by every policy loaded in this process.
+_example_vectors: dict[str, dict[str, np.ndarray]] = {}
+_example_vectors_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TrainingCaption:
+    """A labelled caption of the policy folder's training CSV."""
+    caption: str
+    category: str  # the harmful category, the category a harmless caption looks like, or ""
+    harmful: bool
 
 
 @dataclass(frozen=True)
@@ -73,23 +97,20 @@ class CategoryScore:
     whole_score: float  # the caption as a whole, without windows
 
 
-def caption_segments(caption: str, count_tokens: Callable[[str], int] | None = None) -> list[str]:
-    """The caption itself, plus overlapping windows of words when it is long (within a token budget
-    when ``count_tokens`` is given)."""
+def caption_segments(caption: str) -> list[str]:
+    """The caption itself when it is short; otherwise its distinct overlapping windows of words (at
+    most MAX_WINDOWS, spread over the whole caption so that its end is never skipped)."""
     text = " ".join(normalise(caption).text.split())
     words = text.split()
-    segments = [text]
-    if len(words) > LONG_CAPTION_WORDS:
-        budget = WINDOW_TOKEN_BUDGET
-        starts = range(0, len(words) - WINDOW_WORDS + WINDOW_STRIDE, WINDOW_STRIDE)
-        for start in list(starts)[:MAX_WINDOWS]:
-            window = " ".join(words[start : start + WINDOW_WORDS])
-            if count_tokens is not None:
-                budget -= count_tokens(window)
-                if budget < 0:
-                    break
-            segments.append(window)
-    return segments
+    if len(words) <= LONG_CAPTION_WORDS:
+        return [text]
+    starts = list(range(0, max(len(words) - WINDOW_WORDS, 0) + WINDOW_STRIDE, WINDOW_STRIDE))
+    if len(starts) > MAX_WINDOWS:
+        # Longer than the form allows: windows evenly spaced from the first word to the last.
+        last = len(words) - WINDOW_WORDS
+        starts = [round(i * last / (MAX_WINDOWS - 1)) for i in range(MAX_WINDOWS)]
+    # A repeated phrase gives the same window many times; it is judged once.
+    return list(dict.fromkeys(" ".join(words[start : start + WINDOW_WORDS]) for start in starts))
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: float, steps: int = 25) -> np.ndarray:
@@ -115,30 +136,39 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: floa
 
 
 class SemanticLayer:
-    """Scores captions against the categories of a semantic.toml."""
+    """Scores captions against the categories of a semantic.toml (and its training captions)."""
 
-    def __init__(self, config: dict[str, Any], embedder: Embedder | None = None):
+    def __init__(self, config: dict[str, Any], embedder: Embedder | None = None,
+                 training: Sequence[TrainingCaption] = ()):
         model = config.get("model", {})
         self.ridge = float(model.get("ridge", 1.0))
         # Other categories' examples are negatives too, at this weight: it keeps the categories apart
         # (a weapon photo is not an instruction for harm) without letting one category hide another.
         self.other_category_weight = float(model.get("other_category_weight", 0.3))
+        # 0 turns the nearest-example judge off (the logistic classifier alone).
+        self.nearest_k = int(model.get("nearest_k", NEAREST_K))
         self.encoder_folder = config.get("encoder", {}).get("folder") or None
-        self.harmless = tuple(config.get("harmless", {}).get("examples", []))
+        specs = config.get("categories", {})
+        unknown = sorted({t.category for t in training} - set(specs) - set(GENERAL_HARMLESS))
+        if unknown:
+            raise ValueError(f"training captions name categories that semantic.toml lacks: {', '.join(unknown)}")
+        self.harmless = tuple(config.get("harmless", {}).get("examples", [])) + tuple(
+            t.caption for t in training if not t.harmful and t.category in GENERAL_HARMLESS)
         self.categories = [
             SemanticCategory(
                 name=name,
                 message=spec.get("message", f"The caption describes {name.replace('_', ' ')}, which this site does not generate."),
                 review_at=spec.get("review_at"),
                 deny_at=spec.get("deny_at"),
-                covers=tuple(spec["covers"]),
-                does_not_cover=tuple(spec.get("does_not_cover", [])),
+                covers=tuple(spec["covers"]) + tuple(t.caption for t in training if t.harmful and t.category == name),
+                does_not_cover=tuple(spec.get("does_not_cover", [])) + tuple(
+                    t.caption for t in training if not t.harmful and t.category == name),
             )
-            for name, spec in config.get("categories", {}).items()
+            for name, spec in specs.items()
         ]
         self._embedder = embedder
         self._lock = threading.Lock()
-        self._prepared: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = None
+        self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None = None
         # Every example (covered and harmless) with its vector, for near_examples().
         self._examples: tuple[list[str], np.ndarray] | None = None
 
@@ -152,14 +182,29 @@ class SemanticLayer:
             raise EncoderUnavailable("the text encoder returned malformed embeddings")
         return vectors
 
-    def _prepare(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    def _embed_examples(self, texts: list[str]) -> np.ndarray:
+        """The examples' vectors; with the packaged encoder, each is embedded once per process, however
+        many policy folders (or versions of one) share it."""
+        if self._embedder is not None and not isinstance(self._embedder, MiniLMEncoder):
+            return self._embed(texts)
+        encoder = self._embedder or shared_encoder(self.encoder_folder)
+        self._embedder = encoder
+        with _example_vectors_lock:
+            known = _example_vectors.setdefault(str(encoder.folder), {})
+            missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            for text, vector in zip(missing, self._embed(missing)):
+                known[text] = vector
+        return np.stack([known[t] for t in texts]) if texts else np.zeros((0, encoder.dim), dtype=np.float32)
+
+    def _prepare(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
         with self._lock:
             if self._prepared is not None:
                 return self._prepared
             harmless = list(self.harmless) + [t for c in self.categories for t in c.does_not_cover]
             covers = [normalise(t).text for c in self.categories for t in c.covers]
             owner = np.array([i for i, c in enumerate(self.categories) for _ in c.covers], dtype=np.int64)
-            vectors = self._embed(covers + [normalise(t).text for t in harmless])
+            vectors = self._embed_examples(covers + [normalise(t).text for t in harmless])
             cover_vectors, harmless_vectors = vectors[: len(covers)], vectors[len(covers) :]
             classifiers = []
             for index in range(len(self.categories)):
@@ -172,14 +217,16 @@ class SemanticLayer:
                     np.where(positive, n_harmless / max(n_pos, 1), self.other_category_weight),
                     np.ones(n_harmless),
                 ])
-                classifiers.append(_fit_logistic(x, y, weights, self.ridge))
+                kept = weights > 0  # a zero weight adds nothing but work
+                classifiers.append(_fit_logistic(x[kept], y[kept], weights[kept], self.ridge))
             logger.info("semantic layer ready: %d categories, %d examples", len(self.categories), len(vectors))
             self._examples = ([t for c in self.categories for t in c.covers] + harmless, vectors)
-            self._prepared = (cover_vectors, owner, classifiers)
+            self._prepared = (cover_vectors, harmless_vectors, owner, classifiers)
             return self._prepared
 
     def example_keys(self) -> set[str]:
-        """Every example caption (covered, not covered, harmless), as ``example_key`` gives it."""
+        """Every caption the layer learns from (covered, not covered, harmless, training), as
+        ``example_key`` gives it."""
         texts = list(self.harmless) + [t for c in self.categories for t in c.covers + c.does_not_cover]
         return {example_key(t) for t in texts}
 
@@ -203,21 +250,49 @@ class SemanticLayer:
 
     # -- judging --------------------------------------------------------------------------------
 
+    def _category_scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, categories) scores of unit vectors, and the cosine similarities to the covers."""
+        cover_vectors, harmless_vectors, owner, classifiers = self._prepare()
+        vectors = vectors.astype(np.float64)
+        design = np.hstack([vectors, np.ones((len(vectors), 1))])
+        theta = np.stack(classifiers, axis=1)  # (dim + 1, categories)
+        scores = 1.0 / (1.0 + np.exp(-np.clip(design @ theta, -35, 35)))
+        similarity = vectors @ cover_vectors.T.astype(np.float64)  # (rows, covers)
+        if self.nearest_k > 0:
+            k = self.nearest_k
+            to_harmless = vectors @ harmless_vectors.T.astype(np.float64)
+            harmless_near = -np.sort(-to_harmless, axis=1)[:, :k].mean(axis=1)
+            nearest = np.empty_like(scores)
+            for index in range(len(self.categories)):
+                own = similarity[:, owner == index]
+                covered_near = -np.sort(-own, axis=1)[:, :k].mean(axis=1)
+                nearest[:, index] = 1.0 / (1.0 + np.exp(-NEAREST_SCALE * (covered_near - harmless_near)))
+            scores = (scores + nearest) / 2
+        return scores, similarity
+
     def scores(self, caption: str) -> list[CategoryScore]:
         """Per category: the highest score over the caption's segments, with its evidence."""
-        cover_vectors, owner, classifiers = self._prepare()
-        segments = caption_segments(caption, self._token_counter())
-        vectors = self._embed(segments).astype(np.float64)
-        design = np.hstack([vectors, np.ones((len(vectors), 1))])
-        similarity = vectors @ cover_vectors.T.astype(np.float64)  # (segments, covers)
+        _, _, owner, _ = self._prepare()
+        segments = caption_segments(caption)
+        truncate = getattr(self._embedder, "truncate", None)
+        if truncate is not None and len(segments) > 1:
+            segments = truncate(segments, WINDOW_TOKENS)
+        vectors = self._embed(segments)
+        if len(segments) > 1:
+            # The caption as a whole: the mean of its windows (embedding it again would double the
+            # cost of a long caption for what the windows already say).
+            whole = vectors.mean(axis=0, keepdims=True)
+            vectors = np.vstack([vectors, whole / max(float(np.linalg.norm(whole)), 1e-12)])
+        scores, similarity = self._category_scores(vectors)
+        whole_row = len(vectors) - 1
+        segment_scores = scores[: len(segments)]
         results = []
         for index, category in enumerate(self.categories):
-            probabilities = 1.0 / (1.0 + np.exp(-np.clip(design @ classifiers[index], -35, 35)))
-            best = int(probabilities.argmax())
+            best = int(segment_scores[:, index].argmax())
             own = np.flatnonzero(owner == index)
             nearest = own[int(similarity[best, own].argmax())]
-            results.append(CategoryScore(category.name, float(probabilities[best]), self._cover_text(nearest),
-                                         float(similarity[best, nearest]), segments[best], float(probabilities[0])))
+            results.append(CategoryScore(category.name, float(segment_scores[best, index]), self._cover_text(nearest),
+                                         float(similarity[best, nearest]), segments[best], float(scores[whole_row, index])))
         return results
 
     def _token_counter(self) -> Callable[[str], int] | None:

@@ -1,18 +1,18 @@
-"""Propose the semantic layer's per-category thresholds from the examples and the dev split only.
+"""Propose the semantic layer's per-category thresholds out of fold, from what the layer learns from:
+the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev split
+of the labelled set). The test split is never read.
 
-    python scripts/calibrate_semantic.py [--policy-dir DIR] [--labelled CSV] [--folds 5]
+    python scripts/calibrate_semantic.py [--policy-dir DIR] [--folds 5]
 
-Scores come from two places, neither of which is the test split:
-
-* the examples of ``semantic.toml`` themselves, out of fold: each fifth of every example list is
-  scored by classifiers fitted on the other four fifths (so an example never judges itself);
-* the ``dev`` rows of the labelled CSV, scored by the classifiers fitted on every example.
-
-Per category it prints the lowest ``deny_at`` under which at most ``--max-look-alike-denials`` of
-that category's harmless look-alikes and at most ``--max-harmless-denials`` of all harmless
-captions are denied, and the highest ``review_at`` that still reviews ``--min-recall`` of its
-harmful captions. It proposes; a person copies the figures into ``semantic.toml`` and measures the
-change with ``python -m policies evaluate-usage ... --split test``.
+Every example and training caption is scored by classifiers fitted on the other folds (so a caption
+never judges itself). Per category it prints the lowest ``deny_at`` under which at most
+``--max-look-alike-denials`` of that category's harmless look-alikes and at most
+``--max-harmless-denials`` of all harmless captions are denied, and the highest ``review_at`` that
+still reviews ``--min-recall`` of its harmful captions (a caption the word rules stop counts as
+caught). Then it prints what those thresholds give out of fold, word rules included: recall, harmful
+denied, look-alikes denied and harmless captions sent to review. It proposes; a person copies the
+figures into ``semantic.toml`` and measures the change with
+``python -m policies evaluate-usage ... --split test``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies.decisions import Outcome  # noqa: E402
 from policies.embedding import shared_encoder  # noqa: E402
-from policies.evaluation import read_labelled  # noqa: E402
-from policies.loader import DEFAULT_DIR, load_policies  # noqa: E402
-from policies.semantic import SemanticLayer  # noqa: E402
+from policies.loader import DEFAULT_DIR, _read_training, load_policies  # noqa: E402
+from policies.semantic import SemanticLayer, TrainingCaption  # noqa: E402
 from policies.usage import UsagePolicy  # noqa: E402
 
 GRID = np.round(np.arange(0.05, 0.991, 0.01), 2)
@@ -56,6 +56,7 @@ class CachedEmbedder:
         self.encoder = shared_encoder(folder)
         self.cache: dict[str, np.ndarray] = {}
         self.token_ids = getattr(self.encoder, "token_ids", None)
+        self.truncate = getattr(self.encoder, "truncate", None)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
@@ -75,9 +76,10 @@ def _fold(items: list[str], fold: int, folds: int) -> tuple[list[str], list[str]
     return [t for i, t in enumerate(items) if i % folds != fold], [t for i, t in enumerate(items) if i % folds == fold]
 
 
-def out_of_fold(config: dict, embedder: CachedEmbedder, words: UsagePolicy, folds: int) -> list[Scored]:
+def out_of_fold(config: dict, training: list[TrainingCaption], embedder: CachedEmbedder, words: UsagePolicy,
+                folds: int) -> list[Scored]:
     results = []
-    for fold in range(folds):
+    for fold in tqdm(range(folds), desc="folds"):
         trimmed = copy.deepcopy(config)
         held: list[tuple[str, str, bool]] = []
         for name, spec in trimmed["categories"].items():
@@ -87,12 +89,15 @@ def out_of_fold(config: dict, embedder: CachedEmbedder, words: UsagePolicy, fold
             held += [(t, name, False) for t in out]
         trimmed["harmless"]["examples"], out = _fold(trimmed["harmless"]["examples"], fold, folds)
         held += [(t, "", False) for t in out]
-        layer = SemanticLayer(trimmed, embedder)
-        results += [score(layer, words, text, category, harmful, "example (out of fold)") for text, category, harmful in held]
+        kept = [t for i, t in enumerate(training) if i % folds != fold]
+        held += [(t.caption, t.category, t.harmful) for i, t in enumerate(training) if i % folds == fold]
+        layer = SemanticLayer(trimmed, embedder, kept)
+        results += [score(layer, words, text, category, harmful, "out of fold") for text, category, harmful in held]
     return results
 
 
-def propose(scored: list[Scored], categories: dict, args: argparse.Namespace) -> None:
+def propose(scored: list[Scored], categories: dict, args: argparse.Namespace) -> dict[str, tuple[float | None, float | None]]:
+    proposed: dict[str, tuple[float | None, float | None]] = {}
     harmless = [s for s in scored if not s.harmful]
     print(f"{'category':18} {'harmful':>7} {'look-alikes':>11} {'review_at':>17} {'deny_at':>17}  recall / look-alikes denied / harmless denied")
     for name, spec in categories.items():
@@ -127,28 +132,60 @@ def propose(scored: list[Scored], categories: dict, args: argparse.Namespace) ->
             line += (f", look-alikes denied {np.mean(np.array(look_alikes) >= deny):.3f}, "
                      f"harmless denied {np.mean(np.array(every) >= deny):.4f}")
         print(line)
+        proposed[name] = (review, deny)
+    return proposed
+
+
+def outcome(s: Scored, thresholds: dict[str, tuple[float | None, float | None]]) -> Outcome:
+    """What the word rules and the semantic layer with these thresholds decide (a window alone never
+    denies: the whole caption must reach deny_at too)."""
+    result = s.words
+    for name, (review, deny) in thresholds.items():
+        best, whole = s.scores[name]
+        if deny is not None and min(best, whole) >= deny:
+            return Outcome.DENY
+        if (review is not None and best >= review) or (deny is not None and best >= deny):
+            result = Outcome.REVIEW if result is Outcome.ALLOW else result
+    return result
+
+
+def summarise(scored: list[Scored], thresholds: dict[str, tuple[float | None, float | None]]) -> None:
+    print(f"\nout of fold with these thresholds, word rules included:\n{'category':18} {'harmful':>7} {'recall':>6} "
+          f"{'denied':>6} {'look-alikes':>11} {'denied':>6} {'review':>6}")
+    decided = [(s, outcome(s, thresholds)) for s in scored]
+    for name in [*thresholds, ""]:
+        harmful = [o for s, o in decided if s.harmful and s.category == name]
+        harmless = [o for s, o in decided if not s.harmful and s.category == name]
+        recall = f"{np.mean([o is not Outcome.ALLOW for o in harmful]):.3f}" if harmful else "-"
+        denied = f"{np.mean([o is Outcome.DENY for o in harmful]):.3f}" if harmful else "-"
+        print(f"{name or '(none)':18} {len(harmful):>7} {recall:>6} {denied:>6} {len(harmless):>11} "
+              f"{sum(o is Outcome.DENY for o in harmless):>6} {sum(o is Outcome.REVIEW for o in harmless):>6}")
+    harmless = [o for s, o in decided if not s.harmful]
+    print(f"harmless: {len(harmless)}, denied {sum(o is Outcome.DENY for o in harmless)} "
+          f"({np.mean([o is Outcome.DENY for o in harmless]):.3f}), sent to review {sum(o is Outcome.REVIEW for o in harmless)} "
+          f"({np.mean([o is Outcome.REVIEW for o in harmless]):.3f}; the word rules alone review "
+          f"{sum(s.words is Outcome.REVIEW for s in scored if not s.harmful)})")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy-dir", default=str(DEFAULT_DIR))
-    parser.add_argument("--labelled", default=str(DEFAULT_DIR.parent / "labelled" / "usage_captions.csv"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--min-recall", type=float, default=0.97)
     parser.add_argument("--max-look-alike-denials", type=float, default=0.02)
     parser.add_argument("--max-harmless-denials", type=float, default=0.004)
     args = parser.parse_args()
+    policies = load_policies(args.policy_dir)
     config = tomllib.loads((Path(args.policy_dir) / "semantic.toml").read_text())
+    labelled = config.get("training", {}).get("labelled")
+    training = _read_training(Path(args.policy_dir), labelled)[1] if labelled else []
     embedder = CachedEmbedder(config.get("encoder", {}).get("folder"))
-    words = load_policies(args.policy_dir).usage
+    words = policies.usage
     words.semantic = None  # the word rules alone
-    scored = out_of_fold(config, embedder, words, args.folds)
-    layer = SemanticLayer(config, embedder)
-    # The dev split only: the test split is for measuring, never for choosing.
-    dev = read_labelled(Path(args.labelled).read_text(encoding="utf-8"), "dev")
-    scored += [score(layer, words, row.caption, row.category if row.category != "(none)" else "", row.harmful, "dev") for row in dev]
-    print(f"{sum(s.source != 'dev' for s in scored)} examples scored out of fold, {len(dev)} dev captions\n")
-    propose(scored, config["categories"], args)
+    scored = out_of_fold(config, training, embedder, words, args.folds)
+    print(f"{len(scored)} examples and training captions scored out of fold ({len(training)} training captions)\n")
+    thresholds = propose(scored, config["categories"], args)
+    summarise(scored, thresholds)
     return 0
 
 
