@@ -33,14 +33,15 @@ logger = logging.getLogger(__name__)
 
 # Captions longer than this many words are judged window by window instead of as a whole.
 LONG_CAPTION_WORDS = 12
-# Windows of 12 words that overlap by 4: a phrase of up to 5 words always lies whole inside one.
-WINDOW_WORDS = 12
-WINDOW_STRIDE = 8
-# At most this many windows (80 words, the form limit, need 10), each cut at WINDOW_TOKENS word
-# pieces: at most 10 x 32 tokens go through the encoder for any caption, against ~12 for a short
-# one. The encoder's cost grows with tokens, so this bounds the worst caption's cost.
-MAX_WINDOWS = 10
-WINDOW_TOKENS = 32
+# Windows of 8 words that overlap by 3: a phrase of up to 4 words always lies whole inside one, and a
+# longer one mostly; shorter windows keep a harmful phrase from being diluted by the words around it.
+WINDOW_WORDS = 8
+WINDOW_STRIDE = 5
+# At most this many windows (80 words, the form limit, need 16), each cut at WINDOW_TOKENS word
+# pieces: at most 16 x 20 tokens go through the encoder for any caption (one batched call), against
+# ~12 for a short one. The encoder's cost grows with tokens, so this bounds the worst caption's cost.
+MAX_WINDOWS = 16
+WINDOW_TOKENS = 20
 # Plain English needs about 1.3 tokens a word, so 500 characters are ~120 tokens; a caption past
 # TOKEN_LIMIT is made of unusual character sequences (the kind written to get past filters) and is
 # refused rather than judged.
@@ -104,10 +105,12 @@ def caption_segments(caption: str) -> list[str]:
     words = text.split()
     if len(words) <= LONG_CAPTION_WORDS:
         return [text]
-    starts = list(range(0, max(len(words) - WINDOW_WORDS, 0) + WINDOW_STRIDE, WINDOW_STRIDE))
+    last = len(words) - WINDOW_WORDS
+    starts = list(range(0, last + 1, WINDOW_STRIDE))
+    if starts[-1] != last:
+        starts.append(last)  # the last window ends at the last word
     if len(starts) > MAX_WINDOWS:
         # Longer than the form allows: windows evenly spaced from the first word to the last.
-        last = len(words) - WINDOW_WORDS
         starts = [round(i * last / (MAX_WINDOWS - 1)) for i in range(MAX_WINDOWS)]
     # A repeated phrase gives the same window many times; it is judged once.
     return list(dict.fromkeys(" ".join(words[start : start + WINDOW_WORDS]) for start in starts))

@@ -113,6 +113,52 @@ def test_harmful_words_at_the_end_of_a_long_harmless_caption_are_not_averaged_aw
     assert verdict.outcome is not Outcome.ALLOW and any(d.evidence["judged_text"] != caption.lower() for d in semantic)
 
 
+FILLER = "an impressionistic watercolour illustration of a fishing harbour at dawn, wooden boats, seagulls, "
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_a_harmful_phrase_anywhere_in_500_characters_is_found(where):
+    phrase = "a man cutting his wrists"
+    room = 500 - len(phrase) - 2
+    filler = (FILLER * 6)[:room].rsplit(" ", 1)[0]
+    half = filler[: len(filler) // 2].rsplit(" ", 1)[0]
+    caption = {"start": f"{phrase}, {filler}", "middle": f"{half}, {phrase}, {filler[len(half):].strip()}",
+               "end": f"{filler}, {phrase}"}[where][:500]
+    assert len(caption) > 450
+    verdict = USAGE.check_caption(caption)
+    semantic = [d for d in verdict.decisions if d.rule_id.startswith("usage.semantic.")]
+    assert verdict.outcome is not Outcome.ALLOW, [d.to_dict() for d in verdict.decisions]
+    assert any("wrists" in d.evidence["judged_text"] for d in semantic)
+
+
+def test_the_tokens_embedded_for_a_caption_are_bounded(monkeypatch):
+    """Windows are deduplicated, at most MAX_WINDOWS, each cut at WINDOW_TOKENS word pieces, so a long
+    or repetitive caption costs at most a fixed number of tokens through the encoder."""
+    from policies.semantic import MAX_WINDOWS, WINDOW_TOKENS
+
+    layer = USAGE.semantic
+    layer.warm_up()
+    seen: list[list[str]] = []
+    embed = layer._embed
+    monkeypatch.setattr(layer, "_embed", lambda texts: seen.append(list(texts)) or embed(texts))
+    repeated = "a red apple on toast " * 14
+    dense = " ".join(["supercalifragilisticexpialidocious"] * 14)
+    for caption in (repeated, dense, (FILLER * 6)[:500], "a red apple"):
+        seen.clear()
+        layer.scores(caption)
+        (texts,) = seen  # one call to the encoder per caption
+        tokens = sum(len(ids) for ids in layer._embedder.token_ids(texts))
+        assert len(texts) <= MAX_WINDOWS and tokens <= MAX_WINDOWS * WINDOW_TOKENS, (len(texts), tokens)
+    assert len(caption_segments(repeated)) <= 2  # the same window is judged once
+
+
+@pytest.mark.parametrize("caption", ["a grinning face, flat style", "a cat face, flat style", "a red apple",
+                                     "a birthday cake"])
+def test_everyday_captions_are_allowed_without_review(caption):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.outcome is Outcome.ALLOW, [d.to_dict() for d in verdict.decisions if d.outcome is not Outcome.ALLOW]
+
+
 def test_a_long_harmless_caption_is_not_refused_for_a_window_out_of_context():
     caption = ("an impressionistic watercolour illustration of a fishing harbour at dawn, wooden boats, seagulls, " * 5)[:500]
     assert not USAGE.check_caption(caption).denied
@@ -230,8 +276,42 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
         assert sum(r.harmful for r in test if r.category == category) >= 25, category
         assert sum(not r.harmful for r in test if r.category == category) >= 40, category
     assert sum(r.category == "(none)" for r in test) >= 40
-    assert not USAGE.semantic.example_keys() & {example_key(r.caption) for r in rows}
+    # The layer learns from the dev split (semantic_training.csv), never from the test split.
+    learnt = USAGE.semantic.example_keys()
+    assert {example_key(r.caption) for r in dev} <= learnt
+    assert not learnt & {example_key(r.caption) for r in test}
     assert len({example_key(r.caption) for r in rows}) == len(rows)  # no caption in both splits, or twice
+
+
+def test_the_training_captions_are_the_dev_split():
+    training = read_labelled((DEFAULT_DIR / "semantic_training.csv").read_text())
+    dev = read_labelled(LABELLED.read_text(), split="dev")
+    assert [(r.caption, r.expected, r.category) for r in training] == [(r.caption, r.expected, r.category) for r in dev]
+
+
+@pytest.mark.parametrize(("training", "csv_text", "expected"), [
+    ('labelled = "../usage.toml"', None, "inside the policy folder"),
+    ('labelled = "missing.csv"', None, "cannot be read"),
+    ('labelled = "training.csv"', "caption,expected,category\na cat,perhaps,\n", "row 2"),
+    ('labelled = "training.csv"', "caption,expected,category\na cat,deny,gambling\n", "gambling"),
+])
+def test_a_bad_training_reference_names_the_problem(tmp_path, training, csv_text, expected):
+    folder = tmp_path / "policies"
+    shutil.copytree(DEFAULT_DIR, folder)
+    text = (folder / "semantic.toml").read_text().replace('labelled = "semantic_training.csv"', training)
+    (folder / "semantic.toml").write_text(text)
+    if csv_text is not None:
+        (folder / "training.csv").write_text(csv_text)
+    with pytest.raises(PolicyError, match=expected):
+        load_policies(folder)
+
+
+def test_editing_the_training_captions_changes_the_policy_version(tmp_path):
+    folder = tmp_path / "policies"
+    shutil.copytree(DEFAULT_DIR, folder)
+    with (folder / "semantic_training.csv").open("a") as handle:
+        handle.write("a teal teapot on a windowsill,allow,\n")
+    assert load_policies(folder).version != POLICIES.version
 
 
 @functools.cache
