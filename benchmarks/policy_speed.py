@@ -40,14 +40,18 @@ from policies.usage import UsagePolicy  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def median_seconds(fn, items, rounds=3) -> float:
+def seconds(fn, items, rounds=3) -> list[float]:
     times = []
     for _ in range(rounds):
         for item in items:
             start = time.perf_counter()
             fn(item)
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, items, rounds=3) -> float:
+    return statistics.median(seconds(fn, items, rounds))
 
 
 def drawing(seed: int) -> Image.Image:
@@ -119,14 +123,19 @@ def main() -> int:
     started = time.perf_counter()
     usage.semantic.warm_up()
     warm_up = time.perf_counter() - started
-    full_time = median_seconds(lambda c: usage.check_caption(c, context), captions)
+    full_times = seconds(lambda c: usage.check_caption(c, context), captions, rounds=2)
+    full_time = statistics.median(full_times)
     words_time = median_seconds(lambda c: word_rules_only.check_caption(c, context), captions)
     embed_time = median_seconds(lambda c: usage.semantic._embed([c]), captions[:200])
     baseline_time = median_seconds(naive, captions)
     # 500 characters in 76 words (the form allows 80): the longest caption the semantic layer judges.
     long_caption = ("an impressionistic watercolour illustration of a fishing harbour at dawn, wooden boats, seagulls, "
                     * 5)[:500]
-    long_time = median_seconds(lambda c: usage.check_caption(c, context), [long_caption] * 10)
+    long_times = seconds(lambda c: usage.check_caption(c, context), [long_caption] * 10)
+    long_time = statistics.median(long_times)
+    # The same length with a harmful phrase at its end: the windows must reach it, at the same cost.
+    planted = long_caption[: 500 - 26].rsplit(" ", 1)[0] + ", a man cutting his wrists"
+    planted_times = seconds(lambda c: usage.check_caption(c, context), [planted] * 10)
     huge_time = median_seconds(lambda c: usage.check_caption(c, context), ["x" * 5_000_000] * 5)
 
     hostile = hostile_captions(usage)
@@ -170,9 +179,14 @@ def main() -> int:
     print(f"{'check':64} {'median':>11} {'baseline':>11} {'ratio':>7}")
     print(f"{'usage policy, whole check, one caption (labelled set, ' + str(len(captions)) + ')':64} {full_time * ms:>8.2f} ms "
           f"{baseline_time * ms:>8.4f} ms {full_time / baseline_time:>7.0f}  (baseline: naive substring search)")
+    print(f"{'  95th percentile / worst of the labelled set':64} {float(np.percentile(full_times, 95)) * ms:>8.2f} ms "
+          f"{max(full_times) * ms:>8.2f} ms")
     print(f"{'  of which: word rules, personal data, purpose, quotas':64} {words_time * ms:>8.2f} ms")
     print(f"{'  of which: one sentence embedding (numpy MiniLM)':64} {embed_time * ms:>8.2f} ms")
-    print(f"{'usage policy, whole check, 500-character caption':64} {long_time * ms:>8.2f} ms")
+    print(f"{'usage policy, whole check, 500-character caption (median / worst)':64} {long_time * ms:>8.2f} ms "
+          f"{max(long_times) * ms:>8.2f} ms")
+    print(f"{'  the same with a harmful phrase at its end (median / worst)':64} {statistics.median(planted_times) * ms:>8.2f} ms "
+          f"{max(planted_times) * ms:>8.2f} ms  ({usage.check_caption(planted, context).outcome.value})")
     print(f"{'usage policy, 5 MB caption (refused on length)':64} {huge_time * ms:>8.3f} ms")
     print(f"{'hostile 500-char captions, word rules, worst of ' + str(len(hostile)):64} {hostile_words[worst_words] * ms:>8.2f} ms"
           f"  ({worst_words})")
