@@ -38,6 +38,7 @@ from stackgan_django.services.worker import (
     LeaseLost,
     UnknownRequest,
     asset_file_name,
+    claim_waiting_requests,
     defer_request,
     fail_request,
     finish_request,
@@ -70,4 +71,6 @@ __all__ = [
     # API v1 (issue 11)
     "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",
     "queue_webhooks", "revoke_api_key",
+    # issue 16: batching across requests
+    "claim_waiting_requests",
 ]
