@@ -320,6 +320,16 @@ def new_mark_id() -> int:
             return candidate
 
 
+def _request_decisions(request: GenerationRequest) -> list[dict[str, Any]]:
+    """The request's own policy decisions (the usage check's), read once per attempt and kept on the
+    instance: they are fixed before the worker starts, and every image's manifest cites them."""
+    cached = getattr(request, "_manifest_decisions", None)
+    if cached is None:
+        cached = [{"rule_id": d.rule_id, "outcome": d.outcome, "stage": d.stage} for d in request.decisions.all()]
+        request._manifest_decisions = cached
+    return list(cached)
+
+
 def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> GeneratedOutput:
     """Watermark, write XMP, sign the C2PA manifest and verify the result (worker side).
 
@@ -327,8 +337,7 @@ def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> Generat
     fix): never returns an unsigned image."""
     from stackgan_django import provenance
 
-    decisions = [{"rule_id": d.rule_id, "outcome": d.outcome, "stage": d.stage}
-                 for d in request.decisions.all()] + [
+    decisions = _request_decisions(request) + [
                 {"rule_id": d.rule_id, "outcome": d.outcome.value, "stage": "output"} for d in output.verdict.decisions]
     output.mark_id = new_mark_id()
     png = provenance.embed_mark_and_xmp(output.image, output.mark_id)
