@@ -251,3 +251,21 @@ def test_the_eager_backend_batches_too_and_matches_one_by_one(db, active_model, 
                 assert difference <= 1  # within one 8-bit level
     finally:
         generation._backends.clear()
+
+
+def test_one_lease_keeper_renews_a_whole_batch_and_marks_only_the_request_taken_over(transactional_db, active_model,
+                                                                                     no_broker, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "LEASE_SECONDS": 0.6}
+    lead, other, taken = (services.start_request(pk) for pk in submit(3))
+    leases = {other.pk: other.attempts, taken.pk: taken.attempts}
+    with services.LeaseKeeper(lead.pk, lead.attempts, leases) as keeper:
+        first = dict(GenerationRequest.objects.values_list("pk", "lease_expires_at"))
+        wait_until(lambda: all(GenerationRequest.objects.get(pk=pk).lease_expires_at > first[pk]
+                               for pk in (lead.pk, other.pk, taken.pk)), 10, "all three leases to be renewed")
+        GenerationRequest.objects.filter(pk=taken.pk).update(attempts=taken.attempts + 1)  # another worker's attempt
+        wait_until(lambda: keeper.has_lost(taken.pk), 10, "the keeper to notice the takeover")
+        assert not keeper.has_lost(lead.pk) and not keeper.has_lost(other.pk) and not keeper.lost.is_set()
+        keeper.release(lead.pk)  # finished: no longer renewed
+        renewed = GenerationRequest.objects.get(pk=other.pk).lease_expires_at
+        wait_until(lambda: GenerationRequest.objects.get(pk=other.pk).lease_expires_at > renewed, 10,
+                   "the remaining lease to be renewed")

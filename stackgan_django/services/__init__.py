@@ -44,6 +44,7 @@ from stackgan_django.services.worker import (
     finish_request,
     near_copy_index,
     new_mark_id,
+    new_mark_ids,
     process_request,
     recover_lapsed_leases,
     remove_unowned_files,
@@ -72,5 +73,5 @@ __all__ = [
     "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",
     "queue_webhooks", "revoke_api_key",
     # issue 16: batching across requests
-    "claim_waiting_requests",
+    "claim_waiting_requests", "new_mark_ids",
 ]

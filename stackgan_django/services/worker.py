@@ -152,6 +152,13 @@ def start_request(request_id: int) -> GenerationRequest | None:
     """QUEUED -> RUNNING with a fresh lease, or take over a RUNNING request whose lease lapsed (its
     worker died). Returns None when there is nothing to do (done, denied, failed, or running
     elsewhere under a live lease), so a duplicate message is harmless."""
+    # A plain read first: the messages of requests a batch already took find them done or running
+    # under a live lease, and need no lock (on SQLite, no write lock) to learn it. Anything that
+    # may need work is decided again below, under the row lock.
+    seen = GenerationRequest.objects.filter(pk=request_id).only("state", "started_at", "lease_expires_at").first()
+    if seen is not None and (seen.state in (State.DONE, State.FAILED, State.POLICY_DENIED)
+                             or (seen.state == State.RUNNING and not lease_lapsed(seen))):
+        return None
     with transaction.atomic():
         request = _locked(request_id)
         now = timezone.now()
@@ -314,10 +321,18 @@ class GeneratedOutput:
 
 def new_mark_id() -> int:
     """A 32-bit watermark id not yet used by any asset."""
-    while True:
-        candidate = secrets.randbelow(2**32 - 1) + 1
-        if not Asset.objects.filter(mark_id=candidate).exists():
-            return candidate
+    return new_mark_ids(1)[0]
+
+
+def new_mark_ids(count: int) -> list[int]:
+    """``count`` distinct 32-bit watermark ids not yet used by any asset, in one query (per request
+    rather than per image)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        candidates = {secrets.randbelow(2**32 - 1) + 1 for _ in range(count - len(chosen))} - set(chosen)
+        used = set(Asset.objects.filter(mark_id__in=candidates).values_list("mark_id", flat=True))
+        chosen += sorted(candidates - used)
+    return chosen
 
 
 def _request_decisions(request: GenerationRequest) -> list[dict[str, Any]]:
@@ -330,8 +345,9 @@ def _request_decisions(request: GenerationRequest) -> list[dict[str, Any]]:
     return list(cached)
 
 
-def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> GeneratedOutput:
-    """Watermark, write XMP, sign the C2PA manifest and verify the result (worker side).
+def stamp_output(request: GenerationRequest, output: GeneratedOutput, mark_id: int | None = None) -> GeneratedOutput:
+    """Watermark, write XMP, sign the C2PA manifest and verify the result (worker side). ``mark_id``
+    is a fresh watermark id (``new_mark_ids``), drawn here when not given.
 
     Raises provenance.SigningUnavailable (try later) or SignerConfigurationError (operator must
     fix): never returns an unsigned image."""
@@ -339,7 +355,7 @@ def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> Generat
 
     decisions = _request_decisions(request) + [
                 {"rule_id": d.rule_id, "outcome": d.outcome.value, "stage": "output"} for d in output.verdict.decisions]
-    output.mark_id = new_mark_id()
+    output.mark_id = mark_id if mark_id is not None else new_mark_id()
     png = provenance.embed_mark_and_xmp(output.image, output.mark_id)
     output.signed = provenance.sign_generated(png, model_version=request.model_version, request=request,
                                               decisions=decisions, mark_id=output.mark_id)
@@ -671,9 +687,10 @@ def _stamp_and_finish(item: _BatchItem, lease: LeaseKeeper) -> None:
     """Sign and store one request's images and finish it, in its own transaction: a failure here
     stops this request only."""
     request = item.request
-    for output in item.outputs or []:
-        if not output.verdict.denied:
-            with_fresh_connection(lambda output=output: stamp_output(request, output), "stamping")
+    passing = [output for output in item.outputs or [] if not output.verdict.denied]
+    mark_ids = with_fresh_connection(lambda: new_mark_ids(len(passing)), "drawing watermark ids")
+    for output, mark_id in zip(passing, mark_ids, strict=True):
+        with_fresh_connection(lambda output=output, mark_id=mark_id: stamp_output(request, output, mark_id), "stamping")
     if lease.has_lost(request.pk):
         raise LeaseLost(f"request {request.pk} was taken over while attempt {request.attempts} rendered")
     with_fresh_connection(lambda: finish_request(request.pk, item.outputs or [], item.compute_seconds,
