@@ -116,7 +116,14 @@ DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{VAR_DIR / 'd
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so a web process and a worker never
     # deadlock upgrading read locks; the test database is a file so a worker thread can share it.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
+    # WAL with synchronous=NORMAL: a commit appends to the write-ahead log without waiting for the
+    # disk (the log is synced at checkpoints). The database stays consistent after a crash; a power
+    # cut may lose the last commits, which the workflow already survives (a request whose DONE was
+    # lost is RUNNING again, its lease lapses and it is re-run over its own file names). With the
+    # default rollback journal each commit cost a sync, 12-18 ms here: a fifth of a worker's time
+    # per image outside the generator. Readers also no longer wait for the worker's writes.
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30,
+                                       "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 

@@ -51,6 +51,12 @@ DEFAULTS: dict[str, Any] = {
     # Load and warm the active model when a worker process starts (worker_start), so the first
     # request costs what the others cost. Off for workers that never generate, or in tests of other things.
     "WARM_UP_WORKER": True,
+    # Batching across requests: a worker that starts a request also takes other waiting requests
+    # for the same model version, oldest first, until this many images, and draws them all in one
+    # forward pass (then checks, signs and stores each request on its own). 1 turns it off. 16
+    # 256 px images are about 5x the throughput of one by one on a CPU; the first request of a batch
+    # then waits for the whole pass.
+    "GENERATION_BATCH_SIZE": 16,
     # A QUEUED request the broker took but no worker started within this many seconds, while the
     # broker's queue is empty, lost its message (a broker restarted without persistence): it is sent
     # again (ten times later if the queue is busy). A duplicate is harmless.

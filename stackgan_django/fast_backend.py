@@ -31,7 +31,7 @@ class OptimisedPipelineBackend(PipelineBackend):
 
     inference_options = InferenceOptions()
     max_batch_size = 16
-    """The most images one forward pass takes when several requests are generated together."""
+    """The images per forward pass of ``generate_many`` when the caller names no batch size."""
 
     def __init__(self, checkpoint_path: str | os.PathLike):
         from generator import StackGANPipeline
@@ -61,15 +61,16 @@ class OptimisedPipelineBackend(PipelineBackend):
     def generate(self, caption: str, seeds: list[int]) -> list[RenderedImage]:
         return self.generate_many([(caption, seeds)])[0]
 
-    def generate_many(self, requests: Sequence[tuple[str, Sequence[int]]]) -> list[list[RenderedImage]]:
-        """Several waiting requests (caption, seeds) in shared forward passes of up to
-        ``max_batch_size`` images; each request's images in its own list, equal within float
-        rounding to generating it alone."""
+    def generate_many(self, requests: Sequence[tuple[str, Sequence[int]]],
+                      batch_size: int | None = None) -> list[list[RenderedImage]]:
+        """Several waiting requests (caption, seeds) in shared forward passes of ``batch_size``
+        images (``max_batch_size`` by default); each request's images in its own list, equal within
+        float rounding to generating it alone."""
         from generator.pipeline import GenerationJob
 
         jobs = [GenerationJob(caption, seeds) for caption, seeds in requests]
         with self._lock:
-            results = self.pipeline.generate_jobs(jobs, batch_size=self.max_batch_size)
+            results = self.pipeline.generate_jobs(jobs, batch_size=batch_size or self.max_batch_size)
         return [[RenderedImage(item.image, item.seed) for item in per_job] for per_job in results]
 
 

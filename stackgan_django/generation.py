@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -24,7 +25,20 @@ class RenderedImage:
 
 
 class GeneratorBackend(Protocol):
+    """What a backend must offer. ``generate_many`` (several requests' images in shared forward
+    passes, each request's images in its own list) is optional: ``generate_batch`` falls back to
+    one ``generate`` per request for a backend without it."""
+
     def generate(self, caption: str, seeds: list[int]) -> list[RenderedImage]: ...
+
+
+def generate_batch(backend: GeneratorBackend, jobs: Sequence[tuple[str, Sequence[int]]]) -> list[list[RenderedImage]]:
+    """Several requests' images through ``backend``: in one forward pass when it can
+    (``generate_many(jobs, batch_size)``), else one request after another."""
+    many = getattr(backend, "generate_many", None)
+    if many is None:
+        return [backend.generate(caption, list(seeds)) for caption, seeds in jobs]
+    return many(jobs, batch_size=max(1, sum(len(seeds) for _, seeds in jobs)))
 
 
 class PipelineBackend:
@@ -45,6 +59,18 @@ class PipelineBackend:
     def generate(self, caption: str, seeds: list[int]) -> list[RenderedImage]:
         output = self.pipeline([caption], num_images_per_caption=len(seeds), seeds=seeds)
         return [RenderedImage(item.image, item.seed) for item in output.images]
+
+    def generate_many(self, requests: Sequence[tuple[str, Sequence[int]]],
+                      batch_size: int | None = None) -> list[list[RenderedImage]]:
+        """Several requests (caption, seeds) in shared forward passes of ``batch_size`` images (all
+        of them in one pass by default); each request's images in its own list, equal within float
+        rounding to generating it alone (an image depends only on its caption and seed)."""
+        from generator.pipeline import GenerationJob
+
+        jobs = [GenerationJob(caption, seeds) for caption, seeds in requests]
+        size = batch_size or max(1, sum(len(job.seeds) for job in jobs))
+        results = self.pipeline.generate_jobs(jobs, batch_size=size)
+        return [[RenderedImage(item.image, item.seed) for item in per_job] for per_job in results]
 
 
 _backends: dict[tuple[int, str], GeneratorBackend] = {}

@@ -111,3 +111,30 @@ def test_recent_images_are_bounded():
         recent.remember(data, pixels)
     assert recent.lookup(entries[0][0]) is None and recent.lookup(entries[1][0]) is None
     assert all(recent.lookup(data) is pixels for data, pixels in entries[2:])
+
+
+@pytest.mark.parametrize("size", [(256, 256), (64, 48), (1, 1)])
+def test_our_png_encoder_is_lossless_and_carries_the_xmp(size):
+    from stackgan_django.provenance import png
+
+    rng = np.random.default_rng(size[0])
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    data = png.encode_rgb(pixels, [png.itxt("XML:com.adobe.xmp", "<x:xmpmeta>\u00e9</x:xmpmeta>")])
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        assert image.format == "PNG" and image.mode == "RGB" and image.size == size
+        assert np.array_equal(np.asarray(image), pixels)
+        assert image.text["XML:com.adobe.xmp"] == "<x:xmpmeta>\u00e9</x:xmpmeta>"
+    with pytest.raises(ValueError):
+        png.encode_rgb(pixels.astype(np.float32))
+
+
+def test_a_stamped_file_keeps_the_marked_pixels_and_the_digital_source_type():
+    image = drawing(3)
+    data = embed_mark_and_xmp(image, 4242)
+    with Image.open(io.BytesIO(data)) as decoded:
+        decoded.load()
+        assert manifests.DIGITAL_SOURCE_TYPE in decoded.text["XML:com.adobe.xmp"]
+        pixels = decoded.convert("RGB")
+    assert np.array_equal(np.asarray(pixels), np.asarray(manifests._recent_images().lookup(data).image))
+    assert watermark.detect(pixels, manifests.watermark_key()).mark_id == 4242

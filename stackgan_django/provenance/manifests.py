@@ -9,17 +9,19 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 import stackgan_django
 from stackgan_django import watermark
 from stackgan_django.conf import app_settings
+from stackgan_django.provenance import png as png_encoder
 from stackgan_django.provenance.signers import C2PA_EKUS, BaseSigner, SignerConfigurationError, SigningUnavailable
 
 logger = logging.getLogger(__name__)
@@ -30,9 +32,6 @@ LINEAGE_LABEL = "org.stackgan-django.training-data"
 REVIEW_LABEL = "org.stackgan-django.review"
 CLAIM_GENERATOR = {"name": "stackgan-django", "version": stackgan_django.__version__}
 MIME_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-# zlib level 1 encodes a watermarked 256 px PNG about four times faster than the default level 6
-# for files about a fifth larger: the mark's noise leaves little for the slower levels to find.
-PNG_COMPRESS_LEVEL = 1
 # The C2PA thumbnail (long edge 256 px, JPEG), made by Pillow from pixels already in memory: the
 # c2pa library's own thumbnail decodes the PNG again and costs more than the rest of signing.
 THUMBNAIL_LONG_EDGE = 256
@@ -167,11 +166,8 @@ def embed_mark_and_xmp(image: Image.Image, mark_id: int) -> bytes:
     marked = watermark.embed_array(np.asarray(image.convert("RGB")), mark_id, watermark_key(),
                                    strength=app_settings.WATERMARK_STRENGTH)
     marked_image = Image.fromarray(marked, "RGB")
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", XMP_TEMPLATE.format(source_type=DIGITAL_SOURCE_TYPE))
-    buffer = io.BytesIO()
-    marked_image.save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
-    png = buffer.getvalue()
+    png = png_encoder.encode_rgb(marked, [png_encoder.itxt("XML:com.adobe.xmp",
+                                                            XMP_TEMPLATE.format(source_type=DIGITAL_SOURCE_TYPE))])
     _recent_images().remember(png, _Pixels(marked_image, mark_id))
     return png
 
@@ -255,11 +251,27 @@ def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]
     }
 
 
+# A signer's certificate problems (expired, not yet valid, unreadable) are checked again at most
+# this often per process: parsing the chain for every image cost a twentieth of the signing time,
+# and a certificate does not expire between two images of a batch.
+SIGNER_CHECK_SECONDS = 60.0
+
+
+def _signer_problems(signer_config: BaseSigner) -> list[str]:
+    checked = _per_process.get("signer-problems")
+    now = time.monotonic()
+    if checked is None or checked[0] is not signer_config or now - checked[1] > SIGNER_CHECK_SECONDS:
+        checked = (signer_config, now, signer_config.problems())
+        if not checked[2]:  # a problem is looked at again on every call, so a fix is seen at once
+            _per_process["signer-problems"] = checked
+    return checked[2]
+
+
 def _sign(manifest: dict[str, Any], source: bytes, mime: str, parent: bytes | None = None) -> bytes:
     import c2pa
 
     signer_config = get_signer()
-    problems = signer_config.problems()
+    problems = _signer_problems(signer_config)
     if problems:
         raise SignerConfigurationError("; ".join(problems))
     signer = _cached("c2pa-signer", signer_config.c2pa_signer)

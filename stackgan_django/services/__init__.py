@@ -38,11 +38,13 @@ from stackgan_django.services.worker import (
     LeaseLost,
     UnknownRequest,
     asset_file_name,
+    claim_waiting_requests,
     defer_request,
     fail_request,
     finish_request,
     near_copy_index,
     new_mark_id,
+    new_mark_ids,
     process_request,
     recover_lapsed_leases,
     remove_unowned_files,
@@ -70,4 +72,6 @@ __all__ = [
     # API v1 (issue 11)
     "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",
     "queue_webhooks", "revoke_api_key",
+    # issue 16: batching across requests
+    "claim_waiting_requests", "new_mark_ids",
 ]

@@ -3,6 +3,8 @@ request's place in the queue. Reading these never changes the request's state.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Q
 from django.utils import timezone
 
@@ -16,8 +18,9 @@ Progress = GenerationRequest.Progress
 PROGRESS_STAGES: tuple[str, ...] = tuple(Progress.values)
 
 
-def record_progress(request_id: int, stage: str) -> bool:
-    """Record that the worker has reached ``stage`` of a RUNNING request (a Progress value).
+def record_progress(request_id: int | Iterable[int], stage: str) -> bool:
+    """Record that the worker has reached ``stage`` of a RUNNING request (a Progress value), or of
+    several (a batch drawn in one pass reaches each stage together: one UPDATE for all of them).
 
     A plain UPDATE guarded by the state, not a locked read-modify-write: the worker calls this
     between steps while it may hold no transaction, and a stage of a request that is no longer
@@ -25,7 +28,8 @@ def record_progress(request_id: int, stage: str) -> bool:
     change, and the audit log records the transitions around it. Returns whether a row changed."""
     if stage not in PROGRESS_STAGES:
         raise WorkflowError(f"Unknown progress stage {stage!r}; expected one of {', '.join(PROGRESS_STAGES)}.")
-    updated = GenerationRequest.objects.filter(pk=request_id, state=State.RUNNING).update(
+    ids = [request_id] if isinstance(request_id, int) else list(request_id)
+    updated = GenerationRequest.objects.filter(pk__in=ids, state=State.RUNNING).update(
         progress=stage, progress_at=timezone.now())
     return bool(updated)
 

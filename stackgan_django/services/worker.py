@@ -152,6 +152,13 @@ def start_request(request_id: int) -> GenerationRequest | None:
     """QUEUED -> RUNNING with a fresh lease, or take over a RUNNING request whose lease lapsed (its
     worker died). Returns None when there is nothing to do (done, denied, failed, or running
     elsewhere under a live lease), so a duplicate message is harmless."""
+    # A plain read first: the messages of requests a batch already took find them done or running
+    # under a live lease, and need no lock (on SQLite, no write lock) to learn it. Anything that
+    # may need work is decided again below, under the row lock.
+    seen = GenerationRequest.objects.filter(pk=request_id).only("state", "started_at", "lease_expires_at").first()
+    if seen is not None and (seen.state in (State.DONE, State.FAILED, State.POLICY_DENIED)
+                             or (seen.state == State.RUNNING and not lease_lapsed(seen))):
+        return None
     with transaction.atomic():
         request = _locked(request_id)
         now = timezone.now()
@@ -176,16 +183,22 @@ def start_request(request_id: int) -> GenerationRequest | None:
 
 
 class LeaseKeeper:
-    """Renews one attempt's lease from a background thread while the worker renders and stamps.
+    """Renews the leases of one worker's attempts from a background thread while it renders and
+    stamps: one request's, or every request of a batch drawn in one forward pass.
 
-    It stops renewing when the request passes REQUEST_DEADLINE_SECONDS (a hung generator then loses
-    its lease and is taken over, also on the solo pool where Celery's time limits do not apply),
-    and sets ``lost`` when the row no longer belongs to this attempt."""
+    It stops renewing when the batch passes REQUEST_DEADLINE_SECONDS (a hung generator then loses
+    its leases and is taken over, also on the solo pool where Celery's time limits do not apply).
+    A request whose row no longer belongs to its attempt is marked lost (``has_lost``; ``lost``
+    is the first request's) and no longer renewed; the others are renewed as before. A request
+    that is ``release``d (finished, failed) is no longer renewed either."""
 
-    def __init__(self, request_id: int, attempt: int):
+    def __init__(self, request_id: int, attempt: int, others: dict[int, int] | None = None):
         self.request_id = request_id
         self.attempt = attempt
         self.lost = threading.Event()
+        self._leases: dict[int, int] = {request_id: attempt, **(others or {})}
+        self._lost: set[int] = set()
+        self._guard = threading.Lock()  # the worker releases while the thread renews
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{request_id}", daemon=True)
         self._deadline = time.monotonic() + app_settings.REQUEST_DEADLINE_SECONDS
@@ -198,12 +211,40 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def has_lost(self, request_id: int) -> bool:
+        with self._guard:
+            return request_id in self._lost
+
+    def release(self, request_id: int) -> None:
+        """Stop renewing one request's lease (its attempt is over)."""
+        with self._guard:
+            self._leases.pop(request_id, None)
+
     def renew(self) -> bool:
-        """One renewal; False when another attempt owns the row now. Delivery bookkeeping, not a
-        state change, hence a plain update and no audit event."""
-        renewed = GenerationRequest.objects.filter(pk=self.request_id, state=State.RUNNING, attempts=self.attempt).update(
-            lease_expires_at=_lease_until(timezone.now()))
-        return renewed == 1
+        """One renewal of every held lease; False when another attempt owns one of the rows now
+        (that one is marked lost). Delivery bookkeeping, not a state change, hence a plain update
+        and no audit event; one UPDATE for the whole batch while every row is still held."""
+        with self._guard:
+            leases = dict(self._leases)
+        if not leases:
+            return True
+        held = Q()
+        for pk, attempt in leases.items():
+            held |= Q(pk=pk, attempts=attempt)
+        rows = GenerationRequest.objects.filter(held, state=State.RUNNING)
+        if rows.update(lease_expires_at=_lease_until(timezone.now())) == len(leases):
+            return True
+        still = set(rows.values_list("pk", flat=True))
+        gone = set(leases) - still
+        with self._guard:
+            for pk in gone:
+                self._leases.pop(pk, None)
+                self._lost.add(pk)
+        for pk in gone:
+            logger.warning("request %s attempt %s: lease lost, another worker owns it", pk, leases[pk])
+        if self.request_id in gone:
+            self.lost.set()
+        return False
 
     def _run(self) -> None:
         interval = max(app_settings.LEASE_SECONDS / 3, 0.2)
@@ -213,18 +254,56 @@ class LeaseKeeper:
                     logger.error("request %s ran past its deadline; its lease is no longer renewed", self.request_id)
                     return
                 try:
-                    if not self.renew():
-                        logger.warning("request %s attempt %s: lease lost, another worker owns it", self.request_id,
-                                       self.attempt)
-                        self.lost.set()
-                        return
+                    self.renew()
                 except CONNECTION_ERRORS as exc:
                     # The database is away: try again on a fresh connection next beat. If it stays
                     # away past the lease, the request is taken over, which is what should happen.
                     logger.warning("request %s: could not renew the lease (%s)", self.request_id, exc)
                     close_connection_quietly()
+                with self._guard:
+                    if not self._leases:
+                        return
         finally:
             connections.close_all()  # this thread's own connections
+
+
+def claim_waiting_requests(first: GenerationRequest, batch_size: int | None = None) -> list[GenerationRequest]:
+    """Start other waiting requests to draw in the same forward pass as ``first`` (already started):
+    QUEUED, same model version, oldest first, until the batch holds ``batch_size`` images
+    (GENERATION_BATCH_SIZE). Each is started as ``start_request`` starts one: RUNNING, an attempt
+    counted, a lease, a ``request.started`` event (naming the batch's first request). Returns them.
+
+    Only first attempts are taken (never a request that failed, was deferred or lost its worker
+    before): such a one runs alone, from its own message, so a request that kills its worker
+    cannot take a batch down twice. Rows another worker is claiming are skipped
+    (``skip_locked`` on PostgreSQL); the claim itself is an UPDATE conditional on the row still
+    being QUEUED with no attempt, so two workers never take the same row on a database that
+    ignores ``skip_locked`` (SQLite, where IMMEDIATE transactions also serialise the claims)."""
+    room = (batch_size if batch_size is not None else app_settings.GENERATION_BATCH_SIZE) - first.num_images
+    if room <= 0 or first.model_version_id is None or first.attempts != 1:
+        return []
+    claimed: list[GenerationRequest] = []
+    with transaction.atomic():
+        candidates = list(GenerationRequest.objects.select_for_update(skip_locked=True)
+                          .filter(state=State.QUEUED, model_version_id=first.model_version_id, attempts=0, error="")
+                          .exclude(pk=first.pk).order_by("queued_at", "pk")[:room])
+        now = timezone.now()
+        lease, worker = _lease_until(now), worker_identity()[:200]
+        for request in candidates:
+            if request.num_images > room:
+                continue  # a smaller one further on may still fit
+            taken = GenerationRequest.objects.filter(pk=request.pk, state=State.QUEUED, attempts=0).update(
+                state=State.RUNNING, started_at=now, attempts=1, lease_expires_at=lease, worker=worker)
+            if not taken:
+                continue  # another worker started it between the read and this update
+            request.state, request.started_at, request.attempts = State.RUNNING, now, 1
+            request.lease_expires_at, request.worker = lease, worker
+            record_event("request.started", request, "worker", attempt=1, worker=worker, batch_with=first.pk)
+            claimed.append(request)
+            room -= request.num_images
+            if room <= 0:
+                break
+    return claimed
 
 
 @dataclass
@@ -242,23 +321,41 @@ class GeneratedOutput:
 
 def new_mark_id() -> int:
     """A 32-bit watermark id not yet used by any asset."""
-    while True:
-        candidate = secrets.randbelow(2**32 - 1) + 1
-        if not Asset.objects.filter(mark_id=candidate).exists():
-            return candidate
+    return new_mark_ids(1)[0]
 
 
-def stamp_output(request: GenerationRequest, output: GeneratedOutput) -> GeneratedOutput:
-    """Watermark, write XMP, sign the C2PA manifest and verify the result (worker side).
+def new_mark_ids(count: int) -> list[int]:
+    """``count`` distinct 32-bit watermark ids not yet used by any asset, in one query (per request
+    rather than per image)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        candidates = {secrets.randbelow(2**32 - 1) + 1 for _ in range(count - len(chosen))} - set(chosen)
+        used = set(Asset.objects.filter(mark_id__in=candidates).values_list("mark_id", flat=True))
+        chosen += sorted(candidates - used)
+    return chosen
+
+
+def _request_decisions(request: GenerationRequest) -> list[dict[str, Any]]:
+    """The request's own policy decisions (the usage check's), read once per attempt and kept on the
+    instance: they are fixed before the worker starts, and every image's manifest cites them."""
+    cached = getattr(request, "_manifest_decisions", None)
+    if cached is None:
+        cached = [{"rule_id": d.rule_id, "outcome": d.outcome, "stage": d.stage} for d in request.decisions.all()]
+        request._manifest_decisions = cached
+    return list(cached)
+
+
+def stamp_output(request: GenerationRequest, output: GeneratedOutput, mark_id: int | None = None) -> GeneratedOutput:
+    """Watermark, write XMP, sign the C2PA manifest and verify the result (worker side). ``mark_id``
+    is a fresh watermark id (``new_mark_ids``), drawn here when not given.
 
     Raises provenance.SigningUnavailable (try later) or SignerConfigurationError (operator must
     fix): never returns an unsigned image."""
     from stackgan_django import provenance
 
-    decisions = [{"rule_id": d.rule_id, "outcome": d.outcome, "stage": d.stage}
-                 for d in request.decisions.all()] + [
+    decisions = _request_decisions(request) + [
                 {"rule_id": d.rule_id, "outcome": d.outcome.value, "stage": "output"} for d in output.verdict.decisions]
-    output.mark_id = new_mark_id()
+    output.mark_id = mark_id if mark_id is not None else new_mark_id()
     png = provenance.embed_mark_and_xmp(output.image, output.mark_id)
     output.signed = provenance.sign_generated(png, model_version=request.model_version, request=request,
                                               decisions=decisions, mark_id=output.mark_id)
@@ -480,46 +577,143 @@ def near_copy_index(model_version: ModelVersion) -> Any:
     return _near_copy_indexes[key]
 
 
-def _show_progress(request_id: int, stage: str) -> None:
-    """The stage the editor's page shows; best effort, since a lost progress line must never fail
-    the request (its state changes are what count)."""
+def _show_progress(request_ids: int | list[int], stage: str) -> None:
+    """The stage the editors' pages show (one UPDATE for a whole batch); best effort, since a lost
+    progress line must never fail a request (its state changes are what count)."""
     from stackgan_django.services.progress import record_progress
 
     try:
-        record_progress(request_id, stage)
+        record_progress(request_ids, stage)
     except Exception:
-        logger.warning("request %s: could not record progress %r", request_id, stage, exc_info=True)
+        logger.warning("request(s) %s: could not record progress %r", request_ids, stage, exc_info=True)
+
+
+def request_seeds(request: GenerationRequest) -> list[int]:
+    return [(request.seed + i) % app_settings.MAX_SEED for i in range(request.num_images)]
+
+
+def check_outputs(request: GenerationRequest, rendered: list[Any]) -> list[GeneratedOutput]:
+    """The output policy (with the site's own checks) on each rendered image of a request."""
+    output_policy = current_policies().output.with_checks(app_settings.OUTPUT_CHECKS)
+    near_copies = near_copy_index(request.model_version)
+    return [GeneratedOutput(index, item.seed, item.image, output_policy.check_image(item.image, near_copies))
+            for index, item in enumerate(rendered)]
 
 
 def render_and_check(request: GenerationRequest) -> tuple[list[GeneratedOutput], float]:
-    """Generate the request's images and run the output policy on each; returns them with the
+    """Generate one request's images and run the output policy on each; returns them with the
     generator's compute seconds. Nothing is written but the progress stage the editor sees."""
     from stackgan_django.generation import backend_for
 
     backend = backend_for(request.model_version)
-    seeds = [(request.seed + i) % app_settings.MAX_SEED for i in range(request.num_images)]
     started = time.perf_counter()
-    rendered = backend.generate(request.caption, seeds)
+    rendered = backend.generate(request.caption, request_seeds(request))
     compute_seconds = time.perf_counter() - started
     _show_progress(request.pk, "checking")
-    output_policy = current_policies().output.with_checks(app_settings.OUTPUT_CHECKS)  # the site's own checks too
-    near_copies = near_copy_index(request.model_version)
-    outputs = [GeneratedOutput(index, item.seed, item.image, output_policy.check_image(item.image, near_copies))
-               for index, item in enumerate(rendered)]
-    return outputs, compute_seconds
+    return check_outputs(request, rendered), compute_seconds
+
+
+@dataclass
+class _BatchItem:
+    """One request of a batch on its way through the pipeline: what was rendered and checked for
+    it, or the exception that stopped it (which fails this request alone)."""
+
+    request: GenerationRequest
+    outputs: list[GeneratedOutput] | None = None
+    compute_seconds: float = 0.0
+    error: BaseException | None = None
+
+
+def _render_batch(items: list[_BatchItem]) -> None:
+    """Draw every request of the batch in one forward pass (through the backend, so the optimised
+    generator batches too) and split the pass's compute time by images. When the shared pass
+    fails, each request is drawn alone, so one request that breaks the generator fails alone."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from stackgan_django.generation import backend_for, generate_batch
+
+    backend = backend_for(items[0].request.model_version)
+    if len(items) > 1:
+        jobs = [(item.request.caption, request_seeds(item.request)) for item in items]
+        try:
+            started = time.perf_counter()
+            rendered = generate_batch(backend, jobs)
+            seconds = time.perf_counter() - started
+            total = sum(item.request.num_images for item in items)
+            for item, images in zip(items, rendered, strict=True):
+                item.outputs = images
+                # Each request is charged its share of the pass (the pilot report's cost per image).
+                item.compute_seconds = seconds * item.request.num_images / total
+            return
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("the shared forward pass of requests %s failed; drawing each alone",
+                             [item.request.pk for item in items])
+    for item in items:
+        try:
+            started = time.perf_counter()
+            item.outputs = backend.generate(item.request.caption, request_seeds(item.request))
+            item.compute_seconds = time.perf_counter() - started
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            item.error = exc
+
+
+def _outcome_of_failure(request: GenerationRequest, attempt: int, exc: BaseException) -> str:
+    """Record why one request's attempt stopped; the row ends retryable exactly as for a request
+    processed alone (taken over: nothing; signing pending: deferred; anything else: retry or fail)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from stackgan_django.provenance import SigningUnavailable
+
+    if isinstance(exc, (LeaseLost, TransitionError)):
+        logger.warning("request %s attempt %s stores nothing: %s", request.pk, attempt, exc)
+        return "taken over"
+    if isinstance(exc, SigningUnavailable):
+        logger.warning("request %s: signing pending (%s); it will run again", request.pk, exc)
+        return _record_failure(lambda: defer_request(request.pk, str(exc), attempt=attempt), request.pk,
+                               "signing pending")
+    logger.error("request %s failed", request.pk, exc_info=exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        reason = "Generation took longer than the worker's time limit and was stopped."
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return _record_failure(lambda: fail_request(request.pk, reason, attempt=attempt), request.pk, "failed")
+
+
+def _stamp_and_finish(item: _BatchItem, lease: LeaseKeeper) -> None:
+    """Sign and store one request's images and finish it, in its own transaction: a failure here
+    stops this request only."""
+    request = item.request
+    passing = [output for output in item.outputs or [] if not output.verdict.denied]
+    mark_ids = with_fresh_connection(lambda: new_mark_ids(len(passing)), "drawing watermark ids")
+    for output, mark_id in zip(passing, mark_ids, strict=True):
+        with_fresh_connection(lambda output=output, mark_id=mark_id: stamp_output(request, output, mark_id), "stamping")
+    if lease.has_lost(request.pk):
+        raise LeaseLost(f"request {request.pk} was taken over while attempt {request.attempts} rendered")
+    with_fresh_connection(lambda: finish_request(request.pk, item.outputs or [], item.compute_seconds,
+                                                 attempt=request.attempts), "storing the images")
 
 
 def process_request(request_id: int) -> str:
     """The whole worker pipeline for one request: start (with a lease), render, check, stamp,
-    store, finish.
+    store, finish; and, when other requests for the same model wait, theirs with it.
 
-    Returns what happened ("done", "skipped", "unknown", "taken over", "signing pending",
-    "failed"). Every failure leaves the row retryable and nothing half-written; safe to run twice
-    for one id. Each database step reconnects when the database restarted meanwhile; if it stays
-    away, the lease lapses and the maintenance task recovers the request."""
+    Batching (GENERATION_BATCH_SIZE): after starting this request, the worker claims other waiting
+    ones (``claim_waiting_requests``), draws all of them in one forward pass, then checks, signs,
+    stores and finishes each on its own, under its own lease and attempt, so one request's failure
+    (a lost lease, signing pending, a storage error) stops that request alone and leaves it
+    retryable exactly as when processed alone. Their own messages later find them done, or running
+    under a live lease, and skip; if this worker dies, their leases lapse and the maintenance task
+    queues them again.
+
+    Returns what happened to ``request_id`` ("done", "skipped", "unknown", "taken over", "signing
+    pending", "failed"). Every failure leaves the row retryable and nothing half-written; safe to
+    run twice for one id. Each database step reconnects when the database restarted meanwhile; if
+    it stays away, the leases lapse and the maintenance task recovers the requests."""
     from celery.exceptions import SoftTimeLimitExceeded
-
-    from stackgan_django.provenance import SigningUnavailable
 
     try:
         request = with_fresh_connection(lambda: start_request(request_id), "starting a request")
@@ -529,37 +723,52 @@ def process_request(request_id: int) -> str:
     if request is None:
         logger.info("request %s needs no work (already done, or running elsewhere under a live lease)", request_id)
         return "skipped"
-    attempt = request.attempts
     try:
-        with LeaseKeeper(request.pk, attempt) as lease:
+        others = with_fresh_connection(lambda: claim_waiting_requests(request), "claiming waiting requests")
+    except Exception:  # the claims rolled back together: this request runs alone, the others wait
+        logger.exception("request %s: could not claim waiting requests; running it alone", request_id)
+        others = []
+    if others:
+        logger.info("request %s draws %d waiting request(s) with it: %s", request_id, len(others),
+                    [other.pk for other in others])
+    items = [_BatchItem(request)] + [_BatchItem(other) for other in others]
+    ids = [item.request.pk for item in items]
+    outcomes: dict[int, str] = {}
+    with LeaseKeeper(request.pk, request.attempts, {other.pk: other.attempts for other in others}) as lease:
+        try:
             # Read the model version now: rendering then needs no database, however long it takes.
-            with_fresh_connection(lambda: request.model_version, "reading the model version")
-            _show_progress(request.pk, "generating")
-            outputs, compute_seconds = render_and_check(request)
-            _show_progress(request.pk, "signing")
-            for output in outputs:
-                if not output.verdict.denied:
-                    with_fresh_connection(lambda output=output: stamp_output(request, output), "stamping")
-            if lease.lost.is_set():
-                raise LeaseLost(f"request {request_id} was taken over while attempt {attempt} rendered")
-            with_fresh_connection(lambda: finish_request(request.pk, outputs, compute_seconds, attempt=attempt),
-                                  "storing the images")
-        return "done"
-    except (LeaseLost, TransitionError) as exc:
-        logger.warning("request %s attempt %s stores nothing: %s", request_id, attempt, exc)
-        return "taken over"
-    except SigningUnavailable as exc:
-        logger.warning("request %s: signing pending (%s); it will run again", request_id, exc)
-        pending_reason = str(exc)
-        return _record_failure(lambda: defer_request(request.pk, pending_reason, attempt=attempt), request_id,
-                               "signing pending")
-    except Exception as exc:  # every failure leaves the row retryable, never half-written
-        logger.exception("request %s failed", request_id)
-        if isinstance(exc, SoftTimeLimitExceeded):
-            reason = "Generation took longer than the worker's time limit and was stopped."
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-        return _record_failure(lambda: fail_request(request.pk, reason, attempt=attempt), request_id, "failed")
+            model_version = with_fresh_connection(lambda: request.model_version, "reading the model version")
+            for other in others:
+                other.model_version = model_version  # the claim matched it
+            _show_progress(ids, "generating")
+            _render_batch(items)
+            _show_progress(ids, "checking")
+            for item in items:
+                if item.error is None:
+                    try:
+                        item.outputs = check_outputs(item.request, item.outputs)
+                    except SoftTimeLimitExceeded:
+                        raise
+                    except Exception as exc:
+                        item.error = exc
+            _show_progress(ids, "signing")
+            for item in items:
+                try:
+                    if item.error is not None:
+                        raise item.error
+                    _stamp_and_finish(item, lease)
+                    outcomes[item.request.pk] = "done"
+                except SoftTimeLimitExceeded:
+                    raise
+                except Exception as exc:  # this request alone; the others of the batch go on
+                    outcomes[item.request.pk] = _outcome_of_failure(item.request, item.request.attempts, exc)
+                finally:
+                    lease.release(item.request.pk)
+        except Exception as exc:  # a time limit or a failure before any request was finished
+            for item in items:
+                if item.request.pk not in outcomes:
+                    outcomes[item.request.pk] = _outcome_of_failure(item.request, item.request.attempts, exc)
+    return outcomes[request.pk]
 
 
 def _record_failure(action: Callable[[], Any], request_id: int, outcome: str) -> str:
