@@ -23,6 +23,7 @@ from policies.near_copy import (
     NearCopyIndex,
     NearCopyMatch,
     _centre,
+    _correlation,
     _window_sums,
     as_rgb,
     thumbnail,
@@ -38,13 +39,6 @@ def _box3(grey: np.ndarray) -> np.ndarray:
 def _high_pass(grey: np.ndarray) -> np.ndarray:
     fine = _box3(grey)
     return fine - _box3(_box3(fine))
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum()) / denominator if denominator > 1e-6 else 0.0
 
 
 class ReferenceNearCopyIndex(NearCopyIndex):
