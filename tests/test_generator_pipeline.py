@@ -194,3 +194,22 @@ def test_a_few_hundred_steps_bring_samples_closer_to_the_training_images(tmp_pat
     grown.run()
     pipe = StackGANPipeline.from_pretrained(tmp_path / "grown", device="cpu", text_encoder=text_encoder)
     assert pipe(["a red circle"], seeds=[1]).images[0].image.size == (64, 64)
+
+
+def test_grid_command_draws_held_out_captions_and_refuses_training_ones(tiny_checkpoint, tmp_path):
+    from generator.__main__ import main as generator_main
+
+    data = make_shapes_dataset(tmp_path / "shapes", size=16, copies=1)
+    out = tmp_path / "grid.png"
+    # "a red circle" is one of the set's own captions (any spacing or case): not held out, refused.
+    assert generator_main(["grid", str(tiny_checkpoint), "--data", str(data), "--caption", "A red  circle",
+                           "--out", str(out)]) == 2
+    assert not out.exists()
+    assert generator_main(["grid", str(tiny_checkpoint), "--data", str(data), "--caption", "a violet star at dusk",
+                           "--caption", "two small squares", "--seeds", "3", "--out", str(out)]) == 0
+    size = 64  # the tiny checkpoint's final scale
+    with Image.open(out) as grid:
+        assert grid.size == (3 * size, 2 * size)
+        cells = np.asarray(grid.convert("RGB"), dtype=np.int16)
+    # Different seeds give different images: the columns are not copies of one another.
+    assert np.abs(cells[:size, :size] - cells[:size, size:2 * size]).max() > 0
