@@ -2,13 +2,14 @@
 # The shipped model's CPU recipe, resumable: re-running the script continues every phase where it stopped
 # (each phase's --steps counts from 0 across resumes, so raising a phase's steps extends it).
 #
-#   bash scripts/train-shipped-model.sh                  # continue from models/default (phases 4-5)
+#   P4_STEPS=0 bash scripts/train-shipped-model.sh       # continue phase 5 from models/default (already through 4)
+#   bash scripts/train-shipped-model.sh                  # phases 4-5 from START (default models/default)
 #   FROM_SCRATCH=1 bash scripts/train-shipped-model.sh   # phases 1-3 first (how models/default began)
 #   P4_STEPS=1000 P5_STEPS=4000 RUNS=/work/runs/shipped bash scripts/train-shipped-model.sh
 #
-# Cost: phases 1-3 took about two hours of two unshared CPU cores. Phases 4-5 have not been timed on an
-# unshared machine yet (the first attempt, under nice -n 15 on a machine at load 12-15, ran at ~60 s/step).
-# The script does not install: the result is copied to models/default only by scripts/promote-run.sh,
+# Cost on the idle 2-core CPU (30 Nov 2026): phases 1-3 about two hours; phase 4 0.4-0.7 s a step (800 steps:
+# 9 minutes); phase 5 3.4-3.6 s a step (3,000 steps: about 3 hours). The shipped model has 334 steps of phase 5.
+# The script does not install: the result is copied to models/default only by scripts/promote-run.py,
 # which evaluates it against the shipped model first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,11 +45,16 @@ fi
 
 # Phase 4: the 64 px branch alone (the higher scales are not even computed) with MSGAN's mode-seeking
 # term, so the seeds of one caption stop collapsing onto one picture; every scale above inherits it.
-$PY -m generator.train --data "$DATA" --output "$RUNS/p4-64-ms" --init-from "$START" --branches 3 \
-    --train-branches 0 --mode-seeking-weight 1 --steps "$P4_STEPS" "${COMMON[@]}"
+# P4_STEPS=0 skips it: phase 5 then continues from START (e.g. the shipped model, already through phase 4).
+P5_FROM="$START"
+if [ "$P4_STEPS" != 0 ]; then
+  $PY -m generator.train --data "$DATA" --output "$RUNS/p4-64-ms" --init-from "$START" --branches 3 \
+      --train-branches 0 --mode-seeking-weight 1 --steps "$P4_STEPS" "${COMMON[@]}"
+  P5_FROM="$RUNS/p4-64-ms"
+fi
 # Phase 5: the 128 and 256 px branches, where the shipped model lost most of its quality, for many
 # more epochs: the 64 px stage is frozen, so a step costs no backward pass through it and no D64.
-$PY -m generator.train --data "$DATA" --output "$RUNS/p5-256" --init-from "$RUNS/p4-64-ms" --branches 3 \
+$PY -m generator.train --data "$DATA" --output "$RUNS/p5-256" --init-from "$P5_FROM" --branches 3 \
     --train-branches 1,2 --mode-seeking-weight 1 --colour-weight 10 --steps "$P5_STEPS" \
     --weights-dtype float16 "${COMMON[@]}"
-echo "trained: $RUNS/p5-256 (evaluate and promote with scripts/promote-run.sh $RUNS/p5-256)"
+echo "trained: $RUNS/p5-256 (evaluate and promote with scripts/promote-run.py $RUNS/p5-256)"
