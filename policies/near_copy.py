@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,7 @@ class NearCopyIndex:
         floats = self.thumbnails.astype(np.float32)
         coarse = floats.reshape(len(names), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
         self._coarse = _centre(coarse).reshape(len(names), -1)
+        self._spreads: dict[int, np.ndarray] = {}  # by query size, filled by _window_spreads
 
     def __len__(self) -> int:
         return len(self.names)
@@ -209,91 +210,142 @@ class NearCopyIndex:
         below it stops there, unverified: the output policy passes its threshold less a margin
         measured on the calibration half of ``benchmarks/near_copy_robustness.py`` (the finer
         alignment never raised a correlation by as much), so a generated image that resembles no
-        training image, the usual case, costs about half as much."""
+        training image, the usual case, costs about half as much.
+
+        One image is a batch of one: the search is ``nearest_many``'s, so a worker's batch and a
+        single check can never disagree."""
+        return self.nearest_many([image], verify_from)[0]
+
+    def nearest_many(self, images: Sequence[Image.Image | np.ndarray],
+                     verify_from: float | None = None) -> list[NearCopyMatch | None]:
+        """``nearest`` for each of several images (a worker's batch), in one pass: the coarse
+        comparison of every image (and its mirror) with every training image is one matrix product,
+        the candidates that several images share are transformed once, and every image's
+        correlations are one inverse FFT. Each image's result depends on that image alone."""
         if not self.names:
-            return None
-        rgb = as_rgb(image)
-        variants = [(False, rgb), (True, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]
-        # The query's thumbnails are made once; a mirror image's are the mirrored arrays (an
-        # area average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as
-        # the index's own coarse grid is.
-        thumbs = {size: thumbnail(rgb, size) for size in SIZES}
-        coarse = thumbs[GRID].reshape(COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(1, 3))
-        # Candidates: the best coarse correlation over both orientations.
-        coarse_scores = np.full(len(self.names), -1.0, dtype=np.float32)
-        for grid in (coarse, coarse[:, ::-1]):
-            coarse_scores = np.maximum(coarse_scores, self._coarse @ _centre(grid[None])[0].reshape(-1))
-        top = np.sort(np.argsort(-coarse_scores)[: min(CANDIDATES, len(self.names))])
+            return [None] * len(images)
+        if not images:
+            return []
+        rgbs = [as_rgb(image) for image in images]
+        count = len(rgbs)
+        # The queries' thumbnails are made once; a mirror image's are the mirrored arrays (an area
+        # average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as the
+        # index's own coarse grid is.
+        thumbs = {size: np.stack([thumbnail(rgb, size) for rgb in rgbs]) for size in SIZES}  # (N, size, size, 3)
+        coarse = thumbs[GRID].reshape(count, COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
+        # Candidates: the best coarse correlation over both orientations; every image and mirror
+        # against the whole index in one product, (M, 192) @ (192, 2N).
+        orientations = _centre(np.concatenate([coarse, coarse[:, :, ::-1]])).reshape(2 * count, -1)
+        both = self._coarse @ orientations.T
+        coarse_scores = np.maximum(np.maximum(both[:, :count], both[:, count:]), np.float32(-1.0)).T  # (N, M)
+        candidates = min(CANDIDATES, len(self.names))
+        top = np.sort(np.argsort(-coarse_scores, axis=1)[:, :candidates], axis=1)  # (N, K)
         # The candidates on a canvas MAX_OFFSET cells wider on every side, white as the fill of a
-        # shifted image; every placement of the query on it is one offset of the search. Done per
-        # query for the few candidates only, so a worker holds just the thumbnails in memory.
+        # shifted image; every placement of the query on it is one offset of the search. Only the
+        # candidates of this batch are transformed (each once, however many images share it), so a
+        # worker holds just the thumbnails and their window spreads in memory.
         pad = MAX_OFFSET
-        pixels = np.pad(self.thumbnails[top], ((0, 0), (pad, pad), (pad, pad), (0, 0)),
-                        constant_values=255).transpose(0, 3, 1, 2)  # (K, 3, S, S) uint8
+        shared, place = np.unique(top, return_inverse=True)
+        place = place.reshape(top.shape)
+        pixels = np.pad(self.thumbnails[shared], ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                        constant_values=255).transpose(0, 3, 1, 2)  # (U, 3, S, S) uint8
         side = pixels.shape[-1]
-        # Integral images give every window's sum and sum of squares at once; in 32-bit integers
-        # they are exact (at most 40 x 40 x 255^2) and quicker to accumulate than floats.
-        whole = pixels.astype(np.int32)
-        integral = np.pad(whole.cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32), ((0, 0), (0, 0), (1, 0), (1, 0)))
-        integral_sq = np.pad((whole * whole).cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32), ((0, 0), (0, 0), (1, 0), (1, 0)))
-        # Every query (orientation x size) at once: one forward FFT of the candidates, one of the
-        # queries, the channels summed in the frequency domain (the transform is linear), and one
-        # inverse FFT of (queries, candidates) planes.
-        queries: list[tuple[bool, int]] = []
-        kernels = []
-        for mirrored in (False, True):
-            for size in SIZES:
-                grid = thumbs[size][:, ::-1] if mirrored else thumbs[size]
-                query = _centre(grid[None])[0]  # (n, n, 3), as the candidates' windows
-                if not query.any():
-                    continue  # a flat image has no shape to match (the degenerate check refuses it)
-                kernel = np.zeros((3, side, side), dtype=np.float32)
-                kernel[:, :size, :size] = query.transpose(2, 0, 1)
-                queries.append((mirrored, size))
-                kernels.append(kernel)
-        if not queries:
-            return None
+        # Every query (orientation x size) of every image at once: one forward FFT of the
+        # candidates, one of the queries, the channels summed in the frequency domain (the
+        # transform is linear), and one inverse FFT of (image, query, candidate) planes.
+        queries = [(mirrored, size) for mirrored in (False, True) for size in SIZES]
+        kernels = np.zeros((count, len(queries), 3, side, side), dtype=np.float32)
+        usable = np.zeros((count, len(queries)), dtype=bool)
+        for number, (mirrored, size) in enumerate(queries):
+            grid = thumbs[size][:, :, ::-1] if mirrored else thumbs[size]
+            centred = _centre(grid)  # (N, n, n, 3), as the candidates' windows
+            # A flat image has no shape to match (the degenerate check refuses it).
+            usable[:, number] = centred.reshape(count, -1).any(axis=1)
+            kernels[:, number, :, :size, :size] = centred.transpose(0, 3, 1, 2)
         # In single precision (numpy computes float32 transforms natively, twice as fast here): the
         # scores only need to be right to well below the thresholds' 0.005 steps.
-        spectrum = np.fft.rfft2(pixels.astype(np.float32))  # (K, 3, S, S/2+1)
-        kernel_spectrum = np.conj(np.fft.rfft2(np.stack(kernels)))  # (Q, 3, S, S/2+1)
-        # Cross-correlation by FFT; offsets 0..side-size never wrap around.
-        all_dots = np.fft.irfft2(np.einsum("kcuv,qcuv->qkuv", spectrum, kernel_spectrum, optimize=True), s=(side, side))  # (Q, K, S, S)
-        spreads: dict[int, np.ndarray] = {}
-        # Per candidate, its best alignment: score, and which query and offset gave it.
-        best_score = np.full(len(top), -np.inf)
-        best_query = np.zeros(len(top), dtype=np.int64)
-        best_where = np.zeros(len(top), dtype=np.int64)
+        spectrum = np.fft.rfft2(pixels.astype(np.float32))[place]  # (N, K, 3, S, S/2+1)
+        kernel_spectrum = np.conj(np.fft.rfft2(kernels))  # (N, Q, 3, S, S/2+1)
+        # Cross-correlation by FFT; offsets 0..side-size never wrap around. The channels are summed
+        # element by element, so an image's planes do not depend on what else is in the batch.
+        product = spectrum[:, None, :, 0] * kernel_spectrum[:, :, None, 0]
+        for channel in (1, 2):
+            product += spectrum[:, None, :, channel] * kernel_spectrum[:, :, None, channel]
+        # The inverse transform, but only for the rows a search reads (offsets 0..side-size, at most
+        # 13 of 40): those rows of the inverse along the columns are one matrix product with the
+        # inverse DFT's rows (the transposes make it one large product rather than thousands of
+        # small transforms); the inverse along the rows stays an FFT. Same sums as irfft2, a third
+        # of the work.
+        rows = side - min(SIZES) + 1
+        inverse_rows = (np.exp(2j * np.pi * np.outer(np.arange(rows), np.arange(side)) / side) / side).astype(np.complex64)
+        partial = np.tensordot(inverse_rows, product, axes=([1], [3]))  # (rows, N, Q, K, S/2+1)
+        all_dots = np.fft.irfft(partial, n=side, axis=-1)  # (rows, N, Q, K, S): y first
+        # Per image and candidate, its best alignment: score, and which query and offset gave it.
+        best_score = np.full(top.shape, -np.inf)
+        best_query = np.zeros(top.shape, dtype=np.int64)
+        best_where = np.zeros(top.shape, dtype=np.int64)
         for number, (_, size) in enumerate(queries):
             span = side - size + 1
-            if size not in spreads:
-                sums = _window_sums(integral, size, span).astype(np.float64)
-                sums_sq = _window_sums(integral_sq, size, span).astype(np.float64)
-                spreads[size] = np.sqrt(np.maximum((sums_sq - sums * sums / (size * size)).sum(axis=1), 1e-6))
-            spread = spreads[size]
-            dots = all_dots[number, :, :span, :span].astype(np.float64)  # (K, span, span)
+            spread = self._window_spreads(size)[top]  # (N, K, span, span)
+            dots = all_dots[:span, :, number, :, :span].transpose(1, 2, 0, 3).astype(np.float64)  # (N, K, y, x)
             # A flat window (all white) has no shape to agree with: it scores 0.
-            flat = np.where(spread > 1.0, dots / spread, 0.0).reshape(len(top), -1)
-            where = flat.argmax(axis=1)
-            score = flat[np.arange(len(top)), where]
+            flat = np.where(spread > 1.0, dots / spread, 0.0).reshape(count, candidates, -1)
+            where = flat.argmax(axis=2)
+            score = np.take_along_axis(flat, where[:, :, None], axis=2)[:, :, 0]
+            score = np.where(usable[:, number, None], score, -np.inf)
             better = score > best_score  # strictly: the first query to reach a score keeps it
             best_score = np.where(better, score, best_score)
             best_query = np.where(better, number, best_query)
             best_where = np.where(better, where, best_where)
-        best: NearCopyMatch | None = None
+        return [self._best_match(rgb, top[i], best_score[i], best_query[i], best_where[i], queries, side, verify_from)
+                if usable[i].any() else None for i, rgb in enumerate(rgbs)]
+
+    def _window_spreads(self, size: int) -> np.ndarray:
+        """(M, span, span) float64: for every training image on its padded canvas, the spread (root
+        of the summed per-channel squared deviations) of every size x size window, by top-left
+        corner. They depend on the index alone, so they are computed once, on the first search."""
+        cached = self._spreads.get(size)
+        if cached is None:
+            pad = MAX_OFFSET
+            span = GRID + 2 * pad - size + 1
+            cached = np.empty((len(self.names), span, span))
+            for start in range(0, len(self.names), 256):  # in blocks: the integral images are large
+                block = np.pad(self.thumbnails[start : start + 256], ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                               constant_values=255).transpose(0, 3, 1, 2).astype(np.int32)
+                # Integral images give every window's sum and sum of squares at once; in 32-bit
+                # integers they are exact (at most 40 x 40 x 255^2) and quicker to accumulate.
+                integral = np.pad(block.cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32), ((0, 0), (0, 0), (1, 0), (1, 0)))
+                integral_sq = np.pad((block * block).cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32),
+                                     ((0, 0), (0, 0), (1, 0), (1, 0)))
+                sums = _window_sums(integral, size, span).astype(np.float64)
+                sums_sq = _window_sums(integral_sq, size, span).astype(np.float64)
+                cached[start : start + 256] = np.sqrt(np.maximum((sums_sq - sums * sums / (size * size)).sum(axis=1), 1e-6))
+            self._spreads[size] = cached
+        return cached
+
+    def _best_match(self, rgb: Image.Image, top: np.ndarray, best_score: np.ndarray, best_query: np.ndarray,
+                    best_where: np.ndarray, queries: list[tuple[bool, int]], side: int,
+                    verify_from: float | None) -> NearCopyMatch:
+        """One image's answer from its candidates' best alignments: unverified when the colour
+        layout is too far from all of them, else the best of the top few after verification."""
+        pad = MAX_OFFSET
         if verify_from is not None and float(best_score.max()) < verify_from:
             k = int(best_score.argmax())
             mirrored, size = queries[int(best_query[k])]
             y, x = divmod(int(best_where[k]), side - size + 1)
             score = float(best_score[k])
             return NearCopyMatch(self.names[int(top[k])], score, 0.0, mirrored, GRID / size, (x - pad, y - pad), score, False)
+        variants = {False: rgb}
         greys: dict[bool, QueryGrey] = {}
         resampled: dict[tuple[bool, int], tuple[np.ndarray, np.ndarray]] = {}
+        best: NearCopyMatch | None = None
         for k in np.argsort(-best_score, kind="stable")[:VERIFIED]:
             coarse_score = score = float(best_score[k])
             mirrored, size = queries[int(best_query[k])]
             y, x = divmod(int(best_where[k]), side - size + 1)
-            variant = variants[int(mirrored)][1]
+            if mirrored not in variants:
+                variants[mirrored] = rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            variant = variants[mirrored]
             if mirrored not in greys:
                 greys[mirrored] = QueryGrey.of(variant)
             detail, fine, fine_left, fine_top = self._verify(variant, int(top[k]), size, x, y, greys[mirrored],
@@ -303,6 +355,7 @@ class NearCopyIndex:
             if best is None or score + detail > best.similarity + best.detail:
                 best = NearCopyMatch(self.names[int(top[k])], score, detail, mirrored, GRID / size, (x - pad, y - pad),
                                      coarse_score)
+        assert best is not None  # at least one candidate was verified
         return best
 
     def _colour_at(self, image: Image.Image, item: int, size: float, left: float, top: float) -> float:

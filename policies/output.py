@@ -4,7 +4,7 @@ further classifiers a site plugs in. Works on Pillow images or numpy arrays; no 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,46 +84,62 @@ class OutputPolicy:
 
     def check_image(self, image: Image.Image | np.ndarray,
                     near_copies: NearCopyIndex | LegacyHashIndex | None = None) -> Verdict:
-        verdict = Verdict("output", self.version)
-        pil = as_pil(image)
+        """The output policy on one image: a batch of one (``check_images``), so a worker's batch
+        and a single check always decide alike."""
+        return self.check_images([image], near_copies)[0]
+
+    def check_images(self, images: Sequence[Image.Image | np.ndarray],
+                     near_copies: NearCopyIndex | LegacyHashIndex | None = None) -> list[Verdict]:
+        """The output policy on each of several images (a worker's batch), one verdict per image in
+        order. Every image gets every check; the near-copy search runs over the whole batch in one
+        vectorised pass (``NearCopyIndex.nearest_many``), which is where the time goes."""
+        pils = [as_pil(image) for image in images]
+        verdicts = [Verdict("output", self.version) for _ in pils]
+        for pil, verdict in zip(pils, verdicts, strict=True):
+            verdict.decisions.extend(self._check_degenerate(pil))
+        if near_copies is not None:
+            for verdict, decisions in zip(verdicts, self._check_near_copies(pils, near_copies), strict=True):
+                verdict.decisions.extend(decisions)
+        for pil, verdict in zip(pils, verdicts, strict=True):
+            for check in self.extra_checks:
+                verdict.decisions.extend(self._run_extra(check, pil))
+        return verdicts
+
+    def _check_degenerate(self, pil: Image.Image) -> list[Decision]:
         grey = np.asarray(pil.convert("L"), dtype=np.float64)
         std = float(grey.std())
         if std < self.min_std:
-            verdict.decisions.append(Decision(
+            return [Decision(
                 self.degenerate_outcome, "output.degenerate.blank",
                 "The image is almost a single flat colour: the generator failed on this one.",
                 {"std": round(std, 3), "minimum": self.min_std},
-            ))
-        else:
-            detail = float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()) / 2
-            if detail < self.min_detail:
-                verdict.decisions.append(Decision(
-                    self.degenerate_outcome, "output.degenerate.detail",
-                    "The image has almost no detail (a smooth smear).",
-                    {"mean_gradient": round(detail, 3), "minimum": self.min_detail},
-                ))
-        if near_copies is not None:
-            verdict.decisions.extend(self._check_near_copy(pil, near_copies))
-        for check in self.extra_checks:
-            verdict.decisions.extend(self._run_extra(check, pil))
-        return verdict
+            )]
+        detail = float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()) / 2
+        if detail < self.min_detail:
+            return [Decision(
+                self.degenerate_outcome, "output.degenerate.detail",
+                "The image has almost no detail (a smooth smear).",
+                {"mean_gradient": round(detail, 3), "minimum": self.min_detail},
+            )]
+        return []
 
-    def _check_near_copy(self, pil: Image.Image, index: NearCopyIndex | LegacyHashIndex) -> list[Decision]:
+    def _check_near_copies(self, pils: list[Image.Image],
+                           index: NearCopyIndex | LegacyHashIndex) -> list[list[Decision]]:
         message = "The image is a near-copy of a training image (memorisation risk)."
         if isinstance(index, LegacyHashIndex):
-            distance, name = index.nearest_hash(perceptual_hash(pil))
-            if distance <= self.max_distance:
-                return [Decision(self.near_copy_outcome, "output.near_copy", message,
-                                 {"hamming_distance": distance, "limit": self.max_distance, "training_item": name})]
-            return []
-        match = index.nearest(pil, verify_from=self.min_similarity - VERIFY_MARGIN)
-        if not self.is_near_copy(match):
-            return []
-        return [Decision(self.near_copy_outcome, "output.near_copy", message, {
+            found = []
+            for pil in pils:
+                distance, name = index.nearest_hash(perceptual_hash(pil))
+                found.append([Decision(self.near_copy_outcome, "output.near_copy", message,
+                                       {"hamming_distance": distance, "limit": self.max_distance, "training_item": name})]
+                             if distance <= self.max_distance else [])
+            return found
+        matches = index.nearest_many(pils, verify_from=self.min_similarity - VERIFY_MARGIN)
+        return [[Decision(self.near_copy_outcome, "output.near_copy", message, {
             "similarity": round(match.similarity, 4), "minimum": self.min_similarity, "detail": round(match.detail, 4),
             "minimum_detail": self.min_detail, "training_item": match.name,
             "mirrored": match.mirrored, "scale": round(match.scale, 3), "offset_cells": list(match.offset),
-        })]
+        })] if self.is_near_copy(match) else [] for match in matches]
 
     def is_near_copy(self, match: NearCopyMatch | None) -> bool:
         """Both the colour layout and the fine features agree with a training image."""

@@ -103,6 +103,35 @@ def test_the_vectorised_search_finds_what_the_previous_search_found(kind):
         assert abs(new.similarity - old.similarity) < 2e-3 and abs(new.detail - old.detail) < 5e-3, (name, new, old)
 
 
+def decisions_of(verdict) -> list[tuple]:
+    return [(d.outcome, d.rule_id, d.message, d.evidence) for d in verdict.decisions]
+
+
+def test_a_batch_decides_exactly_as_one_image_at_a_time():
+    """The worker checks a whole batch at once (check_images, nearest_many); every image must get
+    the decisions, evidence included, that it gets alone, whatever else is in the batch and in
+    whatever order: planted copies of each kind, unrelated drawings, a flat image (no usable query),
+    a small image, near and far from the early-stop margin."""
+    rng = np.random.default_rng(11)
+    images = [EDITS[kind](TRAINING[i % 8][1], rng) for i, kind in enumerate(EDITS)]
+    images += [sticker(seed) for seed in range(3000, 3006)]
+    images += [Image.new("RGB", (256, 256), (40, 120, 200)), sticker(7).resize((96, 96)), TRAINING[9][1]]
+    alone = [POLICY.check_image(image, INDEX) for image in images]
+    assert any(v.denied for v in alone) and any(not v.decisions for v in alone)  # both kinds are in it
+    together = POLICY.check_images(images, INDEX)
+    assert [decisions_of(v) for v in together] == [decisions_of(v) for v in alone]
+    order = rng.permutation(len(images))
+    shuffled = POLICY.check_images([images[i] for i in order], INDEX)
+    assert [decisions_of(v) for v in shuffled] == [decisions_of(alone[i]) for i in order]
+    assert INDEX.nearest_many([images[i] for i in order], verify_from=0.65) == [
+        INDEX.nearest(images[i], verify_from=0.65) for i in order]
+    assert POLICY.check_images([], INDEX) == [] and INDEX.nearest_many([]) == []
+    legacy = NearCopyIndex.from_json({"algorithm": "phash-dct-64",
+                                      "items": [[n, f"{perceptual_hash(im):016x}"] for n, im in TRAINING[:5]]})
+    assert ([decisions_of(v) for v in POLICY.check_images(images[:6], legacy)]
+            == [decisions_of(POLICY.check_image(image, legacy)) for image in images[:6]])
+
+
 def test_the_search_stops_early_only_when_the_colour_layout_is_far_off():
     unrelated = Image.new("RGB", (256, 256), "white")
     ImageDraw.Draw(unrelated).rectangle((20, 100, 236, 150), fill=(0, 90, 200))
