@@ -76,6 +76,13 @@ DEFAULTS: dict[str, Any] = {
     # Secret for the invisible watermark and pseudonymous ids; None = derived from SECRET_KEY.
     "WATERMARK_KEY": None,
     "WATERMARK_STRENGTH": 2.0,
+    # The check of each file right after the worker signs it: "every" runs the c2pa library's full
+    # validation on every file; "first" runs it on the first file a worker process signs with its
+    # signer, whenever the certificate changes, once a minute, and whenever the quick check fails,
+    # and gives every other file a structural check (manifest present and bound to the stored
+    # bytes, claim signature verified with the certificate found Trusted). See
+    # provenance.manifests.stamp_image for why that loses nothing.
+    "VERIFY_AFTER_SIGNING": "first",
     # -- pilot report (issue 15) --
     # What one hour of a generation worker's GPU costs, for the pilot report's cost per approved
     # image; None = not configured (the report then shows compute time only).

@@ -111,9 +111,9 @@ def _warm_governance(model_version, size: int | None = None) -> None:
         return  # the first request reports the signer's problem to the operator, as it always has
     request = SimpleNamespace(caption="worker warm-up", public_id="warm-up", requested_by_id=None, purpose="warm-up",
                               policy_version=policies.version)
-    png = provenance.embed_mark_and_xmp(image, 1)
-    signed = provenance.sign_generated(png, model_version=model_version, request=request, decisions=[], mark_id=1)
-    provenance.verify_bytes(signed)
+    # Through the worker's own stamping: this file gets the full validation after signing, so the
+    # first request's files already take the quick check (provenance.stamp_image).
+    provenance.stamp_image(image, mark_id=1, model_version=model_version, request=request, decisions=[])
 
 
 def near_copy_index_loader():

@@ -138,3 +138,92 @@ def test_a_stamped_file_keeps_the_marked_pixels_and_the_digital_source_type():
         pixels = decoded.convert("RGB")
     assert np.array_equal(np.asarray(pixels), np.asarray(manifests._recent_images().lookup(data).image))
     assert watermark.detect(pixels, manifests.watermark_key()).mark_id == 4242
+
+
+# -- the check after signing (STACKGAN["VERIFY_AFTER_SIGNING"]) -------------------------------------
+
+def stamp_once(image: Image.Image, mark_id: int, model_version):
+    from stackgan_django.provenance import stamp_image
+
+    return stamp_image(image, mark_id=mark_id, model_version=model_version, request=REQUEST, decisions=[])
+
+
+def without_check_details(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key not in ("checked", "message")}
+
+
+def test_the_first_file_is_verified_in_full_and_the_next_get_a_structural_report_equal_to_it(active_model, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_AFTER_SIGNING": "first"}
+    manifests.reset_cache()
+    first = stamp_once(drawing(5), 501, active_model)
+    assert first.report.checked == "full" and first.report.state == "Trusted"
+    later = [stamp_once(drawing(6 + i), 502 + i, active_model) for i in range(3)]
+    assert all(s.report.checked == "structure" and s.report.state == "Trusted" for s in later)
+    manifests.reset_cache()  # the full validation, as another process (the reviewer's) runs it
+    for stamped in later:
+        full = verify_bytes(stamped.signed).to_dict()
+        assert without_check_details(stamped.report.to_dict()) == without_check_details(full)
+        assert full["watermark"]["mark_id"] == stamped.mark_id
+
+
+def test_every_file_is_verified_in_full_when_asked(active_model, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_AFTER_SIGNING": "every"}
+    manifests.reset_cache()
+    assert [stamp_once(drawing(10 + i), 600 + i, active_model).report.checked for i in range(3)] == ["full"] * 3
+
+
+def test_a_new_certificate_or_an_old_verification_means_a_full_validation_again(active_model, settings, monkeypatch):
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_AFTER_SIGNING": "first"}
+    manifests.reset_cache()
+    assert stamp_once(drawing(20), 700, active_model).report.checked == "full"
+    assert stamp_once(drawing(21), 701, active_model).report.checked == "structure"
+    trusted = manifests._per_process["trusted-signer"]
+    trusted.certificate = b"another certificate"  # as if the signer's key and certificate changed
+    assert stamp_once(drawing(22), 702, active_model).report.checked == "full"
+    assert stamp_once(drawing(23), 703, active_model).report.checked == "structure"
+    monkeypatch.setattr(manifests, "FULL_VERIFY_SECONDS", 0.0)
+    assert stamp_once(drawing(24), 704, active_model).report.checked == "full"
+
+
+def test_an_unknown_check_mode_is_a_clear_configuration_error(active_model, settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_AFTER_SIGNING": "sometimes"}
+    with pytest.raises(ImproperlyConfigured, match="VERIFY_AFTER_SIGNING"):
+        stamp_once(drawing(30), 800, active_model)
+
+
+def test_the_structural_check_refuses_what_is_not_our_signed_image(active_model):
+    from stackgan_django.provenance import png as png_encoder
+    from stackgan_django.provenance import structure
+
+    image = drawing(40)
+    unsigned = embed_mark_and_xmp(image, 900)
+    signed = sign_generated(unsigned, model_version=active_model, request=REQUEST, decisions=[], mark_id=900)
+    found = structure.check_signed_png(signed, unsigned)
+    assert found.assertions["org.stackgan-django.generation"]["watermark_id"] == 900 and found.certificate
+    other = embed_mark_and_xmp(drawing(41), 901)
+    chunk_start = signed.index(b"caBX") - 4
+    chunk_end = chunk_start + 12 + int.from_bytes(signed[chunk_start:chunk_start + 4], "big")
+    tampered_pixels = bytearray(signed)
+    tampered_pixels[signed.index(b"IDAT") + 300] ^= 0x01
+    manifest = signed[chunk_start:chunk_end]
+    # A manifest whose claim was changed after signing: one byte of the claim's CBOR.
+    claim_at = signed.index(b"c2pa.claim") + 40
+    forged_claim = bytearray(signed)
+    forged_claim[claim_at] ^= 0x01
+    cases = {
+        "pixels changed": (bytes(tampered_pixels), unsigned),
+        "another image": (signed, other),
+        "manifest stripped": (unsigned, unsigned),
+        "two manifests": (signed[:chunk_end] + manifest + signed[chunk_end:], unsigned),
+        "manifest moved to another image": (other[:chunk_start] + manifest + other[chunk_start:], other),
+        "claim changed": (bytes(forged_claim), unsigned),
+        "not a PNG": (b"GIF89a" + signed[6:], unsigned),
+        "truncated": (signed[: len(signed) // 2], unsigned),
+    }
+    for name, (data, expected) in cases.items():
+        with pytest.raises(structure.StructureError):
+            structure.check_signed_png(data, expected)
+            pytest.fail(f"accepted: {name}")
+    assert png_encoder.SIGNATURE == structure.PNG_SIGNATURE

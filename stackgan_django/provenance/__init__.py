@@ -3,6 +3,7 @@ second, durable mark, and verification of any file that turns up."""
 
 from stackgan_django.provenance.manifests import (
     DIGITAL_SOURCE_TYPE,
+    StampedImage,
     VerificationReport,
     embed_mark_and_xmp,
     get_signer,
@@ -10,11 +11,13 @@ from stackgan_django.provenance.manifests import (
     read_manifest_store,
     sign_generated,
     sign_review,
+    stamp_image,
     verify_bytes,
 )
 from stackgan_django.provenance.signers import SignerConfigurationError, SigningUnavailable
 
 __all__ = [
-    "DIGITAL_SOURCE_TYPE", "SignerConfigurationError", "SigningUnavailable", "VerificationReport",
-    "embed_mark_and_xmp", "get_signer", "pseudonym", "read_manifest_store", "sign_generated", "sign_review", "verify_bytes",
+    "DIGITAL_SOURCE_TYPE", "SignerConfigurationError", "SigningUnavailable", "StampedImage", "VerificationReport",
+    "embed_mark_and_xmp", "get_signer", "pseudonym", "read_manifest_store", "sign_generated", "sign_review", "stamp_image",
+    "verify_bytes",
 ]

@@ -356,10 +356,12 @@ def stamp_output(request: GenerationRequest, output: GeneratedOutput, mark_id: i
     decisions = _request_decisions(request) + [
                 {"rule_id": d.rule_id, "outcome": d.outcome.value, "stage": "output"} for d in output.verdict.decisions]
     output.mark_id = mark_id if mark_id is not None else new_mark_id()
-    png = provenance.embed_mark_and_xmp(output.image, output.mark_id)
-    output.signed = provenance.sign_generated(png, model_version=request.model_version, request=request,
-                                              decisions=decisions, mark_id=output.mark_id)
-    output.provenance = provenance.verify_bytes(output.signed).to_dict()
+    # One pass from pixels to a checked file (the image is encoded once, never decoded again); the
+    # check after signing is STACKGAN["VERIFY_AFTER_SIGNING"]'s (see provenance.stamp_image).
+    stamped = provenance.stamp_image(output.image, mark_id=output.mark_id, model_version=request.model_version,
+                                     request=request, decisions=decisions)
+    output.signed = stamped.signed
+    output.provenance = stamped.report.to_dict()
     return output
 
 
