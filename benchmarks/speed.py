@@ -322,16 +322,16 @@ def timed_output_policy() -> list[float]:
     from stackgan_django.services import worker
 
     seconds: list[float] = []
-    real = worker.check_outputs
+    real = worker.check_batch
 
-    def check_outputs(request, rendered):
+    def check_batch(jobs):
         started = time.perf_counter()
         try:
-            return real(request, rendered)
+            return real(jobs)
         finally:
             seconds.append(time.perf_counter() - started)
 
-    worker.check_outputs = check_outputs
+    worker.check_batch = check_batch
     return seconds
 
 

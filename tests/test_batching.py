@@ -269,3 +269,46 @@ def test_one_lease_keeper_renews_a_whole_batch_and_marks_only_the_request_taken_
         renewed = GenerationRequest.objects.get(pk=other.pk).lease_expires_at
         wait_until(lambda: GenerationRequest.objects.get(pk=other.pk).lease_expires_at > renewed, 10,
                    "the remaining lease to be renewed")
+
+
+@pytest.mark.parametrize("mode", ["first", "every"])
+def test_a_batch_is_checked_signed_and_stored_in_few_writes_with_each_file_checked_after_signing(
+        mode, counting_backend, transactional_db, active_model, no_broker, settings, django_assert_max_num_queries):
+    """Four requests of two images in one batch: the output policy runs over all eight images at
+    once, the claims' audit events go in one INSERT, each request is stored in its own transaction
+    (assets and decisions in one INSERT each). With VERIFY_AFTER_SIGNING "first" the first file is
+    validated in full and the rest get the structural check; with "every", every file is validated."""
+    from stackgan_django.provenance import manifests
+    from stackgan_django.services import worker
+
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_AFTER_SIGNING": mode}
+    manifests.reset_cache()
+    ids = submit(4, num_images=2)
+    checked_batches: list[int] = []
+    real = worker.check_batch
+
+    def counted(jobs):
+        checked_batches.append(sum(len(rendered) for _, rendered in jobs))
+        return real(jobs)
+
+    worker.check_batch = counted
+    try:
+        # 25 for the batch (start: 9 with its transaction and audit event; claims: 9, their events
+        # in one INSERT; the model version; 3 progress writes; the requests' decisions and fresh
+        # watermark ids, one query each), then 11 per request, however many images it has (its
+        # transaction, lock, existing assets, one INSERT of assets, one of decisions, the state,
+        # its audit event). 90 before, with INSERTs per image and per claim.
+        with django_assert_max_num_queries(25 + 11 * len(ids)):
+            assert services.process_request(ids[0]) == "done"
+    finally:
+        worker.check_batch = real
+    assert checked_batches == [8]
+    assert_done_with_own_assets(ids, 2, settings)
+    reports = [a.provenance for a in Asset.objects.filter(request_id__in=ids).order_by("request_id", "index")]
+    assert all(r["state"] == "Trusted" and r["watermark"]["found"] for r in reports)
+    if mode == "every":
+        assert {r["checked"] for r in reports} == {"full"}
+    else:
+        assert reports[0]["checked"] == "full" and {r["checked"] for r in reports[1:]} == {"structure"}
+    started = AuditEvent.objects.filter(action="request.started").order_by("sequence")
+    assert [e.object_id for e in started] == [str(pk) for pk in ids]  # claims in order, one chain
