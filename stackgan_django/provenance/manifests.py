@@ -533,14 +533,19 @@ def stamp_image(image: Image.Image | np.ndarray, *, mark_id: int, model_version,
     ``sign_generated`` does; never returns an unsigned image.
     """
     mode = verify_after_signing_mode()
-    marked = watermark.embed_array(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image),
-                                   mark_id, watermark_key(), strength=app_settings.WATERMARK_STRENGTH)
-    pixels = _Pixels(Image.fromarray(marked, "RGB"), mark_id)
-    png = png_encoder.encode_rgb(marked, [png_encoder.itxt("XML:com.adobe.xmp",
-                                                            XMP_TEMPLATE.format(source_type=DIGITAL_SOURCE_TYPE))])
+    png, pixels = _mark_and_encode(image, mark_id)
     manifest = generated_manifest(model_version=model_version, request=request, decisions=decisions, mark_id=mark_id)
     signed = _sign(manifest, png, "image/png", pixels=pixels)
     return StampedImage(signed, _check_signed(signed, png, pixels, mode), mark_id)
+
+
+def _mark_and_encode(image: Image.Image | np.ndarray, mark_id: int) -> tuple[bytes, _Pixels]:
+    """The watermarked PNG with its XMP, and its pixels kept for the thumbnail and the detection."""
+    marked = watermark.embed_array(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image),
+                                   mark_id, watermark_key(), strength=app_settings.WATERMARK_STRENGTH)
+    png = png_encoder.encode_rgb(marked, [png_encoder.itxt("XML:com.adobe.xmp",
+                                                            XMP_TEMPLATE.format(source_type=DIGITAL_SOURCE_TYPE))])
+    return png, _Pixels(Image.fromarray(marked, "RGB"), mark_id)
 
 
 def _check_signed(signed: bytes, png: bytes, pixels: _Pixels, mode: str) -> VerificationReport:
