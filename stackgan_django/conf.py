@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     # 256 px images are about 5x the throughput of one by one on a CPU; the first request of a batch
     # then waits for the whole pass.
     "GENERATION_BATCH_SIZE": 16,
+    # While one batch is checked, signed and stored, draw the next waiting requests (a thread; up to
+    # four batches per task). None = only when the generator runs on CUDA, where the forward pass
+    # leaves the CPU free; True / False force it (True on a CPU only shares the same cores).
+    "OVERLAP_GOVERNANCE": None,
     # A QUEUED request the broker took but no worker started within this many seconds, while the
     # broker's queue is empty, lost its message (a broker restarted without persistence): it is sent
     # again (ten times later if the queue is busy). A duplicate is harmless.

@@ -312,3 +312,48 @@ def test_a_batch_is_checked_signed_and_stored_in_few_writes_with_each_file_check
         assert reports[0]["checked"] == "full" and {r["checked"] for r in reports[1:]} == {"structure"}
     started = AuditEvent.objects.filter(action="request.started").order_by("sequence")
     assert [e.object_id for e in started] == [str(pk) for pk in ids]  # claims in order, one chain
+
+
+def test_with_overlap_the_next_batch_is_drawn_while_the_last_is_governed(
+        counting_backend, transactional_db, active_model, no_broker, settings):
+    """OVERLAP_GOVERNANCE forced on (CUDA's default) on the CPU: six waiting one-image requests in
+    batches of two. The second forward pass waits, inside the drawing thread, until the first
+    batch's requests are DONE: it can only get there if the first batch is governed meanwhile."""
+    settings.STACKGAN = {**settings.STACKGAN, "GENERATION_BATCH_SIZE": 2, "OVERLAP_GOVERNANCE": True}
+    ids = submit(6)
+    seen_during_second_pass: list[list[str]] = []
+
+    def second_pass_waits_for_the_first_batch() -> None:
+        if len(counting_backend.passes) != 2:
+            return
+        try:
+            wait_until(lambda: GenerationRequest.objects.filter(pk__in=ids[:2], state=State.DONE).count() == 2, 60,
+                       "the first batch to be stored while the second is drawn")
+            seen_during_second_pass.append(list(GenerationRequest.objects.filter(pk__in=ids).order_by("pk")
+                                                .values_list("state", flat=True)))
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    counting_backend.during_pass = second_pass_waits_for_the_first_batch
+    assert services.process_request(ids[0]) == "done"
+    assert [len(jobs) for jobs in counting_backend.passes] == [2, 2, 2]
+    # The first batch stored, the second being drawn, the third not yet claimed (it is claimed when
+    # the second's governance starts).
+    assert seen_during_second_pass == [[State.DONE] * 2 + [State.RUNNING] * 2 + [State.QUEUED] * 2]
+    assert_done_with_own_assets(ids, 1, settings)
+    for pk in ids[2:]:  # the later batches were claimed by the first request's task
+        assert AuditEvent.objects.get(object_id=str(pk), action="request.started").data["batch_with"] == ids[0]
+    # Their own messages find them done; a request whose message comes first still runs alone.
+    assert [services.process_request(pk) for pk in ids[1:]] == ["skipped"] * 5
+
+
+def test_overlap_is_off_on_a_cpu_unless_asked(counting_backend, transactional_db, active_model, no_broker, settings):
+    from stackgan_django.services import worker
+
+    assert worker.overlap_governance(active_model) is False  # the tests' generator runs on the CPU
+    settings.STACKGAN = {**settings.STACKGAN, "OVERLAP_GOVERNANCE": True}
+    assert worker.overlap_governance(active_model) is True
+    ids = submit(4)
+    settings.STACKGAN = {**settings.STACKGAN, "GENERATION_BATCH_SIZE": 2, "OVERLAP_GOVERNANCE": False}
+    assert services.process_request(ids[0]) == "done"
+    assert [len(jobs) for jobs in counting_backend.passes] == [2]  # one batch; the rest wait for their messages

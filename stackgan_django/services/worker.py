@@ -220,6 +220,11 @@ class LeaseKeeper:
         with self._guard:
             self._leases.pop(request_id, None)
 
+    def hold(self, request_id: int, attempt: int) -> None:
+        """Renew one more request's lease too (the next batch of an overlapped task)."""
+        with self._guard:
+            self._leases[request_id] = attempt
+
     def renew(self) -> bool:
         """One renewal of every held lease; False when another attempt owns one of the rows now
         (that one is marked lost). Delivery bookkeeping, not a state change, hence a plain update
@@ -282,11 +287,17 @@ def claim_waiting_requests(first: GenerationRequest, batch_size: int | None = No
     room = (batch_size if batch_size is not None else app_settings.GENERATION_BATCH_SIZE) - first.num_images
     if room <= 0 or first.model_version_id is None or first.attempts != 1:
         return []
+    return _claim(first.model_version_id, room, first.pk)
+
+
+def _claim(model_version_id: int, room: int, batch_with: int) -> list[GenerationRequest]:
+    """Start waiting first-attempt requests of a model version, oldest first, up to ``room`` images
+    (``claim_waiting_requests``; also the next batch of an overlapped task, ``process_request``)."""
     claimed: list[GenerationRequest] = []
     with transaction.atomic():
         candidates = list(GenerationRequest.objects.select_for_update(skip_locked=True)
-                          .filter(state=State.QUEUED, model_version_id=first.model_version_id, attempts=0, error="")
-                          .exclude(pk=first.pk).order_by("queued_at", "pk")[:room])
+                          .filter(state=State.QUEUED, model_version_id=model_version_id, attempts=0, error="")
+                          .exclude(pk=batch_with).order_by("queued_at", "pk")[:room])
         now = timezone.now()
         lease, worker = _lease_until(now), worker_identity()[:200]
         for request in candidates:
@@ -303,7 +314,7 @@ def claim_waiting_requests(first: GenerationRequest, batch_size: int | None = No
             if room <= 0:
                 break
         # The claims' audit events in one INSERT (a chain link each, as if appended one by one).
-        record_events([("request.started", request, "worker", {"attempt": 1, "worker": worker, "batch_with": first.pk})
+        record_events([("request.started", request, "worker", {"attempt": 1, "worker": worker, "batch_with": batch_with})
                        for request in claimed])
     return claimed
 
@@ -798,9 +809,11 @@ def process_request(request_id: int) -> str:
     Returns what happened to ``request_id`` ("done", "skipped", "unknown", "taken over", "signing
     pending", "failed"). Every failure leaves the row retryable and nothing half-written; safe to
     run twice for one id. Each database step reconnects when the database restarted meanwhile; if
-    it stays away, the leases lapse and the maintenance task recovers the requests."""
-    from celery.exceptions import SoftTimeLimitExceeded
+    it stays away, the leases lapse and the maintenance task recovers the requests.
 
+    Overlap (OVERLAP_GOVERNANCE, on CUDA by default): while a batch is checked, signed and stored,
+    the next waiting requests are claimed the same way and drawn in a thread, up to
+    MAX_OVERLAPPED_BATCHES batches per task; each of them is governed exactly as above."""
     try:
         request = with_fresh_connection(lambda: start_request(request_id), "starting a request")
     except UnknownRequest as exc:
@@ -818,7 +831,7 @@ def process_request(request_id: int) -> str:
         logger.info("request %s draws %d waiting request(s) with it: %s", request_id, len(others),
                     [other.pk for other in others])
     items = [_BatchItem(request)] + [_BatchItem(other) for other in others]
-    ids = [item.request.pk for item in items]
+    every: list[_BatchItem] = list(items)  # every request this task started, for the failure path
     outcomes: dict[int, str] = {}
     with LeaseKeeper(request.pk, request.attempts, {other.pk: other.attempts for other in others}) as lease:
         try:
@@ -826,30 +839,95 @@ def process_request(request_id: int) -> str:
             model_version = with_fresh_connection(lambda: request.model_version, "reading the model version")
             for other in others:
                 other.model_version = model_version  # the claim matched it
-            _show_progress(ids, "generating")
+            _show_progress([item.request.pk for item in items], "generating")
             _render_batch(items)
-            with governance_threads():
-                _show_progress(ids, "checking")
-                _check_items(items)
-                _show_progress(ids, "signing")
-                mark_ids = _draw_mark_ids(items)
-                for item in items:
-                    try:
-                        if item.error is not None:
-                            raise item.error
-                        _stamp_and_finish(item, lease, mark_ids)
-                        outcomes[item.request.pk] = "done"
-                    except SoftTimeLimitExceeded:
-                        raise
-                    except Exception as exc:  # this request alone; the others of the batch go on
-                        outcomes[item.request.pk] = _outcome_of_failure(item.request, item.request.attempts, exc)
-                    finally:
-                        lease.release(item.request.pk)
+            overlapping = overlap_governance(model_version)
+            for rounds in range(1, MAX_OVERLAPPED_BATCHES + 1):
+                upcoming: list[_BatchItem] = []
+                drawing: threading.Thread | None = None
+                if overlapping and rounds < MAX_OVERLAPPED_BATCHES:
+                    upcoming = _claim_upcoming(request, model_version, lease)
+                    every += upcoming
+                    if upcoming:
+                        # The next batch is drawn while this one is checked, signed and stored: on
+                        # a GPU the forward pass leaves the CPU free for the governance.
+                        drawing = threading.Thread(target=_render_batch, args=(upcoming,), daemon=True,
+                                                   name=f"draw-after-{request.pk}-{rounds}")
+                        drawing.start()
+                _govern(items, lease, outcomes)
+                if drawing is not None:
+                    drawing.join()
+                if not upcoming:
+                    break
+                items = upcoming
         except Exception as exc:  # a time limit or a failure before any request was finished
-            for item in items:
+            for item in every:
                 if item.request.pk not in outcomes:
                     outcomes[item.request.pk] = _outcome_of_failure(item.request, item.request.attempts, exc)
     return outcomes[request.pk]
+
+
+# An overlapped task draws at most this many batches (its own and the next ones it claims), so one
+# message does not hold a worker for ever while requests keep arriving; the rest wait for theirs.
+MAX_OVERLAPPED_BATCHES = 4
+
+
+def overlap_governance(model_version: ModelVersion) -> bool:
+    """Whether this worker draws the next batch while governing the last (STACKGAN
+    ["OVERLAP_GOVERNANCE"]: None = when the generator runs on CUDA, where the forward pass leaves
+    the CPU idle; on a CPU the two would share the same cores)."""
+    setting = app_settings.OVERLAP_GOVERNANCE
+    if setting is not None:
+        return bool(setting)
+    if app_settings.GENERATION_BATCH_SIZE <= 1:
+        return False
+    from stackgan_django.generation import backend_for
+
+    device = getattr(getattr(backend_for(model_version), "pipeline", None), "device", None)
+    return getattr(device, "type", None) == "cuda"
+
+
+def _claim_upcoming(first: GenerationRequest, model_version: ModelVersion, lease: LeaseKeeper) -> list[_BatchItem]:
+    """The next batch of an overlapped task: waiting requests claimed as ``claim_waiting_requests``
+    claims them, held under this task's lease keeper. A failure to claim just ends the overlap."""
+    try:
+        claimed = with_fresh_connection(lambda: _claim(model_version.pk, app_settings.GENERATION_BATCH_SIZE, first.pk),
+                                        "claiming the next batch")
+    except Exception:
+        logger.exception("request %s: could not claim the next batch; the waiting requests keep their messages", first.pk)
+        return []
+    for other in claimed:
+        other.model_version = model_version
+        lease.hold(other.pk, other.attempts)
+    if claimed:
+        logger.info("request %s draws the next batch while governing this one: %s", first.pk, [r.pk for r in claimed])
+        _show_progress([other.pk for other in claimed], "generating")
+    return [_BatchItem(other) for other in claimed]
+
+
+def _govern(items: list[_BatchItem], lease: LeaseKeeper, outcomes: dict[int, str]) -> None:
+    """Check, sign, store and finish every request of a drawn batch, each on its own: one request's
+    failure stops that request alone (its outcome recorded in ``outcomes``)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    ids = [item.request.pk for item in items]
+    with governance_threads():
+        _show_progress(ids, "checking")
+        _check_items(items)
+        _show_progress(ids, "signing")
+        mark_ids = _draw_mark_ids(items)
+        for item in items:
+            try:
+                if item.error is not None:
+                    raise item.error
+                _stamp_and_finish(item, lease, mark_ids)
+                outcomes[item.request.pk] = "done"
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as exc:  # this request alone; the others of the batch go on
+                outcomes[item.request.pk] = _outcome_of_failure(item.request, item.request.attempts, exc)
+            finally:
+                lease.release(item.request.pk)
 
 
 def _record_failure(action: Callable[[], Any], request_id: int, outcome: str) -> str:
