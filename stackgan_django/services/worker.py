@@ -350,8 +350,6 @@ def new_mark_ids(count: int) -> list[int]:
 
 def _read_request_decisions(requests: list[GenerationRequest]) -> None:
     """``_request_decisions`` of every request of a batch in one query instead of one each."""
-    from stackgan_django.models import PolicyDecision
-
     found: dict[int, list[dict[str, Any]]] = {request.pk: [] for request in requests}
     for request_id, rule_id, outcome, stage in (PolicyDecision.objects.filter(request_id__in=list(found))
                                                 .order_by("pk").values_list("request_id", "rule_id", "outcome", "stage")):
