@@ -61,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     # four batches per task). None = only when the generator runs on CUDA, where the forward pass
     # leaves the CPU free; True / False force it (True on a CPU only shares the same cores).
     "OVERLAP_GOVERNANCE": None,
+    # Threads that stamp a batch's images (watermark, PNG, C2PA signature, check) at once; signing
+    # itself stays one at a time. 1 = in turn. Worth more than 1 where cores are free during the
+    # governance (a GPU host); on a CPU whose cores another process holds it gains little.
+    "GOVERNANCE_THREADS": 1,
     # A QUEUED request the broker took but no worker started within this many seconds, while the
     # broker's queue is empty, lost its message (a broker restarted without persistence): it is sent
     # again (ten times later if the queue is busy). A duplicate is harmless.

@@ -357,3 +357,33 @@ def test_overlap_is_off_on_a_cpu_unless_asked(counting_backend, transactional_db
     settings.STACKGAN = {**settings.STACKGAN, "GENERATION_BATCH_SIZE": 2, "OVERLAP_GOVERNANCE": False}
     assert services.process_request(ids[0]) == "done"
     assert [len(jobs) for jobs in counting_backend.passes] == [2]  # one batch; the rest wait for their messages
+
+
+def test_stamping_in_threads_keeps_each_request_its_own_images_and_failures(
+        counting_backend, transactional_db, active_model, no_broker, settings, monkeypatch):
+    """GOVERNANCE_THREADS 3: a batch's images are stamped at once in three threads; each request
+    still gets exactly its own signed, checked files and audit trail, and a request whose signing
+    is pending (a timestamp authority away) is deferred alone, nothing of it stored."""
+    from stackgan_django import provenance
+
+    settings.STACKGAN = {**settings.STACKGAN, "GOVERNANCE_THREADS": 3}
+    ids = submit(3, num_images=2)
+    pending = services.submit_request(caption=f"{CAPTION}, signed later", num_images=2, seed=SEED + 90).pk
+    real = provenance.stamp_image
+
+    def stamp_image(image, *, request, **kwargs):
+        if request.pk == pending:
+            raise provenance.SigningUnavailable("the timestamp authority did not answer")
+        return real(image, request=request, **kwargs)
+
+    monkeypatch.setattr(provenance, "stamp_image", stamp_image)
+    assert services.process_request(ids[0]) == "done"
+    assert [len(jobs) for jobs in counting_backend.passes] == [4]
+    assert_done_with_own_assets(ids, 2, settings)
+    marks = list(Asset.objects.values_list("mark_id", flat=True))
+    assert len(marks) == len(set(marks)) and None not in marks
+    assert all(a.provenance["state"] == "Trusted" and a.provenance["watermark"]["mark_id"] == a.mark_id
+               for a in Asset.objects.all())
+    deferred = GenerationRequest.objects.get(pk=pending)
+    assert deferred.state == State.QUEUED and deferred.error.startswith("signing pending")
+    assert not deferred.assets.exists() and actions(pending)[-1] == "request.signing_pending"

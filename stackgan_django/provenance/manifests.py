@@ -38,6 +38,9 @@ THUMBNAIL_LONG_EDGE = 256
 THUMBNAIL_QUALITY = 85
 
 _per_process: dict[str, Any] = {}
+# The c2pa signer (and a KMS callback or timestamp client behind it) is one object per process;
+# a worker that stamps a batch in several threads (GOVERNANCE_THREADS) signs one file at a time.
+_signing_lock = threading.Lock()
 
 
 def _cached(name: str, factory):
@@ -292,7 +295,8 @@ def _sign(manifest: dict[str, Any], source: bytes, mime: str, parent: bytes | No
                 builder.add_ingredient({"title": manifest["title"].replace("approved", "generated"),
                                         "relationship": "parentOf", "label": "generated-file"},
                                        mime, io.BytesIO(parent))
-            builder.sign(signer, mime, io.BytesIO(source), output)
+            with _signing_lock:  # one signature at a time per signer: a worker may stamp in several threads
+                builder.sign(signer, mime, io.BytesIO(source), output)
     except c2pa.C2paError as exc:
         text = str(exc)
         if signer_config.tsa_url and any(w in text.lower() for w in ("timestamp", "tsa", "http", "connect", "network")):

@@ -766,26 +766,57 @@ def _check_items(items: list[_BatchItem]) -> None:
             item.error = exc
 
 
-def _draw_mark_ids(items: list[_BatchItem]) -> list[int]:
+def _passing(items: list[_BatchItem]) -> list[tuple[_BatchItem, GeneratedOutput]]:
+    """Every image the output policy let through, of the requests still going, in order."""
+    return [(item, output) for item in items if item.error is None
+            for output in item.outputs or [] if not output.verdict.denied]
+
+
+def _prepare_stamping(items: list[_BatchItem]) -> None:
     """Fresh watermark ids for every image of the batch that passed the output policy, in one query,
     and the request decisions every manifest cites, in one more (rather than both per request)."""
-    ready = [item for item in items if item.error is None]
-    passing = sum(1 for item in ready for output in item.outputs or [] if not output.verdict.denied)
-    with_fresh_connection(lambda: _read_request_decisions([item.request for item in ready]), "reading decisions")
-    return with_fresh_connection(lambda: new_mark_ids(passing), "drawing watermark ids")
+    passing = _passing(items)
+    with_fresh_connection(lambda: _read_request_decisions([item.request for item in items if item.error is None]),
+                          "reading decisions")
+    mark_ids = with_fresh_connection(lambda: new_mark_ids(len(passing)), "drawing watermark ids")
+    for (_, output), mark_id in zip(passing, mark_ids, strict=True):
+        output.mark_id = mark_id
 
 
-def _stamp_and_finish(item: _BatchItem, lease: LeaseKeeper, mark_ids: list[int] | None = None) -> None:
+def _stamp_in_threads(items: list[_BatchItem], threads: int) -> None:
+    """Stamp every passing image of the batch in ``threads`` threads (GOVERNANCE_THREADS): deflate,
+    the thumbnail, numpy and hashing release the GIL, and the generator leaves the cores idle
+    meanwhile. No database work happens here (ids and decisions are read before); a request whose
+    image fails to stamp gets that error, as if it had been stamped in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = _passing(items)
+    if threads <= 1 or len(jobs) < 2:
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stamp") as pool:
+        futures = [(item, pool.submit(stamp_output, item.request, output, output.mark_id)) for item, output in jobs]
+        for item, future in futures:
+            try:
+                future.result()
+            except Exception as exc:
+                if item.error is None:
+                    item.error = exc
+
+
+def _stamp_and_finish(item: _BatchItem, lease: LeaseKeeper) -> None:
     """Sign and store one request's images and finish it, in its own transaction: a failure here
-    stops this request only. ``mark_ids``: the batch's fresh watermark ids, this request's taken
-    from the front (drawn here when not given)."""
+    stops this request only. Images already stamped (``_stamp_in_threads``) are not stamped again;
+    a watermark id not drawn for the batch is drawn here."""
     request = item.request
     passing = [output for output in item.outputs or [] if not output.verdict.denied]
-    if mark_ids is None:
-        mark_ids = with_fresh_connection(lambda: new_mark_ids(len(passing)), "drawing watermark ids")
-    mine = [mark_ids.pop(0) for _ in passing]
-    for output, mark_id in zip(passing, mine, strict=True):
-        with_fresh_connection(lambda output=output, mark_id=mark_id: stamp_output(request, output, mark_id), "stamping")
+    missing = [output for output in passing if output.mark_id is None]
+    if missing:
+        mark_ids = with_fresh_connection(lambda: new_mark_ids(len(missing)), "drawing watermark ids")
+        for output, mark_id in zip(missing, mark_ids, strict=True):
+            output.mark_id = mark_id
+    for output in passing:
+        if output.signed is None:
+            with_fresh_connection(lambda output=output: stamp_output(request, output, output.mark_id), "stamping")
     if lease.has_lost(request.pk):
         raise LeaseLost(f"request {request.pk} was taken over while attempt {request.attempts} rendered")
     with_fresh_connection(lambda: finish_request(request.pk, item.outputs or [], item.compute_seconds,
@@ -913,12 +944,13 @@ def _govern(items: list[_BatchItem], lease: LeaseKeeper, outcomes: dict[int, str
         _show_progress(ids, "checking")
         _check_items(items)
         _show_progress(ids, "signing")
-        mark_ids = _draw_mark_ids(items)
+        _prepare_stamping(items)
+        _stamp_in_threads(items, app_settings.GOVERNANCE_THREADS)
         for item in items:
             try:
                 if item.error is not None:
                     raise item.error
-                _stamp_and_finish(item, lease, mark_ids)
+                _stamp_and_finish(item, lease)
                 outcomes[item.request.pk] = "done"
             except SoftTimeLimitExceeded:
                 raise
