@@ -247,7 +247,7 @@ def main() -> int:
     scored = {label: score_images(index, folder, planted, negatives, rng, times)
               for label, (planted, negatives) in halves.items()}
     chosen = choose_thresholds(*scored["calibration"], args.max_false_alarms)
-    shipped = (policy.min_similarity, policy.min_detail)
+    shipped = (policy.min_similarity, policy.min_copy_detail)
     print(f"\nthresholds chosen on the calibration half (false alarms <= {args.max_false_alarms}, then the most "
           f"planted copies caught): similarity >= {chosen[0]}, detail >= {chosen[1]}; shipped in output.toml: "
           f"similarity >= {shipped[0]}, detail >= {shipped[1]}")

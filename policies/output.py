@@ -66,11 +66,12 @@ class OutputPolicy:
         self.config = config
         degenerate = config.get("degenerate", {})
         self.min_std = float(degenerate.get("min_std", 4.0))
-        self.min_detail = float(degenerate.get("min_detail", 1.0))
+        # Two settings share the name min_detail in the file; each section keeps its own.
+        self.min_smear_detail = float(degenerate.get("min_detail", 1.0))
         self.degenerate_outcome = Outcome.parse(degenerate.get("outcome", "deny"))
         near = config.get("near_copy", {})
         self.min_similarity = float(near.get("min_similarity", 0.9))
-        self.min_detail = float(near.get("min_detail", 0.7))
+        self.min_copy_detail = float(near.get("min_detail", 0.7))
         self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
         self.extra_checks = list(extra_checks or [])
@@ -115,11 +116,11 @@ class OutputPolicy:
                 {"std": round(std, 3), "minimum": self.min_std},
             )]
         detail = float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()) / 2
-        if detail < self.min_detail:
+        if detail < self.min_smear_detail:
             return [Decision(
                 self.degenerate_outcome, "output.degenerate.detail",
                 "The image has almost no detail (a smooth smear).",
-                {"mean_gradient": round(detail, 3), "minimum": self.min_detail},
+                {"mean_gradient": round(detail, 3), "minimum": self.min_smear_detail},
             )]
         return []
 
@@ -137,13 +138,13 @@ class OutputPolicy:
         matches = index.nearest_many(pils, verify_from=self.min_similarity - VERIFY_MARGIN)
         return [[Decision(self.near_copy_outcome, "output.near_copy", message, {
             "similarity": round(match.similarity, 4), "minimum": self.min_similarity, "detail": round(match.detail, 4),
-            "minimum_detail": self.min_detail, "training_item": match.name,
+            "minimum_detail": self.min_copy_detail, "training_item": match.name,
             "mirrored": match.mirrored, "scale": round(match.scale, 3), "offset_cells": list(match.offset),
         })] if self.is_near_copy(match) else [] for match in matches]
 
     def is_near_copy(self, match: NearCopyMatch | None) -> bool:
         """Both the colour layout and the fine features agree with a training image."""
-        return match is not None and match.similarity >= self.min_similarity and match.detail >= self.min_detail
+        return match is not None and match.similarity >= self.min_similarity and match.detail >= self.min_copy_detail
 
     @staticmethod
     def _run_extra(check: ImageCheck, pil: Image.Image) -> list[Decision]:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from policies import DEFAULT_DIR, NearCopyIndex, Outcome, PolicyError, UsageContext, load_policies
 from policies.normalize import INVISIBLE
+from policies.output import OutputPolicy
 from policies.usage import iban_valid, luhn_valid
 
 POLICIES = load_policies()
@@ -333,6 +334,15 @@ def test_output_policy_denies_blank_and_smooth_images():
     smooth = POLICIES.output.check_image(np.stack([gradient] * 3, axis=-1))
     assert smooth.decisions[0].rule_id == "output.degenerate.detail"
     assert POLICIES.output.check_image(drawing()).outcome is Outcome.ALLOW
+
+
+def test_the_smear_and_near_copy_detail_thresholds_are_separate_settings():
+    # Both sections name their setting min_detail; once the near-copy one overwrote the smear one.
+    policy = OutputPolicy({"degenerate": {"min_detail": 40.0}, "near_copy": {"min_detail": 0.5}}, "test")
+    assert policy.check_image(drawing()).decisions[0].rule_id == "output.degenerate.detail"
+    assert policy.check_image(drawing()).decisions[0].evidence["minimum"] == 40.0
+    lenient = OutputPolicy({"degenerate": {"min_detail": 0.0}, "near_copy": {"min_detail": 0.99}}, "test")
+    assert lenient.check_image(drawing()).outcome is Outcome.ALLOW
 
 
 def test_output_policy_denies_near_copies_of_training_images():
