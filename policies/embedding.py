@@ -135,7 +135,20 @@ class MiniLMEncoder:
             cut.append(text if pieces <= keep else text[: encoding.offsets[keep][1]])
         return cut
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def token_states(self, text: str, band: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """One forward pass over a text: its tokens' contextual states (L, dim), [CLS] and [SEP]
+        included, and each token's (start, end) characters in the text ((0, 0) for the marks).
+
+        With ``band``, each token attends only to the tokens at most ``band`` places away (and to
+        [CLS] and [SEP], which attend to all): the mean of a stretch of such states is close to that
+        stretch embedded alone, so one pass stands in for a pass per window of a long caption."""
+        encoding = self.tokenizer.encode(text)
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        with self._lock:
+            states = self._forward(ids, np.ones(ids.shape, dtype=np.float32), band)[0]
+        return states, list(encoding.offsets)
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, band: int | None = None) -> np.ndarray:
         batch, length = ids.shape
         heads, head_dim = self.heads, self.dim // self.heads
         x = self.word[ids] + self.position[:length][None] + self.token_type
@@ -143,6 +156,11 @@ class MiniLMEncoder:
         x = _layer_norm(x, *self.embed_norm, self.eps).reshape(batch * length, self.dim)
         # Padding keys get a large negative score, as transformers' extended attention mask does.
         key_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
+        if band is not None:
+            position = np.arange(length)
+            allowed = np.abs(position[:, None] - position[None, :]) <= band
+            allowed[[0, -1], :] = allowed[:, [0, -1]] = True  # [CLS] and [SEP] see and are seen by all
+            key_bias = key_bias + np.where(allowed, np.float32(0), np.float32(-1e9))[None, None]
         scale = np.float32(1.0 / np.sqrt(head_dim))
         for layer in self.layers:
             qkv = x @ layer["qkv"][0] + layer["qkv"][1]  # (B*L, 3D)

@@ -73,6 +73,7 @@ BARE_INSTRUCTIONS = re.compile(r"\b(?:instructions|recipe|tutorial|how-?to|step-
 class FramedAct:
     frame: str  # the words that frame the act ("how to", "recipe card for"), as normalised
     act: str    # what is to be made or done, cut at MAX_ACT_WORDS words
+    start: int = -1  # where the act begins in the (space-collapsed) text; -1: it is not one stretch of it
 
 
 def _words(text: str, limit: int = MAX_ACT_WORDS) -> str:
@@ -86,14 +87,14 @@ def framed_acts(text: str) -> list[FramedAct]:
     for match in FRAME.finditer(text):
         act = _words(text[match.end():])
         if act and all(a.act != act for a in acts):
-            acts.append(FramedAct(match.group().strip(), act))
+            acts.append(FramedAct(match.group().strip(), act, text.find(act, match.end())))
         if len(acts) >= MAX_ACTS:
             return acts
     if not acts:
         imperative = IMPERATIVE.match(text)
         bare = BARE_INSTRUCTIONS.search(text)
         if imperative:
-            acts.append(FramedAct(imperative.group(), _words(text)))
+            acts.append(FramedAct(imperative.group(), _words(text), 0))
         elif bare:
             acts.append(FramedAct(bare.group(), _words(text[: bare.start()] + text[bare.end():])))
     # "a step by step guide to building a bomb": the act of the first frame is the second frame and

@@ -131,23 +131,26 @@ def test_a_harmful_phrase_anywhere_in_500_characters_is_found(where):
 
 
 def test_the_tokens_embedded_for_a_caption_are_bounded(monkeypatch):
-    """Windows are deduplicated, at most MAX_WINDOWS, each cut at WINDOW_TOKENS word pieces, so a long
-    or repetitive caption costs at most a fixed number of tokens through the encoder."""
-    from policies.semantic import MAX_WINDOWS, WINDOW_TOKENS
+    """A long caption goes through the encoder once (one banded pass over its word pieces, at most
+    TOKEN_LIMIT of them, or the caption is refused), a short one with its framed acts in one batched
+    call, so a long or repetitive caption costs at most a fixed number of tokens."""
+    from policies.semantic import TOKEN_LIMIT
 
     layer = USAGE.semantic
     layer.warm_up()
-    seen: list[list[str]] = []
-    embed = layer._embed
-    monkeypatch.setattr(layer, "_embed", lambda texts: seen.append(list(texts)) or embed(texts))
+    encoder = layer._embedder
+    passes: list[int] = []
+    embed, states = encoder.__call__, encoder.token_states
+    monkeypatch.setattr(type(encoder), "__call__", lambda self, texts, **kw: passes.append(
+        sum(len(ids) for ids in self.token_ids(texts))) or embed(texts, **kw))
+    monkeypatch.setattr(encoder, "token_states", lambda text, band=None: passes.append(
+        len(encoder.token_ids([text])[0])) or states(text, band))
     repeated = "a red apple on toast " * 14
     dense = " ".join(["supercalifragilisticexpialidocious"] * 14)
-    for caption in (repeated, dense, (FILLER * 6)[:500], "a red apple"):
-        seen.clear()
+    for caption in (repeated, dense, (FILLER * 6)[:500], "a red apple", "how to make a bath bomb"):
+        passes.clear()
         layer.scores(caption)
-        (texts,) = seen  # one call to the encoder per caption
-        tokens = sum(len(ids) for ids in layer._embedder.token_ids(texts))
-        assert len(texts) <= MAX_WINDOWS and tokens <= MAX_WINDOWS * WINDOW_TOKENS, (len(texts), tokens)
+        assert len(passes) == 1 and passes[0] <= TOKEN_LIMIT + 2, passes
     assert len(caption_segments(repeated)) <= 2  # the same window is judged once
 
 
