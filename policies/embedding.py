@@ -39,26 +39,23 @@ def default_model_folder() -> Path:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's exact GELU, 0.5 x (1 + erf(x / sqrt 2)), in float32 with few temporaries (it is a quarter
-    of the encoder's time otherwise). numpy has no erf: Abramowitz & Stegun 7.1.26 gives
-    1 - erf(|z|) = poly(t) exp(-z^2) with error < 1.5e-7, well within the 1e-4 agreement with the torch
-    encoder."""
-    z = np.abs(x) * np.float32(0.7071067811865476)
-    t = z * np.float32(0.3275911)
-    t += 1
-    np.reciprocal(t, out=t)
-    poly = t * np.float32(1.061405429)
-    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly += np.float32(coefficient)
-        poly *= t
-    np.square(z, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    poly *= z  # 1 - erf(|x| / sqrt 2)
-    poly *= x
-    poly *= np.float32(0.5)  # 0.5 x (1 - erf(|x| / sqrt 2))
-    # x >= 0: 0.5 x (1 + erf) = x - 0.5 x (1 - erf); x < 0: erf is odd, so it is 0.5 x (1 - erf(|x|/sqrt 2)).
-    return np.where(x >= 0, x - poly, poly)
+    """GELU in its tanh form, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place on x.
+
+    BERT's GELU is 0.5 x (1 + erf(x / sqrt 2)); numpy has no erf, and computing it (Abramowitz &
+    Stegun 7.1.26, 17 passes over the array) took 16% of a caption's encoder time, against ~1% for
+    numpy's vectorised tanh. The two differ by at most 5e-4 per activation; the sentence embeddings by
+    at most 3e-6 in cosine (README, "Speed"), far inside the 1e-4 agreement with the torch encoder
+    that a test holds."""
+    cubic = x * x
+    cubic *= np.float32(0.044715)
+    cubic += 1
+    cubic *= x
+    cubic *= np.float32(0.7978845608028654)  # sqrt(2 / pi)
+    np.tanh(cubic, out=cubic)
+    cubic += 1
+    cubic *= x
+    cubic *= np.float32(0.5)
+    return cubic
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -163,7 +160,9 @@ class MiniLMEncoder:
             key_bias = key_bias + np.where(allowed, np.float32(0), np.float32(-1e9))[None, None]
         scale = np.float32(1.0 / np.sqrt(head_dim))
         for layer in self.layers:
-            qkv = x @ layer["qkv"][0] + layer["qkv"][1]  # (B*L, 3D)
+            # Biases are added in place: a temporary the size of the activations costs as much as the sum.
+            qkv = x @ layer["qkv"][0]
+            qkv += layer["qkv"][1]  # (B*L, 3D)
             qkv = qkv.reshape(batch, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, H, L, d)
             q, k, v = qkv[0], qkv[1], qkv[2]
             scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
@@ -171,10 +170,17 @@ class MiniLMEncoder:
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * length, self.dim)
-            attended = context @ layer["attn_out"][0] + layer["attn_out"][1]
-            x = _layer_norm(attended + x, *layer["attn_norm"], self.eps)
-            hidden = _gelu(x @ layer["ffn_in"][0] + layer["ffn_in"][1])
-            x = _layer_norm(hidden @ layer["ffn_out"][0] + layer["ffn_out"][1] + x, *layer["ffn_norm"], self.eps)
+            attended = context @ layer["attn_out"][0]
+            attended += layer["attn_out"][1]
+            attended += x
+            x = _layer_norm(attended, *layer["attn_norm"], self.eps)
+            hidden = x @ layer["ffn_in"][0]
+            hidden += layer["ffn_in"][1]
+            hidden = _gelu(hidden)
+            out = hidden @ layer["ffn_out"][0]
+            out += layer["ffn_out"][1]
+            out += x
+            x = _layer_norm(out, *layer["ffn_norm"], self.eps)
         return x.reshape(batch, length, self.dim)
 
     def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
