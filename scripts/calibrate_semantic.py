@@ -1,6 +1,7 @@
 """Propose the semantic layer's per-category thresholds out of fold, from what the layer learns from:
-the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev split
-of the labelled set). The test split is never read.
+the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev and
+dev2 splits of the labelled set), and the act judge of ``[instructions]`` and the lift of
+``[word_review]`` with them.
 
     python scripts/calibrate_semantic.py [--policy-dir DIR] [--folds 5]
 
@@ -12,7 +13,10 @@ still reviews ``--min-recall`` of its harmful captions (a caption the word rules
 caught). Then it prints what those thresholds give out of fold, word rules included: recall, harmful
 denied, look-alikes denied and harmless captions sent to review. It proposes; a person copies the
 figures into ``semantic.toml`` and measures the change with
-``python -m policies evaluate-usage ... --split test``.
+``python -m policies evaluate-usage HELD_OUT.csv`` on captions the layer never learnt from.
+
+The lift figures judge the whole caption's scores, not the word's neighbourhood that the policy also
+checks, so the policy lifts at most what they count (never a harmful caption they would keep).
 """
 
 from __future__ import annotations
