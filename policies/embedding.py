@@ -132,18 +132,34 @@ class MiniLMEncoder:
             cut.append(text if pieces <= keep else text[: encoding.offsets[keep][1]])
         return cut
 
-    def token_states(self, text: str, band: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    def token_states(self, text: str, band: int | None = None,
+                     max_tokens: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """One forward pass over a text: its tokens' contextual states (L, dim), [CLS] and [SEP]
         included, and each token's (start, end) characters in the text ((0, 0) for the marks).
 
         With ``band``, each token attends only to the tokens at most ``band`` places away (and to
         [CLS] and [SEP], which attend to all): the mean of a stretch of such states is close to that
-        stretch embedded alone, so one pass stands in for a pass per window of a long caption."""
+        stretch embedded alone, so one pass stands in for a pass per window of a long caption.
+
+        With ``max_tokens``, a text of more word pieces keeps only the first few pieces of each word
+        (as few as it takes, never under 2): a word cut into many pieces is an unusual character
+        sequence, and this bounds the cost of the pass whatever the text holds."""
         encoding = self.tokenizer.encode(text)
-        ids = np.asarray([encoding.ids], dtype=np.int64)
+        keep = list(range(len(encoding.ids)))
+        if max_tokens is not None and len(keep) > max_tokens:
+            for pieces in range(6, 1, -1):
+                seen: dict[int, int] = {}
+                keep = []
+                for index, word in enumerate(encoding.word_ids):
+                    count = seen[word] = seen.get(word, 0) + 1 if word is not None else 0
+                    if word is None or count <= pieces:
+                        keep.append(index)
+                if len(keep) <= max_tokens:
+                    break
+        ids = np.asarray([[encoding.ids[i] for i in keep]], dtype=np.int64)
         with self._lock:
             states = self._forward(ids, np.ones(ids.shape, dtype=np.float32), band)[0]
-        return states, list(encoding.offsets)
+        return states, [encoding.offsets[i] for i in keep]
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, band: int | None = None) -> np.ndarray:
         batch, length = ids.shape

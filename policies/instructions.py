@@ -17,8 +17,9 @@ from dataclasses import dataclass
 # judged on its first MAX_ACT_WORDS words; the rest is usually a second clause ("..., with labelled
 # steps"). Bounded so that an act costs at most ~16 word pieces through the encoder.
 MAX_ACT_WORDS = 10
-# At most this many frames per caption are judged (a caption of 80 words may hold several).
-MAX_ACTS = 3
+# At most this many frames per caption are judged: a short caption's acts are embedded with it, a
+# long caption's are pooled from its one pass (so a harmful one after a few harmless ones is reached).
+MAX_ACTS = 12
 
 _WORD = r"[\w'’-]+"
 # A few words between a frame's noun and its link ("a tutorial *poster* on", "a recipe *card* for").

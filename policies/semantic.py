@@ -55,8 +55,11 @@ NEAREST_SCALE = 20.0
 # either side, scores low too; at most MAX_LIFTS such words per caption (more: the reviews stand).
 CONTEXT_WORDS = 4
 MAX_LIFTS = 4
-# A long caption goes through the encoder once, each token attending to BAND tokens either side.
+# A long caption goes through the encoder once, each token attending to BAND tokens either side. A
+# 500-character caption of plain words is ~105 word pieces; one of more than PASS_TOKENS (long
+# unusual words) keeps only the first pieces of each word, so no caption costs more than that pass.
 BAND = 4
+PASS_TOKENS = 144
 # Categories of a training CSV's harmless rows that are no category's look-alike.
 GENERAL_HARMLESS = ("", "(none)")
 
@@ -405,7 +408,7 @@ class SemanticLayer:
         one pass whose attention reaches BAND tokens either side sends each word once, and the mean of
         a window's states is close to the window embedded alone (cosine 0.84-0.92 on long captions;
         on captions planted in long harmless ones it found as many harmful ones, README, "Speed")."""
-        states, offsets = token_states(text, band=BAND)
+        states, offsets = token_states(text, band=BAND, max_tokens=PASS_TOKENS)
         starts = np.array([a for a, _ in offsets])
         ends = np.array([b for _, b in offsets])
         real = ends > starts  # [CLS], [SEP] and padding have no characters

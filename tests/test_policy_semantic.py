@@ -131,26 +131,31 @@ def test_a_harmful_phrase_anywhere_in_500_characters_is_found(where):
 
 
 def test_the_tokens_embedded_for_a_caption_are_bounded(monkeypatch):
-    """A long caption goes through the encoder once (one banded pass over its word pieces, at most
-    TOKEN_LIMIT of them, or the caption is refused), a short one with its framed acts in one batched
-    call, so a long or repetitive caption costs at most a fixed number of tokens."""
-    from policies.semantic import TOKEN_LIMIT
+    """A long caption goes through the encoder once (one banded pass over at most PASS_TOKENS word
+    pieces: a caption of long unusual words keeps the first pieces of each), a short one with its
+    framed acts in one batched call, so no caption costs more than a fixed number of tokens."""
+    from policies.semantic import PASS_TOKENS
 
     layer = USAGE.semantic
     layer.warm_up()
     encoder = layer._embedder
     passes: list[int] = []
     embed, states = encoder.__call__, encoder.token_states
+
+    def counted_states(text, band=None, max_tokens=None):
+        result = states(text, band, max_tokens)
+        passes.append(len(result[0]))
+        return result
+
     monkeypatch.setattr(type(encoder), "__call__", lambda self, texts, **kw: passes.append(
         sum(len(ids) for ids in self.token_ids(texts))) or embed(texts, **kw))
-    monkeypatch.setattr(encoder, "token_states", lambda text, band=None: passes.append(
-        len(encoder.token_ids([text])[0])) or states(text, band))
+    monkeypatch.setattr(encoder, "token_states", counted_states)
     repeated = "a red apple on toast " * 14
     dense = " ".join(["supercalifragilisticexpialidocious"] * 14)
     for caption in (repeated, dense, (FILLER * 6)[:500], "a red apple", "how to make a bath bomb"):
         passes.clear()
         layer.scores(caption)
-        assert len(passes) == 1 and passes[0] <= TOKEN_LIMIT + 2, passes
+        assert len(passes) == 1 and passes[0] <= PASS_TOKENS + 2, passes
     assert len(caption_segments(repeated)) <= 2  # the same window is judged once
 
 
