@@ -10,8 +10,13 @@ ones). The category's ``review_at`` / ``deny_at`` thresholds turn the score into
 decision quotes the nearest covered example as evidence.
 
 A long caption is judged by overlapping windows of words, so harmful words hidden anywhere in it are
-not averaged away; the windows are deduplicated, capped in number and in tokens, so the cost of a
-caption is bounded whatever its content.
+not averaged away; it goes through the encoder once, with banded attention, and each window is the
+mean of its word pieces' states, so its cost is one pass of at most PASS_TOKENS word pieces.
+
+Two judgements sit beside the categories: ``[instructions]`` cuts an instruction frame ("how to",
+"a guide to") from the act it introduces and scores the act alone (policies.instructions), and
+``[word_review]`` lets a confidently harmless meaning lift a word rule's review of an everyday word
+(never a denial).
 """
 
 from __future__ import annotations
