@@ -1,6 +1,6 @@
 """Propose the semantic layer's per-category thresholds out of fold, from what the layer learns from:
-the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev and
-dev2 splits of the labelled set), and the act judge of ``[instructions]`` and the lift of
+the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev,
+dev2 and dev3 splits of the labelled set), and the act judge of ``[instructions]`` and the lift of
 ``[word_review]`` with them.
 
     python scripts/calibrate_semantic.py [--policy-dir DIR] [--folds 5]
@@ -275,6 +275,13 @@ def main() -> int:
         print(f"[word_review] clear_below as shipped: {shipped}")
         lift = (shipped, sections) if shipped is not None else None
     summarise(scored, thresholds, lift)
+    # What the thresholds in force give on the same out-of-fold scores (the proposals above are only
+    # proposals: a person may keep a higher deny_at, as semantic.toml's comments say).
+    shipped = {name: (spec.get("review_at"), spec.get("deny_at")) for name, spec in config["categories"].items()}
+    if args.instructions:
+        shipped["[instructions]"] = (None, args.instructions.get("deny_at"))
+    print("\nthe thresholds of semantic.toml as they are:", end="")
+    summarise(scored, shipped, lift)
     return 0
 
 
