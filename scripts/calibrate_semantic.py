@@ -11,7 +11,8 @@ never judges itself). Per category it prints the lowest ``deny_at`` under which 
 ``--max-harmless-denials`` of all harmless captions are denied, and the highest ``review_at`` that
 still reviews ``--min-recall`` of its harmful captions (a caption the word rules stop counts as
 caught). Then it prints what those thresholds give out of fold, word rules included: recall, harmful
-denied, look-alikes denied and harmless captions sent to review. It proposes; a person copies the
+denied, look-alikes denied and harmless captions sent to review, and the same for the thresholds of
+``semantic.toml`` as they are. It proposes; a person copies the
 figures into ``semantic.toml`` and measures the change with
 ``python -m policies evaluate-usage HELD_OUT.csv`` on captions the layer never learnt from.
 
