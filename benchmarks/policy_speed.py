@@ -2,6 +2,11 @@
 
 * the whole usage check per caption (word rules + semantic layer) on the shipped labelled captions,
   and its parts (the word rules alone, one sentence embedding);
+* a 500-character caption of plain words, the same with a harmful phrase at its end, and the worst
+  hostile caption, each against the semantic layer as it was before (a long caption embedded window
+  by window instead of in one banded pass), the two alternating on the same captions;
+* the policy's load time per process (encoder, examples embedded, classifiers fitted), against the
+  policy folder as it was before this change (``BEFORE``, read from git when it is there);
 * the worst of several hostile 500-character generators (characters that several letters of a blocked
   term accept, separators, digit runs, e-mail and IBAN look-alikes), word rules and whole check;
 * hostile shapes aimed at the semantic layer too: combining marks, zero-width characters, long
@@ -16,11 +21,14 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import random
 import statistics
 import string
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +46,55 @@ from policies.normalize import SEPARATOR_CLASS, SUBSTITUTES  # noqa: E402
 from policies.usage import UsagePolicy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# The commit whose policy folder is the load-time baseline (before instructions, dev2 and word lifts).
+BEFORE = "d4fba78"
+
+
+class WindowsOneByOne:
+    """The packaged encoder without ``token_states``: the semantic layer then embeds a long caption
+    window by window, as it did before the banded pass (the baseline of the long captions)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.token_ids, self.truncate, self.folder, self.dim = encoder.token_ids, encoder.truncate, encoder.folder, encoder.dim
+
+    def __call__(self, texts):
+        return self.encoder(texts)
+
+
+def alternating(new, old, items, rounds=3) -> tuple[list[float], list[float]]:
+    """Times of new(item) and old(item), alternating on each item so the machine's load falls on both."""
+    new_times, old_times = [], []
+    for _ in range(rounds):
+        for item in items:
+            for fn, times in ((old, old_times), (new, new_times)):
+                start = time.perf_counter()
+                fn(item)
+                times.append(time.perf_counter() - start)
+    return new_times, old_times
+
+
+def load_seconds(folder: Path | None) -> tuple[float, int]:
+    """Seconds to load a policy folder and warm its semantic layer in a fresh process, and its example count."""
+    code = ("import time, sys; t = time.perf_counter(); from policies import load_policies; "
+            f"p = load_policies({str(folder)!r} if {folder is not None} else None).usage.semantic; p.warm_up(); "
+            "print(time.perf_counter() - t, len(p.example_keys()) + len(p.act_examples()[0]) + len(p.act_examples()[1]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def before_folder(tmp: Path) -> Path | None:
+    """The default policy folder as it was at BEFORE, or None without git."""
+    try:
+        names = subprocess.run(["git", "ls-tree", "--name-only", f"{BEFORE}:policies/default"], capture_output=True,
+                               text=True, cwd=ROOT, check=True).stdout.split()
+        for name in names:
+            data = subprocess.run(["git", "show", f"{BEFORE}:policies/default/{name}"], capture_output=True, cwd=ROOT,
+                                  check=True).stdout
+            (tmp / name).write_bytes(data)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return tmp
 
 
 def seconds(fn, items, rounds=3) -> list[float]:
@@ -123,6 +180,15 @@ def main() -> int:
     started = time.perf_counter()
     usage.semantic.warm_up()
     warm_up = time.perf_counter() - started
+    load_new, examples_new = load_seconds(None)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = before_folder(Path(tmp))
+        load_old, examples_old = load_seconds(folder) if folder else (float("nan"), 0)
+    # The same policy, its semantic layer embedding long captions window by window (the baseline).
+    before = UsagePolicy.__new__(UsagePolicy)
+    before.__dict__.update(usage.__dict__)
+    before.semantic = copy.copy(usage.semantic)
+    before.semantic._embedder = WindowsOneByOne(usage.semantic._embedder)
     full_times = seconds(lambda c: usage.check_caption(c, context), captions, rounds=2)
     full_time = statistics.median(full_times)
     words_time = median_seconds(lambda c: word_rules_only.check_caption(c, context), captions)
@@ -131,11 +197,13 @@ def main() -> int:
     # 500 characters in 76 words (the form allows 80): the longest caption the semantic layer judges.
     long_caption = ("an impressionistic watercolour illustration of a fishing harbour at dawn, wooden boats, seagulls, "
                     * 5)[:500]
-    long_times = seconds(lambda c: usage.check_caption(c, context), [long_caption] * 10)
+    long_times, long_before = alternating(lambda c: usage.check_caption(c, context),
+                                          lambda c: before.check_caption(c, context), [long_caption] * 10)
     long_time = statistics.median(long_times)
     # The same length with a harmful phrase at its end: the windows must reach it, at the same cost.
     planted = long_caption[: 500 - 26].rsplit(" ", 1)[0] + ", a man cutting his wrists"
-    planted_times = seconds(lambda c: usage.check_caption(c, context), [planted] * 10)
+    planted_times, planted_before = alternating(lambda c: usage.check_caption(c, context),
+                                                lambda c: before.check_caption(c, context), [planted] * 10)
     huge_time = median_seconds(lambda c: usage.check_caption(c, context), ["x" * 5_000_000] * 5)
 
     hostile = hostile_captions(usage)
@@ -144,9 +212,12 @@ def main() -> int:
     # The whole check (word rules + semantic layer) on every hostile caption once, then the ten
     # slowest again, three rounds each, so one disturbed timing does not decide the worst.
     first_pass = {name: median_seconds(usage.check_caption, [text], rounds=1) for name, text in hostile.items()}
-    hostile_full = {name: median_seconds(usage.check_caption, [hostile[name]], rounds=3)
-                    for name in sorted(first_pass, key=first_pass.get, reverse=True)[:10]}
+    hostile_full, hostile_before = {}, {}
+    for name in sorted(first_pass, key=first_pass.get, reverse=True)[:10]:
+        new_times, old_times = alternating(usage.check_caption, before.check_caption, [hostile[name]], rounds=3)
+        hostile_full[name], hostile_before[name] = statistics.median(new_times), statistics.median(old_times)
     worst_full = max(hostile_full, key=hostile_full.get)
+    worst_before = max(hostile_before, key=hostile_before.get)
     outcomes = {name: usage.check_caption(hostile[name], context).outcome.value for name in hostile_full}
 
     index = NearCopyIndex.load(ROOT / "models" / "default")
@@ -183,15 +254,22 @@ def main() -> int:
           f"{max(full_times) * ms:>8.2f} ms")
     print(f"{'  of which: word rules, personal data, purpose, quotas':64} {words_time * ms:>8.2f} ms")
     print(f"{'  of which: one sentence embedding (numpy MiniLM)':64} {embed_time * ms:>8.2f} ms")
-    print(f"{'usage policy, whole check, 500-character caption (median / worst)':64} {long_time * ms:>8.2f} ms "
-          f"{max(long_times) * ms:>8.2f} ms")
-    print(f"{'  the same with a harmful phrase at its end (median / worst)':64} {statistics.median(planted_times) * ms:>8.2f} ms "
-          f"{max(planted_times) * ms:>8.2f} ms  ({usage.check_caption(planted, context).outcome.value})")
+    print(f"{'policy load per process (fresh process, examples embedded)':64} {load_new:>9.2f} s {load_old:>9.2f} s "
+          f"{load_new / load_old:>7.2f}  ({examples_new} examples and acts; baseline: the folder at {BEFORE}, "
+          f"{examples_old} examples)")
+    long_old = statistics.median(long_before)
+    print(f"{'usage policy, whole check, 500-character caption (median)':64} {long_time * ms:>8.2f} ms {long_old * ms:>8.2f} ms "
+          f"{long_time / long_old:>7.2f}  (baseline: windows embedded one by one, alternating; worst {max(long_times) * ms:.2f} ms)")
+    planted_new, planted_old = statistics.median(planted_times), statistics.median(planted_before)
+    print(f"{'  the same with a harmful phrase at its end (median)':64} {planted_new * ms:>8.2f} ms {planted_old * ms:>8.2f} ms "
+          f"{planted_new / planted_old:>7.2f}  ({usage.check_caption(planted, context).outcome.value}; worst "
+          f"{max(planted_times) * ms:.2f} ms)")
     print(f"{'usage policy, 5 MB caption (refused on length)':64} {huge_time * ms:>8.3f} ms")
     print(f"{'hostile 500-char captions, word rules, worst of ' + str(len(hostile)):64} {hostile_words[worst_words] * ms:>8.2f} ms"
           f"  ({worst_words})")
     print(f"{'hostile 500-char captions, whole check, worst of ' + str(len(hostile)):64} {hostile_full[worst_full] * ms:>8.2f} ms"
-          f"  ({worst_full}: {outcomes[worst_full]})")
+          f" {hostile_before[worst_before] * ms:>8.2f} ms {hostile_full[worst_full] / hostile_before[worst_before]:>7.2f}"
+          f"  ({worst_full}: {outcomes[worst_full]}; baseline: its worst, windows one by one: {worst_before})")
     for name in sorted(hostile_full, key=hostile_full.get, reverse=True)[1:5]:
         print(f"{'  next: ' + name[:56]:64} {hostile_full[name] * ms:>8.2f} ms  ({outcomes[name]})")
     label = f"output policy, 256 px image, shipped index ({len(index)} images)"

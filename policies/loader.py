@@ -80,6 +80,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
                              "does_not_cover": ("str_list", False)}},
         "harmless": {"examples": ("str_list", False)},
         "training": {"labelled": ("str", False)},
+        "word_review": {"clear_below": ("probability", False), "sections": ("list_table", False)},
+        "instructions": {"category": ("str", True), "review_at": ("probability", False), "deny_at": ("probability", False),
+                         "harmful_acts": ("str_list", False), "harmless_acts": ("str_list", False)},
     },
 }
 

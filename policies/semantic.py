@@ -10,8 +10,13 @@ ones). The category's ``review_at`` / ``deny_at`` thresholds turn the score into
 decision quotes the nearest covered example as evidence.
 
 A long caption is judged by overlapping windows of words, so harmful words hidden anywhere in it are
-not averaged away; the windows are deduplicated, capped in number and in tokens, so the cost of a
-caption is bounded whatever its content.
+not averaged away; it goes through the encoder once, with banded attention, and each window is the
+mean of its word pieces' states, so its cost is one pass of at most PASS_TOKENS word pieces.
+
+Two judgements sit beside the categories: ``[instructions]`` cuts an instruction frame ("how to",
+"a guide to") from the act it introduces and scores the act alone (policies.instructions), and
+``[word_review]`` lets a confidently harmless meaning lift a word rule's review of an everyday word
+(never a denial).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 from policies.decisions import Decision, Outcome
 from policies.embedding import Embedder, EncoderUnavailable, MiniLMEncoder, shared_encoder
+from policies.instructions import FramedAct, framed_acts
 from policies.normalize import normalise
 
 logger = logging.getLogger(__name__)
@@ -50,6 +56,15 @@ TOKEN_LIMIT = 200
 # k closest harmless ones, through a logistic curve of this steepness.
 NEAREST_K = 3
 NEAREST_SCALE = 20.0
+# A word rule's review may be lifted (``[word_review]``) when the word's neighbourhood, this many words
+# either side, scores low too; at most MAX_LIFTS such words per caption (more: the reviews stand).
+CONTEXT_WORDS = 4
+MAX_LIFTS = 4
+# A long caption goes through the encoder once, each token attending to BAND tokens either side. A
+# 500-character caption of plain words is ~105 word pieces; one of more than PASS_TOKENS (long
+# unusual words) keeps only the first pieces of each word, so no caption costs more than that pass.
+BAND = 4
+PASS_TOKENS = 144
 # Categories of a training CSV's harmless rows that are no category's look-alike.
 GENERAL_HARMLESS = ("", "(none)")
 
@@ -89,6 +104,51 @@ class SemanticCategory:
 
 
 @dataclass(frozen=True)
+class InstructionRule:
+    """``[instructions]``: the two-part judgement of a category of instructions for harm."""
+    category: str
+    review_at: float | None
+    deny_at: float | None
+    harmful_acts: tuple[str, ...]
+    harmless_acts: tuple[str, ...]
+
+    def outcome_for(self, score: float) -> Outcome:
+        if self.deny_at is not None and score >= self.deny_at:
+            return Outcome.DENY
+        if self.review_at is not None and score >= self.review_at:
+            return Outcome.REVIEW
+        return Outcome.ALLOW
+
+
+@dataclass(frozen=True)
+class ActScore:
+    """The most harmful act that an instruction frame of the caption introduces."""
+    frame: str
+    act: str
+    score: float
+    nearest_example: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the semantic layer made of a caption: its decisions, and the scores behind them."""
+    decisions: list[Decision]
+    # Per category, the highest of its best window's score and the whole caption's; empty when the
+    # caption was not judged (unreadable, or the encoder is unavailable).
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class WordReviewLift:
+    """``[word_review]``: word rules that review one everyday word whatever the caption says ("a glue
+    gun", "a naked flame"), and the categories whose scores must all stay below ``clear_below`` for the
+    meaning to lift that review."""
+    clear_below: float
+    sections: dict[str, tuple[str, ...]]  # usage.toml [blocked] section -> semantic categories
+
+
+@dataclass(frozen=True)
 class CategoryScore:
     category: str
     score: float
@@ -102,9 +162,15 @@ def caption_segments(caption: str) -> list[str]:
     """The caption itself when it is short; otherwise its distinct overlapping windows of words (at
     most MAX_WINDOWS, spread over the whole caption so that its end is never skipped)."""
     text = " ".join(normalise(caption).text.split())
-    words = text.split()
+    return list(dict.fromkeys(text[start:end] for start, end in window_spans(text)))
+
+
+def window_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) characters of the windows of a space-collapsed text (the whole text when it
+    has at most LONG_CAPTION_WORDS words); see caption_segments."""
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     if len(words) <= LONG_CAPTION_WORDS:
-        return [text]
+        return [(0, len(text))]
     last = len(words) - WINDOW_WORDS
     starts = list(range(0, last + 1, WINDOW_STRIDE))
     if starts[-1] != last:
@@ -112,8 +178,14 @@ def caption_segments(caption: str) -> list[str]:
     if len(starts) > MAX_WINDOWS:
         # Longer than the form allows: windows evenly spaced from the first word to the last.
         starts = [round(i * last / (MAX_WINDOWS - 1)) for i in range(MAX_WINDOWS)]
-    # A repeated phrase gives the same window many times; it is judged once.
-    return list(dict.fromkeys(" ".join(words[start : start + WINDOW_WORDS]) for start in starts))
+    # A repeated phrase gives the same window many times; it is judged once (caption_segments).
+    return [(words[start][0], words[start + WINDOW_WORDS - 1][1]) for start in starts]
+
+
+def _top_k_mean(similarity: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the mean of its k largest values."""
+    k = min(k, similarity.shape[1])
+    return np.partition(similarity, similarity.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, ridge: float, steps: int = 25) -> np.ndarray:
@@ -169,11 +241,50 @@ class SemanticLayer:
             )
             for name, spec in specs.items()
         ]
+        self.instructions = self._instruction_rule(config.get("instructions"))
+        self.word_review = self._word_review(config.get("word_review"))
         self._embedder = embedder
         self._lock = threading.Lock()
         self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None = None
+        # The act judge of [instructions]: (harmful acts, their vectors, harmless act vectors, classifier).
+        self._acts: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
         # Every example (covered and harmless) with its vector, for near_examples().
         self._examples: tuple[list[str], np.ndarray] | None = None
+
+    def _instruction_rule(self, spec: dict[str, Any] | None) -> InstructionRule | None:
+        if not spec:
+            return None
+        if spec.get("category") not in {c.name for c in self.categories}:
+            raise ValueError(f"semantic.toml: [instructions] category = {spec.get('category')!r} must name a [categories] table")
+        return InstructionRule(spec["category"], spec.get("review_at"), spec.get("deny_at"),
+                               tuple(spec.get("harmful_acts", [])), tuple(spec.get("harmless_acts", [])))
+
+    def _word_review(self, spec: dict[str, Any] | None) -> WordReviewLift | None:
+        if not spec or spec.get("clear_below") is None:
+            return None
+        sections = {name: tuple(categories) for name, categories in spec.get("sections", {}).items()}
+        unknown = sorted({c for categories in sections.values() for c in categories} - {c.name for c in self.categories})
+        if unknown:
+            raise ValueError(f"semantic.toml: [word_review.sections] names categories it lacks: {', '.join(unknown)}")
+        return WordReviewLift(float(spec["clear_below"]), sections)
+
+    def act_examples(self) -> tuple[list[str], list[str]]:
+        """(harmful, harmless) act phrases the act judge learns from: those of [instructions], and the
+        acts of every framed example (the category's covered captions give harmful acts; every
+        harmless caption, look-alike or general, gives harmless ones)."""
+        rule = self.instructions
+        if rule is None:
+            return [], []
+        harmful = [normalise(t).text for t in rule.harmful_acts]
+        harmless = [normalise(t).text for t in rule.harmless_acts]
+        for category in self.categories:
+            if category.name == rule.category:
+                harmful += [a.act for t in category.covers for a in framed_acts(normalise(t).text)]
+            harmless += [a.act for t in category.does_not_cover for a in framed_acts(normalise(t).text)]
+        harmless += [a.act for t in self.harmless for a in framed_acts(normalise(t).text)]
+        harmful = list(dict.fromkeys(harmful))
+        known = set(harmful)
+        return harmful, [t for t in dict.fromkeys(harmless) if t not in known]
 
     # -- preparation (once per policy version per process) -----------------------------------
 
@@ -222,6 +333,14 @@ class SemanticLayer:
                 ])
                 kept = weights > 0  # a zero weight adds nothing but work
                 classifiers.append(_fit_logistic(x[kept], y[kept], weights[kept], self.ridge))
+            if self.instructions is not None:
+                harmful_acts, harmless_acts = self.act_examples()
+                act_vectors = self._embed_examples(harmful_acts + harmless_acts)
+                y = np.concatenate([np.ones(len(harmful_acts)), np.zeros(len(harmless_acts))])
+                weights = np.concatenate([np.full(len(harmful_acts), len(harmless_acts) / max(len(harmful_acts), 1)),
+                                          np.ones(len(harmless_acts))])
+                self._acts = (harmful_acts, act_vectors[: len(harmful_acts)], act_vectors[len(harmful_acts):],
+                              _fit_logistic(act_vectors, y, weights, self.ridge))
             logger.info("semantic layer ready: %d categories, %d examples", len(self.categories), len(vectors))
             self._examples = ([t for c in self.categories for t in c.covers] + harmless, vectors)
             self._prepared = (cover_vectors, harmless_vectors, owner, classifiers)
@@ -263,24 +382,81 @@ class SemanticLayer:
         similarity = vectors @ cover_vectors.T.astype(np.float64)  # (rows, covers)
         if self.nearest_k > 0:
             k = self.nearest_k
-            to_harmless = vectors @ harmless_vectors.T.astype(np.float64)
-            harmless_near = -np.sort(-to_harmless, axis=1)[:, :k].mean(axis=1)
+            # The harmless side is the same for every category: its k nearest are found once.
+            harmless_near = _top_k_mean(vectors @ harmless_vectors.T.astype(np.float64), k)
             nearest = np.empty_like(scores)
             for index in range(len(self.categories)):
-                own = similarity[:, owner == index]
-                covered_near = -np.sort(-own, axis=1)[:, :k].mean(axis=1)
+                covered_near = _top_k_mean(similarity[:, owner == index], k)
                 nearest[:, index] = 1.0 / (1.0 + np.exp(-NEAREST_SCALE * (covered_near - harmless_near)))
             scores = (scores + nearest) / 2
         return scores, similarity
 
+    def _act_scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each act's score (0 to 1, as a category's score) and the index of its nearest harmful act."""
+        assert self._acts is not None
+        _, harmful, harmless, theta = self._acts
+        vectors = vectors.astype(np.float64)
+        design = np.hstack([vectors, np.ones((len(vectors), 1))])
+        scores = 1.0 / (1.0 + np.exp(-np.clip(design @ theta, -35, 35)))
+        to_harmful = vectors @ harmful.T.astype(np.float64)
+        if self.nearest_k > 0:
+            k = self.nearest_k
+            difference = _top_k_mean(to_harmful, k) - _top_k_mean(vectors @ harmless.T.astype(np.float64), k)
+            scores = (scores + 1.0 / (1.0 + np.exp(-NEAREST_SCALE * difference))) / 2
+        return scores, to_harmful.argmax(axis=1)
+
+    def _pooled(self, text: str, acts: Sequence[FramedAct],
+                token_states: Callable[..., tuple[np.ndarray, list[tuple[int, int]]]]) -> tuple[np.ndarray, np.ndarray]:
+        """A long caption's window and act vectors from one banded pass over its tokens.
+
+        A pass per window sends each word through the encoder 1.6 times and adds two marks per window;
+        one pass whose attention reaches BAND tokens either side sends each word once, and the mean of
+        a window's states is close to the window embedded alone (cosine 0.84-0.92 on long captions;
+        on captions planted in long harmless ones it found as many harmful ones, README, "Speed")."""
+        states, offsets = token_states(text, band=BAND, max_tokens=PASS_TOKENS)
+        starts = np.array([a for a, _ in offsets])
+        ends = np.array([b for _, b in offsets])
+        real = ends > starts  # [CLS], [SEP] and padding have no characters
+
+        def pool(start: int, end: int) -> np.ndarray:
+            rows = real & (starts >= start) & (ends <= end)
+            vector = states[rows].mean(axis=0) if rows.any() else states[real].mean(axis=0)
+            return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+        spans = list(dict.fromkeys(window_spans(text)))
+        spans = list({text[a:b]: (a, b) for a, b in spans}.values())  # one per distinct window text
+        vectors = np.stack([pool(a, b) for a, b in spans]).astype(np.float32)
+        act_vectors = np.zeros((len(acts), vectors.shape[1]), dtype=np.float32)
+        alone = [i for i, act in enumerate(acts) if act.start < 0]
+        for i, act in enumerate(acts):
+            if act.start >= 0:
+                act_vectors[i] = pool(act.start, act.start + len(act.act))
+        if alone:  # an act that is not one stretch of the caption is embedded by itself
+            act_vectors[alone] = self._embed([acts[i].act for i in alone])
+        return vectors, act_vectors
+
     def scores(self, caption: str) -> list[CategoryScore]:
         """Per category: the highest score over the caption's segments, with its evidence."""
+        return self.judge(caption)[0]
+
+    def judge(self, caption: str) -> tuple[list[CategoryScore], ActScore | None]:
+        """Per category, the highest score over the caption's segments with its evidence; and, with
+        [instructions], the most harmful act that an instruction frame of the caption introduces."""
         _, _, owner, _ = self._prepare()
+        text = " ".join(normalise(caption).text.split())
+        acts: list[FramedAct] = framed_acts(text) if self._acts is not None else []
         segments = caption_segments(caption)
-        truncate = getattr(self._embedder, "truncate", None)
-        if truncate is not None and len(segments) > 1:
-            segments = truncate(segments, WINDOW_TOKENS)
-        vectors = self._embed(segments)
+        token_states = getattr(self._embedder, "token_states", None)
+        if len(segments) > 1 and token_states is not None:
+            vectors, act_vectors = self._pooled(text, acts, token_states)
+            segments = list(dict.fromkeys(text[start:end] for start, end in window_spans(text)))
+        else:
+            truncate = getattr(self._embedder, "truncate", None)
+            if truncate is not None and len(segments) > 1:
+                segments = truncate(segments, WINDOW_TOKENS)
+            # One call to the encoder for the segments and the acts.
+            embedded = self._embed(segments + [a.act for a in acts])
+            vectors, act_vectors = embedded[: len(segments)], embedded[len(segments):]
         if len(segments) > 1:
             # The caption as a whole: the mean of its windows (embedding it again would double the
             # cost of a long caption for what the windows already say).
@@ -296,7 +472,14 @@ class SemanticLayer:
             nearest = own[int(similarity[best, own].argmax())]
             results.append(CategoryScore(category.name, float(segment_scores[best, index]), self._cover_text(nearest),
                                          float(similarity[best, nearest]), segments[best], float(scores[whole_row, index])))
-        return results
+        act = None
+        if acts and self._acts is not None:
+            act_scores, nearest_acts = self._act_scores(act_vectors)
+            best = int(act_scores.argmax())
+            example = int(nearest_acts[best])
+            act = ActScore(acts[best].frame, acts[best].act, float(act_scores[best]), self._acts[0][example],
+                           float(act_vectors[best] @ self._acts[1][example]))
+        return results, act
 
     def _token_counter(self) -> Callable[[str], int] | None:
         token_ids = getattr(self._embedder, "token_ids", None)
@@ -311,25 +494,78 @@ class SemanticLayer:
 
     def check(self, caption: str) -> list[Decision]:
         """Decisions for the categories whose thresholds the caption reaches; fails closed."""
+        return self.assess(caption).decisions
+
+    def lifted_reviews(self, assessment: Assessment, word_decisions: Sequence[Decision], caption: str = "") -> dict[int, Decision]:
+        """The word rules' reviews that the caption's meaning lifts, by their index in word_decisions,
+        each replaced by an ALLOW decision that says why (so the lift stays on the record).
+
+        A review is lifted only when all of these hold: its rule is a [blocked] section that
+        [word_review.sections] names; the word was written plainly (a disguised spelling is a denial
+        and denials are never lifted); the semantic layer flags nothing in the caption; and every
+        category named for the section scores below clear_below in every window and as a whole.
+        So a lift can only turn a review into an allow where the meaning is confidently harmless;
+        "the strictest outcome wins" still holds for every denial and every semantic review.
+
+        The word's own neighbourhood (CONTEXT_WORDS either side of it) must score low too: in a long
+        caption, "... a lighthouse on the point, and a naked child" shares its window with harbour
+        words that pull the window's score down, and the word's few neighbours are what it means."""
+        lift = self.word_review
+        if lift is None or not assessment.scores or any(d.outcome is not Outcome.ALLOW for d in assessment.decisions):
+            return {}
+        candidates = []
+        for index, decision in enumerate(word_decisions):
+            section = decision.rule_id.removeprefix("usage.blocked.")
+            categories = lift.sections.get(section) if decision.rule_id.startswith("usage.blocked.") else None
+            if decision.outcome is not Outcome.REVIEW or not categories or decision.evidence.get("evasion"):
+                continue
+            if max(assessment.scores[c] for c in categories) >= lift.clear_below:
+                return {}  # one review stays, so the caption goes to a reviewer anyway
+            candidates.append((index, decision, categories))
+        if not candidates or len(candidates) > MAX_LIFTS:
+            return {}
+        contexts = [_context(caption, decision) for _, decision, _ in candidates]
+        try:
+            context_scores, _ = self._category_scores(self._embed(contexts))
+        except EncoderUnavailable:
+            return {}  # the reviews stand
+        names = [c.name for c in self.categories]
+        lifted = {}
+        for row, (index, decision, categories) in enumerate(candidates):
+            scores = {c: round(max(assessment.scores[c], float(context_scores[row, names.index(c)])), 3) for c in categories}
+            if max(scores.values()) < lift.clear_below:
+                lifted[index] = Decision(
+                    Outcome.ALLOW, decision.rule_id,
+                    f"{decision.message} Review lifted: the caption's meaning is far from "
+                    f"{', '.join(c.replace('_', ' ') for c in categories)} (every score below {lift.clear_below}).",
+                    {**decision.evidence, "lifted": True, "semantic_scores": scores, "clear_below": lift.clear_below,
+                     "context": contexts[row]})
+        # All or nothing: a caption with one review left goes to a reviewer, who sees every word.
+        return lifted if len(lifted) == len(candidates) else {}
+
+    def assess(self, caption: str) -> Assessment:
+        """The decisions for the categories whose thresholds the caption reaches, with the scores
+        behind them; fails closed."""
         if not self.categories:
-            return []
+            return Assessment([], {})
         try:
             self._prepare()
             counter = self._token_counter()
             tokens = counter(" ".join(normalise(caption).text.split())) if counter else 0
             if tokens > TOKEN_LIMIT:
-                return [Decision(Outcome.DENY, "usage.semantic.unreadable",
-                                 f"The caption is {tokens} word pieces long for its {len(caption)} characters: too many unusual "
-                                 "character sequences to judge what it means. Write it in plain words.",
-                                 {"tokens": tokens, "limit": TOKEN_LIMIT})]
-            scored = self.scores(caption)
+                return Assessment([Decision(Outcome.DENY, "usage.semantic.unreadable",
+                                            f"The caption is {tokens} word pieces long for its {len(caption)} characters: too "
+                                            "many unusual character sequences to judge what it means. Write it in plain words.",
+                                            {"tokens": tokens, "limit": TOKEN_LIMIT})], {})
+            scored, act = self.judge(caption)
         except EncoderUnavailable as exc:
             logger.error("semantic usage policy unavailable: %s", exc)
-            return [Decision(Outcome.DENY, "usage.semantic.unavailable",
-                             "The meaning of captions cannot be checked right now, so none is accepted; "
-                             "tell the site administrator.", {"error": str(exc)})]
+            return Assessment([Decision(Outcome.DENY, "usage.semantic.unavailable",
+                                        "The meaning of captions cannot be checked right now, so none is accepted; "
+                                        "tell the site administrator.", {"error": str(exc)})], {})
         decisions = []
         by_name = {c.name: c for c in self.categories}
+        act_decision = self._act_decision(act)
         for result in scored:
             category = by_name[result.category]
             outcome = category.outcome_for(result.score)
@@ -337,6 +573,10 @@ class SemanticLayer:
                 # A window of eight words is judged out of context ("boats, seagulls, an
                 # illustration of a"): alone it asks a reviewer, it never refuses the caption.
                 outcome = Outcome.REVIEW
+            if (act_decision is not None and category.name == act_decision.evidence["category"]
+                    and act_decision.outcome.severity >= outcome.severity):
+                decisions.append(act_decision)  # the frame and its act say more than the whole caption's score
+                continue
             if outcome is Outcome.ALLOW:
                 continue
             threshold = category.deny_at if outcome is Outcome.DENY else category.review_at or category.deny_at
@@ -346,7 +586,36 @@ class SemanticLayer:
                  "nearest_example": result.nearest_example, "similarity": round(result.similarity, 3),
                  "judged_text": result.judged_text},
             ))
-        return decisions
+        return Assessment(decisions, {r.category: max(r.score, r.whole_score) for r in scored})
+
+    def _act_decision(self, act: ActScore | None) -> Decision | None:
+        """[instructions]' decision on the caption's most harmful framed act, if it reaches a threshold."""
+        rule = self.instructions
+        if rule is None or act is None:
+            return None
+        outcome = rule.outcome_for(act.score)
+        if outcome is Outcome.ALLOW:
+            return None
+        category = next(c for c in self.categories if c.name == rule.category)
+        return Decision(
+            outcome, category.rule_id,
+            f"{category.message} (asked for as instructions: “{act.frame} {act.act}”; closest harmful act: "
+            f"“{act.nearest_example}”)",
+            {"category": category.name, "score": round(act.score, 3),
+             "threshold": rule.deny_at if outcome is Outcome.DENY else rule.review_at, "judge": "instructions",
+             "frame": act.frame, "act": act.act, "nearest_example": act.nearest_example,
+             "similarity": round(act.similarity, 3), "judged_text": act.act},
+        )
+
+
+def _context(caption: str, decision: Decision) -> str:
+    """The matched word of a word rule's decision with CONTEXT_WORDS words either side, normalised."""
+    span = decision.evidence.get("span")
+    if not span:
+        return " ".join(normalise(caption).text.split())
+    before = caption[: span[0]].split()[-CONTEXT_WORDS:]
+    after = caption[span[1]:].split()[:CONTEXT_WORDS]
+    return " ".join(normalise(" ".join([*before, caption[span[0]:span[1]], *after])).text.split())
 
 
 def example_key(text: str) -> str:

@@ -181,7 +181,12 @@ class UsagePolicy:
         # Last, as it is the costly check: a caption the word rules already refuse cannot be refused
         # more, and the editor already has the reason.
         if self.semantic is not None and not verdict.denied:
-            verdict.decisions.extend(self.semantic.check(caption))
+            assessment = self.semantic.assess(caption)
+            # A single everyday word ("a glue gun") asks for review whatever the caption says; where the
+            # meaning is confidently harmless the semantic layer may lift that review (never a denial).
+            for index, lifted in self.semantic.lifted_reviews(assessment, verdict.decisions, caption).items():
+                verdict.decisions[index] = lifted
+            verdict.decisions.extend(assessment.decisions)
         return verdict
 
     def _check_form(self, caption: str) -> list[Decision]:

@@ -1,6 +1,7 @@
 """Propose the semantic layer's per-category thresholds out of fold, from what the layer learns from:
-the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev split
-of the labelled set). The test split is never read.
+the examples of ``semantic.toml`` and the training captions its ``[training]`` names (the dev,
+dev2 and dev3 splits of the labelled set), and the act judge of ``[instructions]`` and the lift of
+``[word_review]`` with them.
 
     python scripts/calibrate_semantic.py [--policy-dir DIR] [--folds 5]
 
@@ -10,9 +11,13 @@ never judges itself). Per category it prints the lowest ``deny_at`` under which 
 ``--max-harmless-denials`` of all harmless captions are denied, and the highest ``review_at`` that
 still reviews ``--min-recall`` of its harmful captions (a caption the word rules stop counts as
 caught). Then it prints what those thresholds give out of fold, word rules included: recall, harmful
-denied, look-alikes denied and harmless captions sent to review. It proposes; a person copies the
+denied, look-alikes denied and harmless captions sent to review, and the same for the thresholds of
+``semantic.toml`` as they are. It proposes; a person copies the
 figures into ``semantic.toml`` and measures the change with
-``python -m policies evaluate-usage ... --split test``.
+``python -m policies evaluate-usage HELD_OUT.csv`` on captions the layer never learnt from.
+
+The lift figures judge the whole caption's scores, not the word's neighbourhood that the policy also
+checks, so the policy lifts at most what they count (never a harmful caption they would keep).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class Scored:
     source: str  # "example (out of fold)" or "dev"
     scores: dict[str, tuple[float, float]]  # category -> (best segment score, whole-caption score)
     words: Outcome  # what the word rules of usage.toml alone decide
+    act: float | None  # [instructions]: the score of its most harmful framed act; None: no frame
+    word_reviews: tuple[str, ...]  # the rule ids of the word rules that review it (plainly written)
 
 
 class CachedEmbedder:
@@ -67,8 +74,11 @@ class CachedEmbedder:
 
 
 def score(layer: SemanticLayer, words: UsagePolicy, text: str, category: str, harmful: bool, source: str) -> Scored:
-    return Scored(text, category, harmful, source, {s.category: (s.score, s.whole_score) for s in layer.scores(text)},
-                  words.check_caption(text).outcome)
+    scores, act = layer.judge(text)
+    verdict = words.check_caption(text)
+    reviews = tuple(d.rule_id for d in verdict.decisions if d.outcome is Outcome.REVIEW)
+    return Scored(text, category, harmful, source, {s.category: (s.score, s.whole_score) for s in scores},
+                  verdict.outcome, act.score if act is not None else None, reviews)
 
 
 def _fold(items: list[str], fold: int, folds: int) -> tuple[list[str], list[str]]:
@@ -88,6 +98,7 @@ def out_of_fold(config: dict, training: list[TrainingCaption], embedder: CachedE
             spec["does_not_cover"], out = _fold(spec.get("does_not_cover", []), fold, folds)
             held += [(t, name, False) for t in out]
         trimmed["harmless"]["examples"], out = _fold(trimmed["harmless"]["examples"], fold, folds)
+        # The act phrases of [instructions] are never scored (they are not captions), so they are kept.
         held += [(t, "", False) for t in out]
         kept = [t for i, t in enumerate(training) if i % folds != fold]
         held += [(t.caption, t.category, t.harmful) for i, t in enumerate(training) if i % folds == fold]
@@ -100,6 +111,7 @@ def propose(scored: list[Scored], categories: dict, args: argparse.Namespace) ->
     proposed: dict[str, tuple[float | None, float | None]] = {}
     harmless = [s for s in scored if not s.harmful]
     print(f"{'category':18} {'harmful':>7} {'look-alikes':>11} {'review_at':>17} {'deny_at':>17}  recall / look-alikes denied / harmless denied")
+    instructions = (args.instructions or {}).get("category")
     for name, spec in categories.items():
         # A caption the word rules already stop counts as caught (or denied) at any threshold.
         stopped, denied = 2.0, 2.0
@@ -133,14 +145,42 @@ def propose(scored: list[Scored], categories: dict, args: argparse.Namespace) ->
                      f"harmless denied {np.mean(np.array(every) >= deny):.4f}")
         print(line)
         proposed[name] = (review, deny)
+    if instructions:
+        # [instructions]: the lowest act score at which the act judge alone denies at most half as many of
+        # the category's look-alikes and of all harmless captions as a category may (it is a second way
+        # to deny in the same category), counting only captions the categories' deny_at leave alone.
+        denied_anyway = [any(d is not None and min(s.scores[n]) >= d for n, (_, d) in proposed.items()) for s in harmless]
+        acts = [(s, s.act if s.act is not None else -1.0) for s, d in zip(harmless, denied_anyway) if not d and s.words is not Outcome.DENY]
+        act_deny = None
+        for t in GRID:
+            look = [a >= t for s, a in acts if s.category == instructions]
+            every = [a >= t for _, a in acts]
+            if np.mean(look) <= args.max_look_alike_denials / 2 and np.mean(every) <= args.max_harmless_denials / 2:
+                act_deny = float(t)
+                break
+        harmful = [s.act for s in scored if s.harmful and s.category == instructions]
+        framed = [a for a in harmful if a is not None]
+        print(f"[instructions] deny_at {args.instructions.get('deny_at')} -> {act_deny}: {len(framed)} of {len(harmful)} "
+              f"harmful {instructions} captions framed as instructions, "
+              f"denied by the act judge {np.mean([a is not None and act_deny is not None and a >= act_deny for a in harmful]):.3f}")
+        proposed["[instructions]"] = (None, act_deny)
     return proposed
 
 
-def outcome(s: Scored, thresholds: dict[str, tuple[float | None, float | None]]) -> Outcome:
+def outcome(s: Scored, thresholds: dict[str, tuple[float | None, float | None]],
+            lift: tuple[float, dict[str, list[str]]] | None = None) -> Outcome:
     """What the word rules and the semantic layer with these thresholds decide (a window alone never
-    denies: the whole caption must reach deny_at too)."""
+    denies: the whole caption must reach deny_at too); with ``lift`` (clear_below, sections), word
+    reviews that [word_review] lifts are lifted."""
     result = s.words
+    if lift is not None and result is Outcome.REVIEW and _lifted(s, thresholds, *lift):
+        result = Outcome.ALLOW
+    _, act_deny = thresholds.get("[instructions]", (None, None))
+    if act_deny is not None and s.act is not None and s.act >= act_deny:
+        return Outcome.DENY
     for name, (review, deny) in thresholds.items():
+        if name == "[instructions]":
+            continue
         best, whole = s.scores[name]
         if deny is not None and min(best, whole) >= deny:
             return Outcome.DENY
@@ -149,11 +189,51 @@ def outcome(s: Scored, thresholds: dict[str, tuple[float | None, float | None]])
     return result
 
 
-def summarise(scored: list[Scored], thresholds: dict[str, tuple[float | None, float | None]]) -> None:
+def _flags(s: Scored, thresholds: dict[str, tuple[float | None, float | None]]) -> bool:
+    """Whether the semantic layer (categories and act judge) reviews or denies it."""
+    _, act_deny = thresholds.get("[instructions]", (None, None))
+    if act_deny is not None and s.act is not None and s.act >= act_deny:
+        return True
+    return any((review is not None and s.scores[name][0] >= review) or (deny is not None and s.scores[name][0] >= deny)
+               for name, (review, deny) in thresholds.items() if name != "[instructions]")
+
+
+def _lifted(s: Scored, thresholds: dict[str, tuple[float | None, float | None]], clear_below: float,
+            sections: dict[str, list[str]]) -> bool:
+    """Whether every word review of this caption is lifted (as SemanticLayer.lifted_reviews decides)."""
+    if not s.word_reviews or _flags(s, thresholds):
+        return False
+    for rule_id in s.word_reviews:
+        categories = sections.get(rule_id.removeprefix("usage.blocked.")) if rule_id.startswith("usage.blocked.") else None
+        if not categories or max(max(s.scores[c]) for c in categories) >= clear_below:
+            return False
+    return True
+
+
+def propose_lift(scored: list[Scored], thresholds: dict[str, tuple[float | None, float | None]],
+                 sections: dict[str, list[str]], max_lifted: float) -> float | None:
+    """[word_review] clear_below: the highest at which at most max_lifted of the harmful captions that
+    the word rules review are lifted to allow."""
+    reviewed = [s for s in scored if s.harmful and s.words is Outcome.REVIEW]
+    proposal = None
+    for t in GRID:
+        if reviewed and np.mean([_lifted(s, thresholds, float(t), sections) for s in reviewed]) > max_lifted:
+            break
+        proposal = float(t)
+    harmless = [s for s in scored if not s.harmful and s.words is Outcome.REVIEW]
+    if proposal is not None:
+        print(f"[word_review] clear_below -> {proposal}: lifts {sum(_lifted(s, thresholds, proposal, sections) for s in harmless)} "
+              f"of {len(harmless)} harmless captions the word rules review, "
+              f"{sum(_lifted(s, thresholds, proposal, sections) for s in reviewed)} of {len(reviewed)} harmful ones")
+    return proposal
+
+
+def summarise(scored: list[Scored], thresholds: dict[str, tuple[float | None, float | None]],
+              lift: tuple[float, dict[str, list[str]]] | None = None) -> None:
     print(f"\nout of fold with these thresholds, word rules included:\n{'category':18} {'harmful':>7} {'recall':>6} "
           f"{'denied':>6} {'look-alikes':>11} {'denied':>6} {'review':>6}")
-    decided = [(s, outcome(s, thresholds)) for s in scored]
-    for name in [*thresholds, ""]:
+    decided = [(s, outcome(s, thresholds, lift)) for s in scored]
+    for name in [*(t for t in thresholds if t != "[instructions]"), ""]:
         harmful = [o for s, o in decided if s.harmful and s.category == name]
         harmless = [o for s, o in decided if not s.harmful and s.category == name]
         recall = f"{np.mean([o is not Outcome.ALLOW for o in harmful]):.3f}" if harmful else "-"
@@ -174,6 +254,8 @@ def main() -> int:
     parser.add_argument("--min-recall", type=float, default=0.97)
     parser.add_argument("--max-look-alike-denials", type=float, default=0.02)
     parser.add_argument("--max-harmless-denials", type=float, default=0.004)
+    parser.add_argument("--max-lifted", type=float, default=0.0,
+                        help="share of the harmful captions that the word rules review that [word_review] may lift")
     args = parser.parse_args()
     policies = load_policies(args.policy_dir)
     config = tomllib.loads((Path(args.policy_dir) / "semantic.toml").read_text())
@@ -184,8 +266,23 @@ def main() -> int:
     words.semantic = None  # the word rules alone
     scored = out_of_fold(config, training, embedder, words, args.folds)
     print(f"{len(scored)} examples and training captions scored out of fold ({len(training)} training captions)\n")
+    args.instructions = config.get("instructions")
     thresholds = propose(scored, config["categories"], args)
-    summarise(scored, thresholds)
+    sections = config.get("word_review", {}).get("sections", {})
+    lift = None
+    if sections:
+        propose_lift(scored, thresholds, sections, args.max_lifted)
+        shipped = config["word_review"].get("clear_below")
+        print(f"[word_review] clear_below as shipped: {shipped}")
+        lift = (shipped, sections) if shipped is not None else None
+    summarise(scored, thresholds, lift)
+    # What the thresholds in force give on the same out-of-fold scores (the proposals above are only
+    # proposals: a person may keep a higher deny_at, as semantic.toml's comments say).
+    shipped = {name: (spec.get("review_at"), spec.get("deny_at")) for name, spec in config["categories"].items()}
+    if args.instructions:
+        shipped["[instructions]"] = (None, args.instructions.get("deny_at"))
+    print("\nthe thresholds of semantic.toml as they are:", end="")
+    summarise(scored, shipped, lift)
     return 0
 
 

@@ -38,7 +38,7 @@ class PolicyEvaluationForm(forms.Form):
     labelled = forms.FileField(label="Labelled captions (CSV)",
                                help_text="Columns: caption, expected (allow / review / deny), optionally category and split.")
     split = forms.CharField(required=False, max_length=40,
-                            help_text="Only rows of this split (the shipped set has dev and test); empty: all rows.")
+                            help_text="Only rows of this split (the shipped set has dev and dev2, both learnt from); empty: all rows.")
     proposed_usage = forms.FileField(required=False, label="Proposed usage.toml")
     proposed_semantic = forms.FileField(required=False, label="Proposed semantic.toml")
 
