@@ -8,13 +8,18 @@ vectors match ``generator.text_encoder.TextEncoder`` (a test holds them to 1e-4 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 # A caption embedder: captions in, (N, dim) float32 unit rows out. The semantic layer accepts any
 # such callable, so a site may inject another (a service, a cache); the default is MiniLMEncoder.
@@ -241,3 +246,105 @@ def shared_encoder(folder: str | os.PathLike | None = None) -> MiniLMEncoder:
         if key not in _shared:
             _shared[key] = MiniLMEncoder(folder)
         return _shared[key]
+
+
+# -- example vectors kept on disk ------------------------------------------------------------------
+#
+# A policy folder holds thousands of example phrases; embedding them all costs seconds of CPU in
+# every process that judges captions (a web worker, a Celery worker, the CLI). They are kept on
+# disk beside each other, keyed by everything that decides them: the encoder's files and this
+# module's arithmetic. The folder is trusted as __pycache__ is: whoever can write it can also write
+# the code. What the cache cannot vouch for (a torn write, a copy from another machine, a stale
+# file) a spot check catches: a few cached phrases are embedded again at load and must agree.
+
+CACHE_ENV = "STACKGAN_POLICY_CACHE"
+SPOT_CHECKS = 8
+SPOT_TOLERANCE = 1e-4
+_vector_cache_dir: Path | None | bool = True  # True: not configured yet (the environment's default)
+
+
+def default_vector_cache_dir() -> Path | None:
+    """$STACKGAN_POLICY_CACHE (empty: no disk cache), else the user's cache folder, as pip and
+    Hugging Face keep theirs."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None:
+        return Path(configured) if configured.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stackgan-django" / "policy-vectors"
+
+
+def set_vector_cache_dir(folder: str | os.PathLike | None) -> None:
+    """Where example vectors are kept (None: nowhere, every process embeds them again)."""
+    global _vector_cache_dir
+    _vector_cache_dir = Path(folder) if folder else None
+
+
+def vector_cache_dir() -> Path | None:
+    return default_vector_cache_dir() if _vector_cache_dir is True else _vector_cache_dir  # type: ignore[return-value]
+
+
+_encoder_keys: dict[str, str] = {}
+
+
+def encoder_key(encoder: MiniLMEncoder) -> str:
+    """A digest of the encoder's files and of this module (its arithmetic decides the vectors too)."""
+    folder = str(encoder.folder)
+    if folder not in _encoder_keys:
+        digest = hashlib.sha256(Path(__file__).read_bytes())
+        for name in ("config.json", "tokenizer.json", "model.safetensors"):
+            with open(encoder.folder / name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        digest.update(str(encoder.max_tokens).encode())
+        _encoder_keys[folder] = digest.hexdigest()[:32]
+    return _encoder_keys[folder]
+
+
+class VectorCache:
+    """Example vectors of one encoder in one file: ``vectors-<encoder key>.npz`` (texts, vectors)."""
+
+    def __init__(self, folder: Path, encoder: MiniLMEncoder):
+        self.encoder = encoder
+        self.path = folder / f"vectors-{encoder_key(encoder)}.npz"
+
+    def load(self) -> dict[str, np.ndarray]:
+        """The cached vectors, or nothing when the file is missing, unreadable or fails the spot check."""
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                texts, vectors = data["texts"].tolist(), np.asarray(data["vectors"], dtype=np.float32)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # a torn or foreign file: embed again, never fail on it
+            logger.warning("policy vector cache %s unreadable (%s); embedding again", self.path, exc)
+            return {}
+        if vectors.shape != (len(texts), self.encoder.dim) or not np.isfinite(vectors).all():
+            logger.warning("policy vector cache %s malformed; embedding again", self.path)
+            return {}
+        if texts:
+            sample = sorted({round(i * (len(texts) - 1) / max(SPOT_CHECKS - 1, 1)) for i in range(SPOT_CHECKS)})
+            fresh = self.encoder([texts[i] for i in sample])
+            if float(np.abs(fresh - vectors[sample]).max()) > SPOT_TOLERANCE:
+                logger.warning("policy vector cache %s disagrees with the encoder; embedding again", self.path)
+                return {}
+        return dict(zip(texts, vectors, strict=True))
+
+    def save(self, vectors: dict[str, np.ndarray]) -> None:
+        """Write every known vector (atomically: a reader sees the old file or the new one)."""
+        if not vectors:
+            return
+        texts = list(vectors)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as handle:
+                np.savez(handle, texts=np.array(texts, dtype=str), vectors=np.stack([vectors[t] for t in texts]))
+            os.replace(temporary, self.path)
+        except OSError as exc:  # a read-only or full disk: the cache is an optimisation only
+            logger.warning("policy vector cache %s not written: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+
+
+def vector_cache(encoder: MiniLMEncoder) -> VectorCache | None:
+    folder = vector_cache_dir()
+    return VectorCache(folder, encoder) if folder is not None else None

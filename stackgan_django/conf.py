@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_PREFIX": "stackgan",
     # A folder of policy TOML files; None = the defaults shipped in policies/default/.
     "POLICY_DIR": None,
+    # Where the semantic layer keeps its examples' vectors, so a new process loads the policy in about
+    # a second instead of embedding thousands of examples: None = $STACKGAN_POLICY_CACHE or
+    # ~/.cache/stackgan-django/policy-vectors; "" = no disk cache.
+    "POLICY_CACHE_DIR": None,
     # RUNNING longer than this: the lease is no longer renewed and the request is taken over (a hung
     # generator; on the solo pool Celery's time limits do not apply).
     "REQUEST_DEADLINE_SECONDS": 900,

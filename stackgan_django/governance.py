@@ -7,6 +7,7 @@ from pathlib import Path
 from threading import Lock
 
 from policies import DEFAULT_DIR, PolicyError, PolicySet, load_policies
+from policies.embedding import set_vector_cache_dir
 from stackgan_django.conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def current_policies() -> PolicySet:
         raise PolicyError(f"policy folder {folder} cannot be read: {exc}") from exc
     with _lock:
         if _cached is None or _cached[0] != stamp:
+            if app_settings.POLICY_CACHE_DIR is not None:
+                set_vector_cache_dir(app_settings.POLICY_CACHE_DIR or None)
             _cached = (stamp, load_policies(folder))
             logger.info("loaded policies from %s, version %s", folder, _cached[1].version[:12])
         return _cached[1]
