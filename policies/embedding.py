@@ -323,7 +323,7 @@ class VectorCache:
         if texts:
             sample = sorted({round(i * (len(texts) - 1) / max(SPOT_CHECKS - 1, 1)) for i in range(SPOT_CHECKS)})
             fresh = self.encoder([texts[i] for i in sample])
-            if float(np.abs(fresh - vectors[sample]).max()) > SPOT_TOLERANCE:
+            if not float(np.abs(np.asarray(fresh) - vectors[sample]).max()) <= SPOT_TOLERANCE:  # NaN fails too
                 logger.warning("policy vector cache %s disagrees with the encoder; embedding again", self.path)
                 return {}
         return dict(zip(texts, vectors, strict=True))
