@@ -275,8 +275,8 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # dev2 was the held-out "test" split until it had been looked at three times, dev3 was held out
     # once; both are tuning data now (README, "The labelled set"), and held-out figures come from
     # captions written apart from them.
-    assert {r.split for r in rows} == {"dev", "dev2", "dev3"}
-    for split in ("dev", "dev2", "dev3"):
+    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4"}
+    for split in ("dev", "dev2", "dev3", "dev4"):
         part = [r for r in rows if r.split == split]
         assert sum(r.harmful for r in part) >= 150 and sum(not r.harmful for r in part) >= 150
     # Enough per category to measure a 0.03 false-positive rate out of fold (with the examples of
@@ -291,7 +291,7 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
-    for split in ("dev", "dev2", "dev3"):
+    for split in ("dev", "dev2", "dev3", "dev4"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
