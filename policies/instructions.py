@@ -91,8 +91,8 @@ class FramedAct:
 _CLAUSE_BREAK = re.compile(r"[,;:()\[\]|]|\s[-–—]\s")
 
 
-def _words(text: str, limit: int = MAX_ACT_WORDS) -> str:
-    head = _CLAUSE_BREAK.split(text, maxsplit=1)[0]
+def _words(text: str, limit: int = MAX_ACT_WORDS, clause: bool = True) -> str:
+    head = _CLAUSE_BREAK.split(text, maxsplit=1)[0] if clause else text
     return " ".join((head if head.strip(" .!?-") else text).split()[:limit]).strip(" ,.;:!?-")
 
 
@@ -112,7 +112,9 @@ def framed_acts(text: str) -> list[FramedAct]:
         if imperative:
             acts.append(FramedAct(imperative.group(), _words(text), 0))
         elif bare:
-            acts.append(FramedAct(bare.group(), _words(text[: bare.start()] + text[bare.end():])))
+            # The caption around a bare noun is all there is to judge ("3d printing tutorial: bed
+            # levelling"): no clause of it is cut away.
+            acts.append(FramedAct(bare.group(), _words(text[: bare.start()] + text[bare.end():], clause=False)))
     # "a step by step guide to building a bomb": the act of the first frame is the second frame and
     # its act; the second alone says it better.
     inner = [a for a in acts if not FRAME.match(a.act)]
