@@ -67,7 +67,13 @@ FRAME = re.compile(
     rf"|(?:{_INSTRUCTION_NOUNS}|{_DISPLAY_NOUNS}){_GAP}\s+{_LINK}(?:\s+(?:{_HOW}|{_PARTS})|(?=\s+{_WORD}ing\b))"
     rf")\b"
 )
-IMPERATIVE = re.compile(rf"^(?:please\s+)?{_IMPERATIVE}\b")
+# Of those verbs, the ones that are also nouns starting a noun phrase ("poison control centre",
+# "print shop", "attack helicopter", "hack day", "craft fair", "wire fence") order an act only when an
+# object follows them ("poison someone's food", "attack a crowd").
+_NOUN_VERBS = r"(?:poison|print|3d\s*print|attack|hack|craft|wire|rig|hide|mix|produce)"
+_OBJECT = (r"(?:a|an|the|this|that|these|those|my|your|his|her|its|our|their|some|someone|somebody|"
+           r"people|him|them|it|me|us|[\w'’-]+'s|[\w'’-]+s')")
+IMPERATIVE = re.compile(rf"^(?:please\s+)?(?:(?!{_NOUN_VERBS}\b){_IMPERATIVE}|{_NOUN_VERBS}(?=\s+{_OBJECT}\b))\b")
 # Instruction nouns with no link ("a car bomb, instructions"): the caption without them is the act.
 BARE_INSTRUCTIONS = re.compile(r"\b(?:instructions|recipe|tutorial|how-?to|step-by-step|blueprint|schematic|"
                                r"walkthrough|cheat\s*sheet|diy)\b")
@@ -80,8 +86,14 @@ class FramedAct:
     start: int = -1  # where the act begins in the (space-collapsed) text; -1: it is not one stretch of it
 
 
-def _words(text: str, limit: int = MAX_ACT_WORDS) -> str:
-    return " ".join(text.split()[:limit]).strip(" ,.;:!?-")
+# An act ends at a clause break: "how to report hate crimes, helpline number" asks for reporting; the
+# words after the comma are the rest of the picture, not part of what is to be done.
+_CLAUSE_BREAK = re.compile(r"[,;:()\[\]|]|\s[-–—]\s")
+
+
+def _words(text: str, limit: int = MAX_ACT_WORDS, clause: bool = True) -> str:
+    head = _CLAUSE_BREAK.split(text, maxsplit=1)[0] if clause else text
+    return " ".join((head if head.strip(" .!?-") else text).split()[:limit]).strip(" ,.;:!?-")
 
 
 def framed_acts(text: str) -> list[FramedAct]:
@@ -100,7 +112,9 @@ def framed_acts(text: str) -> list[FramedAct]:
         if imperative:
             acts.append(FramedAct(imperative.group(), _words(text), 0))
         elif bare:
-            acts.append(FramedAct(bare.group(), _words(text[: bare.start()] + text[bare.end():])))
+            # The caption around a bare noun is all there is to judge ("3d printing tutorial: bed
+            # levelling"): no clause of it is cut away.
+            acts.append(FramedAct(bare.group(), _words(text[: bare.start()] + text[bare.end():], clause=False)))
     # "a step by step guide to building a bomb": the act of the first frame is the second frame and
     # its act; the second alone says it better.
     inner = [a for a in acts if not FRAME.match(a.act)]

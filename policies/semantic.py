@@ -68,6 +68,11 @@ BAND = 4
 PASS_TOKENS = 144
 # Categories of a training CSV's harmless rows that are no category's look-alike.
 GENERAL_HARMLESS = ("", "(none)")
+# A negated phrase ("no drugs", "without any gore", "not showing any blood"): the negation and up to
+# three words, to a clause break. Bounded repetitions: linear on any input.
+NEGATED_PHRASE = re.compile(r"\b(?:no|without(?:\s+any)?|not\s+(?:showing\s+)?any|free\s+of|never)"
+                            r"((?:\s+[\w'’-]+){1,3})(?=\s*(?:[,.;:!?()]|$))")
+MAX_NEGATIONS = 4
 
 
 # Example captions' vectors by encoder folder, shared by every policy loaded in this process.
@@ -598,7 +603,47 @@ class SemanticLayer:
                  "nearest_example": result.nearest_example, "similarity": round(result.similarity, 3),
                  "judged_text": result.judged_text},
             ))
+        decisions = self._negated(caption, decisions, by_name)
         return Assessment(decisions, {r.category: max(r.score, r.whole_score) for r in scored})
+
+    def _negated(self, caption: str, decisions: list[Decision], by_name: dict[str, SemanticCategory]) -> list[Decision]:
+        """Category denials that rest on a negated harm ("a rave with neon lights, no drugs") become
+        reviews: when a negated phrase alone reaches the category's review_at ("drugs", "gore",
+        "nudity") and the caption without it stays below deny_at. A negation that is itself the harm
+        ("no clothes on", "without any clothing") names no harm alone, so the denial stands."""
+        denied = [d for d in decisions if d.outcome is Outcome.DENY and d.evidence.get("judge") != "instructions"
+                  and d.evidence.get("category") in by_name]
+        if not denied:
+            return decisions
+        text = " ".join(normalise(caption).text.split())
+        found = list(NEGATED_PHRASE.finditer(text))[:MAX_NEGATIONS]
+        if not found:
+            return decisions
+        rest = NEGATED_PHRASE.sub(" ", text)
+        try:
+            scores, _ = self._category_scores(self._embed([m.group(1).strip() for m in found] + [rest]))
+        except EncoderUnavailable:
+            return decisions  # the denials stand
+        names = [c.name for c in self.categories]
+        changed = []
+        for decision in decisions:
+            if decision not in denied:
+                changed.append(decision)
+                continue
+            category = by_name[decision.evidence["category"]]
+            column = names.index(category.name)
+            harm_named = float(scores[: len(found), column].max()) >= (category.review_at or category.deny_at)
+            rest_score = float(scores[len(found), column])
+            if harm_named and rest_score < category.deny_at:
+                changed.append(Decision(
+                    Outcome.REVIEW, decision.rule_id,
+                    f"{decision.message.rstrip('.')}; the caption negates it (“{found[0].group().strip()}”), so the "
+                    "images get an extra review instead.",
+                    {**decision.evidence, "negated": [m.group().strip() for m in found],
+                     "score_without_negated": round(rest_score, 3)}))
+            else:
+                changed.append(decision)
+        return changed
 
     def _act_decision(self, act: ActScore | None) -> Decision | None:
         """[instructions]' decision on the caption's most harmful framed act, if it reaches a threshold."""

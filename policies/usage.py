@@ -20,6 +20,11 @@ IBAN_LENGTHS = {"DE": 22, "GB": 22, "FR": 27, "ES": 24, "IT": 27, "NL": 18, "BE"
                 "IE": 22, "PT": 25, "PL": 28, "SE": 24, "DK": 18, "NO": 15, "FI": 18, "LU": 20, "CZ": 24}
 
 
+# A negation right before a word ("no gore", "without any blood", "not showing any gore", "free of
+# drugs"): at most two words between, and no clause break, so "no warning, gore everywhere" is plain.
+NEGATED = re.compile(r"\b(?:no|not|without|never|zero|free\s+of|minus|sans)(?:\s+[\w'’-]+){0,2}?\s*$")
+
+
 def luhn_valid(digits: str) -> bool:
     total = 0
     for position, char in enumerate(reversed(digits)):
@@ -209,11 +214,22 @@ class UsagePolicy:
 
     @staticmethod
     def _match(rule: TermRule, caption: str, normalised: NormalisedText) -> Decision | None:
-        match = rule.pattern.search(normalised.text)
-        if match is None:
+        matches = list(rule.pattern.finditer(normalised.text))
+        if not matches:
             return None
+        # "a horror poster, no gore": a denying word that the caption negates is not asked for, but a
+        # reviewer still looks (the negation may be a pretext). One plain, un-negated use denies.
+        plain = [m for m in matches if not NEGATED.search(normalised.text[max(m.start() - 40, 0):m.start()])]
+        match = (plain or matches)[0]
         start, end, quoted = normalised.original_span(caption, match.start(), match.end())
         evidence = {"category": rule.category, "span": [start, end], "matched": quoted}
+        if (not plain and rule.outcome is Outcome.DENY and rule.rule_id.startswith("usage.blocked.")
+                and not _is_evasion(quoted, rule.terms)
+                and not any(c in INVISIBLE for c in caption[max(start - 1, 0) : end + 1])):
+            return Decision(Outcome.REVIEW, rule.rule_id,
+                            f"{rule.message.split(';')[0].rstrip('.')}, but the caption negates the word "
+                            f"(matched “{quoted}”); the images will get an extra review.",
+                            {**evidence, "negated": True})
         # Invisible characters right around the word (a bidi override that shows it reversed) are a
         # disguise too, though they fall outside the matched span.
         hidden = any(c in INVISIBLE for c in caption[max(start - 1, 0) : end + 1])
