@@ -96,13 +96,27 @@ def _words(text: str, limit: int = MAX_ACT_WORDS, clause: bool = True) -> str:
     return " ".join((head if head.strip(" .!?-") else text).split()[:limit]).strip(" ,.;:!?-")
 
 
+# What a frame may be followed by that names only the picture's form ("homebrewing beer step-by-step
+# infographic", "how to change a tyre, step-by-step comic"): no act. Taken as one, such a word was
+# judged as an act, and as "graphic" it sat among the harmful acts.
+_FORM_WORD = re.compile(
+    rf"(?:{_DISPLAY_NOUNS}|{_INSTRUCTION_NOUNS}|a|an|the|with|and|in|of|style|simple|easy|quick|short|full|"
+    r"detailed|illustrated|labell?ed|annotated|numbered|visual|colou?red|printable|cartoon|strip|panels?|"
+    r"flat|vector|watercolou?r|photo(?:graphic)?|realistic|4k|hd)"
+)
+
+
+def _names_only_a_form(act: str) -> bool:
+    return all(_FORM_WORD.fullmatch(word) for word in act.split())
+
+
 def framed_acts(text: str) -> list[FramedAct]:
     """The acts that instruction frames introduce in normalised, lower-case text (at most MAX_ACTS)."""
     text = " ".join(text.split())
     acts: list[FramedAct] = []
     for match in FRAME.finditer(text):
         act = _words(text[match.end():])
-        if act and all(a.act != act for a in acts):
+        if act and not _names_only_a_form(act) and all(a.act != act for a in acts):
             acts.append(FramedAct(match.group().strip(), act, text.find(act, match.end())))
         if len(acts) >= MAX_ACTS:
             return acts

@@ -452,6 +452,11 @@ def test_an_instruction_denial_explains_itself():
     ("a diagram of a flower", []),  # a picture of a thing, not of how to make it
     ("a classroom lesson about the history of apartheid", []),  # a topic, not an act
     ("a red apple", []),
+    # A frame followed only by the picture's form names no act; the caption around it is the act.
+    ("homebrewing beer step-by-step infographic", ["homebrewing beer infographic"]),
+    ("how to change a flat tyre, step-by-step comic", ["change a flat tyre"]),
+    ("building a pipe bomb, step-by-step infographic", ["building a pipe bomb, infographic"]),
+    ("step by step graphic of making ricin", ["making ricin"]),
 ])
 def test_instruction_frames_and_their_acts(caption, acts):
     from policies.instructions import framed_acts
