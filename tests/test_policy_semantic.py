@@ -272,10 +272,10 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     categories = {r.category for r in harmful}
     config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
     assert categories == set(config["categories"])
-    # dev2 was the held-out "test" split until it had been looked at three times, dev3 was held out
-    # once; both are tuning data now (README, "The labelled set"), and held-out figures come from
-    # captions written apart from them.
-    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4"}
+    # dev2 was the held-out "test" split until it had been looked at three times, dev3 and dev4 were
+    # each held out once; all are tuning data now (README, "The labelled set"). test is the held-out
+    # split: written by a third independent writer, never learnt from.
+    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "test"}
     for split in ("dev", "dev2", "dev3", "dev4"):
         part = [r for r in rows if r.split == split]
         assert sum(r.harmful for r in part) >= 150 and sum(not r.harmful for r in part) >= 150
@@ -286,12 +286,15 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
         assert sum(r.harmful for r in rows if r.category == category) >= 60, category
         assert sum(not r.harmful for r in rows if r.category == category) >= 60, category
     assert sum(r.category == "(none)" for r in rows) >= 100
-    # The layer learns from every split (semantic_training.csv).
-    assert {example_key(r.caption) for r in rows} <= USAGE.semantic.example_keys()
+    # The layer learns from every split but test (semantic_training.csv), and from nothing in test.
+    learnt = USAGE.semantic.example_keys()
+    assert {example_key(r.caption) for r in rows if r.split != "test"} <= learnt
+    held_out = [r for r in rows if r.split == "test"]
+    assert len(held_out) >= 600 and not {example_key(r.caption) for r in held_out} & learnt
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
-    for split in ("dev", "dev2", "dev3", "dev4"):
+    for split in ("dev", "dev2", "dev3", "dev4", "test"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
@@ -304,7 +307,8 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
 def test_the_training_captions_are_the_labelled_set():
     training = read_labelled((DEFAULT_DIR / "semantic_training.csv").read_text())
     labelled = read_labelled(LABELLED.read_text())
-    assert [(r.caption, r.expected, r.category) for r in training] == [(r.caption, r.expected, r.category) for r in labelled]
+    assert [(r.caption, r.expected, r.category) for r in training] == \
+        [(r.caption, r.expected, r.category) for r in labelled if r.split != "test"]
 
 
 @pytest.mark.parametrize(("training", "csv_text", "expected"), [
