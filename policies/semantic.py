@@ -88,6 +88,15 @@ class TrainingCaption:
     harmful: bool
 
 
+def outcome_at(score: float, review_at: float | None, deny_at: float | None) -> Outcome:
+    """A score against a rule's two thresholds (None: that outcome is never given)."""
+    if deny_at is not None and score >= deny_at:
+        return Outcome.DENY
+    if review_at is not None and score >= review_at:
+        return Outcome.REVIEW
+    return Outcome.ALLOW
+
+
 @dataclass(frozen=True)
 class SemanticCategory:
     name: str
@@ -102,11 +111,7 @@ class SemanticCategory:
         return f"usage.semantic.{self.name}"
 
     def outcome_for(self, score: float) -> Outcome:
-        if self.deny_at is not None and score >= self.deny_at:
-            return Outcome.DENY
-        if self.review_at is not None and score >= self.review_at:
-            return Outcome.REVIEW
-        return Outcome.ALLOW
+        return outcome_at(score, self.review_at, self.deny_at)
 
 
 @dataclass(frozen=True)
@@ -119,11 +124,7 @@ class InstructionRule:
     harmless_acts: tuple[str, ...]
 
     def outcome_for(self, score: float) -> Outcome:
-        if self.deny_at is not None and score >= self.deny_at:
-            return Outcome.DENY
-        if self.review_at is not None and score >= self.review_at:
-            return Outcome.REVIEW
-        return Outcome.ALLOW
+        return outcome_at(score, self.review_at, self.deny_at)
 
 
 @dataclass(frozen=True)
