@@ -48,6 +48,10 @@ class ReferenceNearCopyIndex(NearCopyIndex):
     def of(cls, index: NearCopyIndex) -> ReferenceNearCopyIndex:
         return cls(index.names, index.thumbnails, index.details)
 
+    def nearest_many(self, images, verify_from: float | None = None) -> list[NearCopyMatch | None]:
+        """The previous search had no batch path: one image at a time (the output policy calls this)."""
+        return [self.nearest(image, verify_from) for image in images]
+
     def nearest(self, image: Image.Image | np.ndarray, verify_from: float | None = None) -> NearCopyMatch | None:
         """The training image this one is most like, over mirror, scale and offset; None if empty.
 

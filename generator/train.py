@@ -86,6 +86,10 @@ class TrainingOptions:
     matching_epochs: int = _option(20, "epochs to train the matching loss's image encoder")
     mode_seeking_weight: float = _option(
         0.0, "weight of MSGAN's mode-seeking term against seeds of one caption collapsing (Mao et al. 2019); 0 = off")
+    mode_seeking_on: str = _option(
+        "z-and-condition", "what differs within a mode-seeking pair: z and the conditioning-augmentation noise, or z "
+        "alone (the pair shares one condition sample, so the variety must come from z)",
+        argparse={"choices": ("z-and-condition", "z")})
     train_branches: tuple[int, ...] | None = _option(
         None, "comma-separated scale indices to train (0 = base); the others stay frozen [the variant's default]",
         argparse={"type": lambda text: tuple(int(x) for x in text.split(","))})
@@ -123,6 +127,8 @@ class TrainingOptions:
             raise ValueError("weights dtype must be float32, float16 or bfloat16")
         if self.precision not in ("float32", "bf16"):
             raise ValueError("precision must be float32 or bf16")
+        if self.mode_seeking_on not in ("z-and-condition", "z"):
+            raise ValueError("--mode-seeking-on must be z-and-condition or z")
         for name in ("matching_weight", "mode_seeking_weight", "kl_weight", "colour_weight", "checkpoint_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} cannot be negative")
@@ -137,6 +143,7 @@ class TrainingOptions:
     def phase_options(self) -> dict[str, Any]:
         """The settings that describe this training phase in the lineage (``TrainingPhase.options``)."""
         return {"diff_augment": list(parse_policy(self.diff_augment)), "mode_seeking_weight": self.mode_seeking_weight,
+                "mode_seeking_on": self.mode_seeking_on,
                 "colour_weight": self.colour_weight, "kl_weight": self.kl_weight, "lr_g": self.lr_g, "lr_d": self.lr_d,
                 "precision": self.precision}
 
@@ -318,11 +325,18 @@ class Trainer:
         pairs = batch_size // 2 if options.mode_seeking_weight > 0 and text is not None else 0
         z = torch.randn(batch_size + pairs, self.config.z_dim, device=self.device)
         g_text = torch.cat([text, text[:pairs]]) if pairs else text
+        # With the condition shared, a pair differs in z alone: the conditioning noise can no longer supply
+        # the variety the term asks for, so z has to (the shipped model's seeds differed almost only
+        # through that noise, which costs caption fidelity).
+        ca_noise = None
+        if pairs and options.mode_seeking_on == "z":
+            noise = torch.randn(batch_size, self.config.cond_dim, device=self.device)
+            ca_noise = torch.cat([noise, noise[:pairs]])
         with self._autocast():
             if self.forward_branches < self.config.branches:
-                all_fakes, mu, logvar = self.generator(z, g_text, branches=self.forward_branches)
+                all_fakes, mu, logvar = self.generator(z, g_text, ca_noise=ca_noise, branches=self.forward_branches)
             else:
-                all_fakes, mu, logvar = self.generator(z, g_text)
+                all_fakes, mu, logvar = self.generator(z, g_text, ca_noise=ca_noise)
         all_fakes = [f.float() for f in all_fakes]
         fakes = [f[:batch_size] for f in all_fakes]
         if mu is not None:

@@ -133,6 +133,31 @@ def test_the_mode_seeking_term_keeps_the_samples_of_one_caption_apart(shapes_dat
     assert statistics.median(ratios) > 1.2, ratios
 
 
+@pytest.mark.parametrize("on", ["z", "z-and-condition"])
+def test_a_mode_seeking_pair_on_z_alone_shares_its_condition_sample(shapes_data, tmp_path, on):
+    """With --mode-seeking-on z the second image of a pair gets the first one's conditioning noise, so
+    the pair differs in z alone and the term can only be met through z; by default the noise differs."""
+    trainer = Trainer(tiny_options(shapes_data, tmp_path / "run", steps=1, mode_seeking_weight=1.0, mode_seeking_on=on))
+    seen = []
+    forward = trainer.generator.forward
+
+    def recording(z, text, ca_noise=None, **kwargs):
+        seen.append((z, ca_noise))
+        return forward(z, text, ca_noise=ca_noise, **kwargs)
+
+    trainer.generator.forward = recording
+    trainer.run()
+    (z, ca_noise), = seen
+    batch, pairs = trainer.options.batch_size, trainer.options.batch_size // 2
+    assert z.shape[0] == batch + pairs and not torch.equal(z[:pairs], z[batch:])
+    if on == "z":
+        assert torch.equal(ca_noise[:pairs], ca_noise[batch:]) and not torch.equal(ca_noise[:pairs], ca_noise[pairs:batch])
+    else:
+        assert ca_noise is None  # drawn inside the conditioning augmentation, row by row
+    with pytest.raises(ValueError, match="mode-seeking-on"):
+        tiny_options(shapes_data, tmp_path / "bad", mode_seeking_on="condition")
+
+
 def test_a_time_budget_stops_the_run_with_a_checkpoint(shapes_data, tmp_path):
     trainer = Trainer(tiny_options(shapes_data, tmp_path / "run", steps=100_000, time_budget=1.0))
     trainer.run()

@@ -204,3 +204,12 @@ def test_plugged_in_checks_run_and_a_failing_one_holds_the_image_back():
     assert "classifier offline" in failed.decisions[-1].message
     with pytest.raises(TypeError):
         OutputPolicy({}, "v", ["not.callable"])
+
+
+def test_the_output_policy_runs_with_the_previous_search_as_the_speed_benchmark_uses_it():
+    """benchmarks/policy_speed.py times the output policy with the previous search as its baseline;
+    the policy calls the batch path (nearest_many), which the reference must serve from its own
+    search, deciding as the current search does on a planted copy and an unrelated drawing."""
+    slow = reference.ReferenceNearCopyIndex.of(INDEX)
+    for image in (TRAINING[3][1].transpose(Image.Transpose.FLIP_LEFT_RIGHT), sticker(4001)):
+        assert decisions_of(POLICY.check_image(image, slow)) == decisions_of(POLICY.check_image(image, INDEX))
