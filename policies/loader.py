@@ -81,6 +81,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "harmless": {"examples": ("str_list", False)},
         "training": {"labelled": ("str", False)},
         "word_review": {"clear_below": ("probability", False), "sections": ("list_table", False)},
+        "reported_words": {"sections": ("list_table", False)},
         "instructions": {"category": ("str", True), "review_at": ("probability", False), "deny_at": ("probability", False),
                          "harmful_acts": ("str_list", False), "harmless_acts": ("str_list", False)},
     },

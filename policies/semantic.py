@@ -16,7 +16,8 @@ mean of its word pieces' states, so its cost is one pass of at most PASS_TOKENS 
 Two judgements sit beside the categories: ``[instructions]`` cuts an instruction frame ("how to",
 "a guide to") from the act it introduces and scores the act alone (policies.instructions), and
 ``[word_review]`` lets a confidently harmless meaning lift a word rule's review of an everyday word
-(never a denial).
+(never a denial), and ``[reported_words]`` turns a word rule's denial of a harm named in a caption that
+reports on it ("an awareness poster for a child abuse hotline") into a review.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ NEAREST_SCALE = 20.0
 # either side, scores low too; at most MAX_LIFTS such words per caption (more: the reviews stand).
 CONTEXT_WORDS = 4
 MAX_LIFTS = 4
+# A word rule's denial may be read as a caption reporting on the harm ([reported_words]) only when the
+# caption has at least this many words besides the word.
+MIN_REPORT_WORDS = 2
 # A long caption goes through the encoder once, each token attending to BAND tokens either side. A
 # 500-character caption of plain words is ~105 word pieces; one of more than PASS_TOKENS (long
 # unusual words) keeps only the first pieces of each word, so no caption costs more than that pass.
@@ -152,6 +156,13 @@ class WordReviewLift:
     gun", "a naked flame"), and the categories whose scores must all stay below ``clear_below`` for the
     meaning to lift that review."""
     clear_below: float
+    sections: dict[str, tuple[str, ...]]  # usage.toml [blocked] section -> semantic categories
+
+
+@dataclass(frozen=True)
+class ReportedWords:
+    """``[reported_words]``: word rules that deny a harm by name, and per rule the categories that must
+    all score below their review_at for the caption to be read as reporting on the harm."""
     sections: dict[str, tuple[str, ...]]  # usage.toml [blocked] section -> semantic categories
 
 
@@ -253,6 +264,7 @@ class SemanticLayer:
         ]
         self.instructions = self._instruction_rule(config.get("instructions"))
         self.word_review = self._word_review(config.get("word_review"))
+        self.reported_words = self._reported_words(config.get("reported_words"))
         self._embedder = embedder
         self._lock = threading.Lock()
         self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None = None
@@ -277,6 +289,53 @@ class SemanticLayer:
         if unknown:
             raise ValueError(f"semantic.toml: [word_review.sections] names categories it lacks: {', '.join(unknown)}")
         return WordReviewLift(float(spec["clear_below"]), sections)
+
+    def _reported_words(self, spec: dict[str, Any] | None) -> ReportedWords | None:
+        sections = {name: tuple(categories) for name, categories in (spec or {}).get("sections", {}).items()}
+        if not sections:
+            return None
+        unknown = sorted({c for categories in sections.values() for c in categories} - {c.name for c in self.categories})
+        if unknown:
+            raise ValueError(f"semantic.toml: [reported_words.sections] names categories it lacks: {', '.join(unknown)}")
+        return ReportedWords(sections)
+
+    def reportable(self, decision: Decision) -> bool:
+        """Whether a word rule's denial may be read as reporting on the harm it names (then the
+        caption's meaning decides, ``softened_denials``): a plain, undisguised word of a section that
+        [reported_words] names, in a caption that says more than the word ("child abuse" alone, or
+        "child abuse pics", names the harm; it does not report on it)."""
+        if (self.reported_words is None or decision.outcome is not Outcome.DENY or decision.evidence.get("evasion")
+                or decision.evidence.get("words_around", 0) < MIN_REPORT_WORDS):
+            return False
+        section = decision.rule_id.removeprefix("usage.blocked.")
+        return decision.rule_id.startswith("usage.blocked.") and section in self.reported_words.sections
+
+    def softened_denials(self, assessment: Assessment, word_decisions: Sequence[Decision]) -> dict[int, Decision]:
+        """The word rules' denials that the caption's meaning turns into reviews, by their index in
+        word_decisions: all of them or none (one denial left refuses the caption anyway). A denial is
+        softened only when ``reportable`` and when the semantic layer judged the caption, flags nothing
+        in it, and scores every category named for the word's section below its review_at (its
+        deny_at where it has none)."""
+        denials = [(i, d) for i, d in enumerate(word_decisions) if d.outcome is Outcome.DENY]
+        if (not denials or not assessment.scores or not all(self.reportable(d) for _, d in denials)
+                or any(d.outcome is not Outcome.ALLOW for d in assessment.decisions)):
+            return {}
+        by_name = {c.name: c for c in self.categories}
+        softened = {}
+        for index, decision in denials:
+            categories = self.reported_words.sections[decision.rule_id.removeprefix("usage.blocked.")]
+            lines = {c: by_name[c].review_at if by_name[c].review_at is not None else by_name[c].deny_at for c in categories}
+            if any(assessment.scores[c] >= lines[c] for c in categories):
+                return {}
+            scores = {c: round(assessment.scores[c], 3) for c in categories}
+            softened[index] = Decision(
+                Outcome.REVIEW, decision.rule_id,
+                f"{decision.message.split(' (matched')[0].rstrip('.')}: the caption names it (matched "
+                f"“{decision.evidence.get('matched', '')}”) but its meaning is far from "
+                f"{', '.join(c.replace('_', ' ') for c in categories)}, as when a caption reports on the harm; "
+                "the images will get an extra review.",
+                {**decision.evidence, "reported": True, "semantic_scores": scores, "thresholds": lines})
+        return softened
 
     def act_examples(self) -> tuple[list[str], list[str]]:
         """(harmful, harmless) act phrases the act judge learns from: those of [instructions], and the

@@ -184,9 +184,13 @@ class UsagePolicy:
         verdict.decisions.extend(self._check_purpose(context.purpose))
         verdict.decisions.extend(self._check_quotas(context))
         # Last, as it is the costly check: a caption the word rules already refuse cannot be refused
-        # more, and the editor already has the reason.
-        if self.semantic is not None and not verdict.denied:
+        # more, and the editor already has the reason; unless every denial names a harm that captions
+        # also report on ("an awareness poster for a child abuse hotline"), where the meaning decides.
+        denials = [d for d in verdict.decisions if d.outcome is Outcome.DENY]
+        if self.semantic is not None and all(self.semantic.reportable(d) for d in denials):
             assessment = self.semantic.assess(caption)
+            for index, softened in self.semantic.softened_denials(assessment, verdict.decisions).items():
+                verdict.decisions[index] = softened
             # A single everyday word ("a glue gun") asks for review whatever the caption says; where the
             # meaning is confidently harmless the semantic layer may lift that review (never a denial).
             for index, lifted in self.semantic.lifted_reviews(assessment, verdict.decisions, caption).items():
@@ -233,14 +237,17 @@ class UsagePolicy:
         # Invisible characters right around the word (a bidi override that shows it reversed) are a
         # disguise too, though they fall outside the matched span.
         hidden = any(c in INVISIBLE for c in caption[max(start - 1, 0) : end + 1])
-        if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and (
-                hidden or _is_evasion(quoted, rule.terms)):
+        disguised = hidden or _is_evasion(quoted, rule.terms)
+        if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and disguised:
             # A word that only asks for review when written plainly ("sex on the beach") is refused
             # when it is disguised ("s.e.x", "$ex", look-alike letters): nobody hides a harmless word.
             rule_id, message = rule.disguised_as or (f"{rule.rule_id}.evasion", rule.message.split(";")[0] + ".")
             return Decision(Outcome.DENY, rule_id,
                             f"{message} The word is spelled to get past the filter (matched “{quoted}”); "
                             "write it plainly if the caption is harmless.", {**evidence, "evasion": True})
+        if disguised and rule.outcome is Outcome.DENY:
+            evidence["evasion"] = True  # never read as a caption reporting on the harm ([reported_words])
+        evidence["words_around"] = len(caption[:start].split()) + len(caption[end:].split())
         return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)", evidence)
 
     def _check_personal_data(self, caption: str) -> list[Decision]:

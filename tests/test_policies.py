@@ -57,6 +57,9 @@ EVASION_CASES = [(term, outcome, kind, text) for term, outcome in BLOCKED_TERMS 
                          ids=[f"{t}-{k}" for t, _, k, _ in EVASION_CASES])
 def test_evasive_spellings_of_blocked_terms_are_denied(term, section_outcome, kind, caption):
     verdict = USAGE.check_caption(caption)
+    if sum(c.isalpha() for c in caption) < 2:  # "1.4.8.8": refused before any word rule, as no words
+        assert [d.rule_id for d in verdict.decisions] == ["usage.length.min"]
+        return
     word_rules = [d for d in verdict.decisions if d.rule_id.startswith("usage.blocked.")]
     assert word_rules, f"{kind} form {caption!r} of {term!r} matched no word rule"
     # A form that still contains the word as written ("xxx" has no letter to swap) is not disguised,
@@ -67,7 +70,10 @@ def test_evasive_spellings_of_blocked_terms_are_denied(term, section_outcome, ki
         if section_outcome == "review":
             assert any(d.evidence.get("evasion") and d.outcome is Outcome.DENY for d in word_rules)
     else:
-        assert max(d.outcome.severity for d in word_rules) == Outcome.REVIEW.severity
+        # The word rule reviews; the semantic layer may lift that review of an everyday word where the
+        # caption means nothing harmful ("a picture of weed here"), and says so on the record.
+        assert max(Outcome.REVIEW.severity if d.evidence.get("lifted") else d.outcome.severity
+                   for d in word_rules) == Outcome.REVIEW.severity
 
 
 INNOCENT = [
