@@ -62,6 +62,8 @@ NEAREST_SCALE = 20.0
 # either side, scores low too; at most MAX_LIFTS such words per caption (more: the reviews stand).
 CONTEXT_WORDS = 4
 MAX_LIFTS = 4
+# A caption of fewer words than this (a single word) is never refused on its meaning alone (review instead).
+MIN_DENY_WORDS = 2
 # A word rule's denial may be read as a caption reporting on the harm ([reported_words]) only when the
 # caption has at least this many words besides the word.
 MIN_REPORT_WORDS = 2
@@ -313,12 +315,14 @@ class SemanticLayer:
     def softened_denials(self, assessment: Assessment, word_decisions: Sequence[Decision]) -> dict[int, Decision]:
         """The word rules' denials that the caption's meaning turns into reviews, by their index in
         word_decisions: all of them or none (one denial left refuses the caption anyway). A denial is
-        softened only when ``reportable`` and when the semantic layer judged the caption, flags nothing
-        in it, and scores every category named for the word's section below its review_at (its
-        deny_at where it has none)."""
+        softened only when ``reportable`` and when the semantic layer judged the caption, denies
+        nothing in it, and scores every category named for the word's section below its review_at (its
+        deny_at where it has none): the line that 98.5% of the harmful training captions reach, so a
+        score below it says the caption does not ask for that harm. The semantic layer's own reviews
+        (a weapon in a memorial photo) stand beside the softened word."""
         denials = [(i, d) for i, d in enumerate(word_decisions) if d.outcome is Outcome.DENY]
         if (not denials or not assessment.scores or not all(self.reportable(d) for _, d in denials)
-                or any(d.outcome is not Outcome.ALLOW for d in assessment.decisions)):
+                or any(d.outcome is Outcome.DENY for d in assessment.decisions)):
             return {}
         by_name = {c.name: c for c in self.categories}
         softened = {}
@@ -643,12 +647,18 @@ class SemanticLayer:
         decisions = []
         by_name = {c.name: c for c in self.categories}
         act_decision = self._act_decision(act)
+        words = len(normalise(caption).text.split())
         for result in scored:
             category = by_name[result.category]
             outcome = category.outcome_for(result.score)
             if outcome is Outcome.DENY and category.outcome_for(result.whole_score) is not Outcome.DENY:
                 # A window of eight words is judged out of context ("boats, seagulls, an
                 # illustration of a"): alone it asks a reviewer, it never refuses the caption.
+                outcome = Outcome.REVIEW
+            if outcome is Outcome.DENY and words < MIN_DENY_WORDS:
+                # One word gives the encoder too little to go on: a rare word is judged by its
+                # word pieces ("hellebores": "hell", "##eb", "##ores"). Known slang is the word
+                # rules' job; the meaning alone asks a reviewer.
                 outcome = Outcome.REVIEW
             if (act_decision is not None and category.name == act_decision.evidence["category"]
                     and act_decision.outcome.severity >= outcome.severity):
