@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Zero-width, joiner, bidi-control and soft-hyphen characters: invisible, used to split words.
@@ -85,6 +86,53 @@ def limit_runs(normalised: NormalisedText, keep: int = MAX_RUN) -> NormalisedTex
     return NormalisedText("".join(out), tuple(origin))
 
 
+def _term_fragments(term: str) -> list[str]:
+    """The regex pieces of one term, in order: a letter run ("nuuude"), the separators allowed before
+    it inside a word, or the separators between two words."""
+    fragments = []
+    for index, word in enumerate(normalise(term).text.split()):
+        if index:
+            # Between words any run of separators; one class, so there is a single way to match it.
+            fragments.append(f"{SEPARATOR_CLASS}*")
+        runs: list[list] = []
+        for char in word:
+            if runs and runs[-1][0] == char:
+                runs[-1][1] += 1
+            else:
+                runs.append([char, 1])
+        for position, (char, count) in enumerate(runs):
+            letter = f"[{re.escape(SUBSTITUTES.get(char, char))}]"
+            least = min(count, MAX_RUN) - 1
+            run = f"{letter}(?:{SEPARATOR_CLASS}{{0,3}}{letter}){{{least},{max(least, MAX_REPEAT)}}}"
+            fragments.append(f"(?:{SEPARATOR_CLASS}{{0,3}}){run}" if position else run)
+    return fragments
+
+
+def terms_pattern(terms: Sequence[str], allow_suffixes: bool = True) -> str:
+    """One regex for several blocked terms on normalised text (after ``limit_runs``), each as
+    ``term_pattern`` describes, merged into a tree of shared prefixes: "crack pipe", "crackhead" and
+    "cocaine" are tried as "c" then "rack" or "ocaine", so the engine tries each letter once per
+    position instead of once per term. On hostile text that nearly every term's letters accept (a
+    run of substitutes), that is what bounds the cost as the lists grow."""
+    tree: dict[str, dict] = {}
+    for term in terms:
+        node = tree
+        for fragment in _term_fragments(term):
+            node = node.setdefault(fragment, {})
+        node[_END] = {}
+    ending = ("(?:e?s|ed|ing)?" if allow_suffixes else "") + r"(?![^\W_])"
+
+    def branch(node: dict[str, dict]) -> str:
+        # In the terms' order, so the first term listed is still the first tried.
+        options = [ending if key == _END else key + branch(child) for key, child in node.items()]
+        return options[0] if len(options) == 1 else "(?:" + "|".join(options) + ")"
+
+    return r"(?<![^\W_])" + branch(tree) if tree else r"(?!)"
+
+
+_END = ""
+
+
 def term_pattern(term: str, allow_suffixes: bool = True) -> str:
     """Regex for a blocked term on normalised text (after ``limit_runs``).
 
@@ -93,22 +141,4 @@ def term_pattern(term: str, allow_suffixes: bool = True) -> str:
     boundaries so that a harmless word containing it ("grape", "Scunthorpe") is left alone. A letter
     doubled in the term ("kkk") must be doubled in the text: "k" alone is not "kkk".
     """
-    words = normalise(term).text.split()
-    word_patterns = []
-    for word in words:
-        runs: list[list] = []
-        for char in word:
-            if runs and runs[-1][0] == char:
-                runs[-1][1] += 1
-            else:
-                runs.append([char, 1])
-        parts = []
-        for char, count in runs:
-            letter = f"[{re.escape(SUBSTITUTES.get(char, char))}]"
-            least = min(count, MAX_RUN) - 1
-            parts.append(f"{letter}(?:{SEPARATOR_CLASS}{{0,3}}{letter}){{{least},{max(least, MAX_REPEAT)}}}")
-        word_patterns.append(f"(?:{SEPARATOR_CLASS}{{0,3}})".join(parts))
-    # Between words any run of separators; one class, so there is a single way to match it.
-    body = f"{SEPARATOR_CLASS}*".join(word_patterns)
-    suffix = "(?:e?s|ed|ing)?" if allow_suffixes else ""
-    return rf"(?<![^\W_]){body}{suffix}(?![^\W_])"
+    return terms_pattern([term], allow_suffixes)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.decisions import Decision, Outcome, Verdict
-from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, term_pattern
+from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, terms_pattern
 from policies.semantic import SemanticLayer
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
@@ -154,7 +154,7 @@ class UsagePolicy:
     @staticmethod
     def _compile(rule_id: str, name: str, spec: dict[str, Any], terms: tuple[str, ...], default_message: str,
                  suffixes: bool) -> TermRule:
-        pattern = "|".join(f"(?:{term_pattern(t, suffixes)})" for t in terms)
+        pattern = terms_pattern(terms, suffixes)
         return TermRule(rule_id, name, Outcome.parse(spec.get("outcome", "deny")), spec.get("message", default_message),
                         terms, re.compile(pattern))
 

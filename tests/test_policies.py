@@ -3,7 +3,9 @@ malformed policy files, data and output policies, and the command line."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from policies import DEFAULT_DIR, NearCopyIndex, Outcome, PolicyError, UsageContext, load_policies
-from policies.normalize import INVISIBLE
+from policies.normalize import INVISIBLE, limit_runs, normalise, term_pattern
 from policies.output import OutputPolicy
 from policies.usage import iban_valid, luhn_valid
 
@@ -404,3 +406,25 @@ def test_cli_check_image_and_bad_files(tmp_path):
     (tmp_path / "not-image.png").write_text("hello")
     result = run_cli("check-image", str(tmp_path / "not-image.png"))
     assert result.returncode == 2 and "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_rule_merged_into_one_tree_of_prefixes_matches_as_its_terms_one_by_one():
+    """Each word rule's terms are compiled into one tree of shared prefixes (terms_pattern), which
+    bounds the cost on hostile text; it must find exactly the stretches that the terms' own patterns,
+    tried one after the other, find: on labelled captions, on every evasion form of every term, and
+    on text where terms share prefixes."""
+    captions = [row["caption"] for row in csv.DictReader((DEFAULT_DIR.parent / "labelled" / "usage_captions.csv").open())]
+    texts = captions[::7] + [text for *_, text in EVASION_CASES] + [
+        "sexual sexy sex sexes", "crack cocaine, a crackhead, a crack pipe", "kill myself, killing myself, kill yourself",
+        "pro-ana proana pro ana", "k.k.k kkk kk", "heroin heroines", "a spider-man and spiderman"]
+    checked = 0
+    for rule in USAGE.term_rules + USAGE.name_rules:
+        spec = DEFAULT_USAGE["blocked"].get(rule.category, {}) if rule.rule_id.startswith("usage.blocked.") else {}
+        suffixes = rule.rule_id.startswith("usage.blocked.") and spec.get("suffixes", True)
+        one_by_one = re.compile("|".join(f"(?:{term_pattern(term, suffixes)})" for term in rule.terms))
+        for text in texts:
+            normalised = limit_runs(normalise(text)).text
+            expected = [m.span() for m in one_by_one.finditer(normalised)]
+            assert [m.span() for m in rule.pattern.finditer(normalised)] == expected, (rule.rule_id, text)
+            checked += bool(expected)
+    assert checked > 500  # the texts do match: the comparison is not of empty lists
