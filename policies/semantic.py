@@ -312,26 +312,35 @@ class SemanticLayer:
         section = decision.rule_id.removeprefix("usage.blocked.")
         return decision.rule_id.startswith("usage.blocked.") and section in self.reported_words.sections
 
-    def softened_denials(self, assessment: Assessment, word_decisions: Sequence[Decision]) -> dict[int, Decision]:
+    def softened_denials(self, assessment: Assessment, word_decisions: Sequence[Decision],
+                         caption: str = "") -> dict[int, Decision]:
         """The word rules' denials that the caption's meaning turns into reviews, by their index in
         word_decisions: all of them or none (one denial left refuses the caption anyway). A denial is
         softened only when ``reportable`` and when the semantic layer judged the caption, denies
         nothing in it, and scores every category named for the word's section below its review_at (its
-        deny_at where it has none): the line that 98.5% of the harmful training captions reach, so a
-        score below it says the caption does not ask for that harm. The semantic layer's own reviews
+        deny_at where it has none), as a whole and in the word's own neighbourhood (CONTEXT_WORDS
+        either side): the line that 98.5% of the harmful training captions reach, so a score below it
+        says the caption does not ask for that harm. The semantic layer's own reviews
         (a weapon in a memorial photo) stand beside the softened word."""
         denials = [(i, d) for i, d in enumerate(word_decisions) if d.outcome is Outcome.DENY]
         if (not denials or not assessment.scores or not all(self.reportable(d) for _, d in denials)
                 or any(d.outcome is Outcome.DENY for d in assessment.decisions)):
             return {}
         by_name = {c.name: c for c in self.categories}
+        # The word's own neighbourhood must read as a report too: "a glue gun on a craft table, porn"
+        # scores low as a whole, but "craft table, porn" is a request.
+        try:
+            context_scores, _ = self._category_scores(self._embed([_context(caption, d) for _, d in denials]))
+        except EncoderUnavailable:
+            return {}
+        names = [c.name for c in self.categories]
         softened = {}
-        for index, decision in denials:
+        for row, (index, decision) in enumerate(denials):
             categories = self.reported_words.sections[decision.rule_id.removeprefix("usage.blocked.")]
             lines = {c: by_name[c].review_at if by_name[c].review_at is not None else by_name[c].deny_at for c in categories}
-            if any(assessment.scores[c] >= lines[c] for c in categories):
+            scores = {c: round(max(assessment.scores[c], float(context_scores[row, names.index(c)])), 3) for c in categories}
+            if any(scores[c] >= lines[c] for c in categories):
                 return {}
-            scores = {c: round(assessment.scores[c], 3) for c in categories}
             softened[index] = Decision(
                 Outcome.REVIEW, decision.rule_id,
                 f"{decision.message.split(' (matched')[0].rstrip('.')}: the caption names it (matched "

@@ -189,7 +189,7 @@ class UsagePolicy:
         denials = [d for d in verdict.decisions if d.outcome is Outcome.DENY]
         if self.semantic is not None and all(self.semantic.reportable(d) for d in denials):
             assessment = self.semantic.assess(caption)
-            for index, softened in self.semantic.softened_denials(assessment, verdict.decisions).items():
+            for index, softened in self.semantic.softened_denials(assessment, verdict.decisions, caption).items():
                 verdict.decisions[index] = softened
             # A single everyday word ("a glue gun") asks for review whatever the caption says; where the
             # meaning is confidently harmless the semantic layer may lift that review (never a denial).

@@ -614,12 +614,12 @@ ASKING_FOR_THE_HARM = [
 def test_a_denying_word_in_a_caption_that_reports_on_the_harm_is_mostly_reviewed():
     """Captions that report on a harm the word rules deny by name: none is allowed (a reviewer always
     looks), and where the meaning is confidently not the harm the denial becomes a review that says
-    why. Where the semantic layer itself scores the harm high ("the signs of child abuse": minors 0.87)
-    the denial stands: 7 of these 12 were reviewed when written."""
+    why. Where the semantic layer scores the harm high, as a whole or around the word ("the signs of
+    child abuse": minors 0.87), the denial stands: 5 of these 12 were reviewed when written."""
     verdicts = [USAGE.check_caption(caption) for caption in REPORTING_A_DENIED_WORD]
     assert all(v.outcome is not Outcome.ALLOW for v in verdicts)
     reviewed = [v for v in verdicts if v.outcome is Outcome.REVIEW]
-    assert len(reviewed) >= 6, [(c, v.outcome.value) for c, v in zip(REPORTING_A_DENIED_WORD, verdicts)]
+    assert len(reviewed) >= 5, [(c, v.outcome.value) for c, v in zip(REPORTING_A_DENIED_WORD, verdicts)]
     for verdict in reviewed:
         reported = [d for d in verdict.decisions if d.evidence.get("reported")]
         assert reported and all(d.outcome is Outcome.REVIEW and d.rule_id.startswith("usage.blocked.") for d in reported)
