@@ -99,8 +99,17 @@ def test_editor_watches_images_appear_and_reviewer_approves_and_rejects(celery_w
     images = editor.page.locator(".sg-image img")
     images.nth(1).wait_for(timeout=90_000)
     assert editor.page.evaluate("window.sgNoReload") is True
-    assert editor.page.evaluate("Array.from(document.querySelectorAll('.sg-image img')).every(i => i.complete && i.naturalWidth > 0)")
-    assert "Done: 2 images waiting for review" in editor.page.inner_text("#sg-status")
+    # An inserted <img> loads after it appears (the file is fetched through the login-checked
+    # view), so wait for both to finish loading rather than asserting at the moment they appear.
+    editor.page.wait_for_function(
+        "Array.from(document.querySelectorAll('.sg-image img'))"
+        ".every(i => i.complete && i.naturalWidth > 0)",
+        timeout=30_000,
+    )
+    editor.page.wait_for_function(
+        "document.querySelector('#sg-status').innerText.includes('Done: 2 images waiting for review')",
+        timeout=30_000,
+    )
     editor.shot("request-page-with-images")
     request = GenerationRequest.objects.get()
     assert request.state == "done" and request.requested_by == users[0]
