@@ -47,13 +47,14 @@ _DISPLAY_NOUNS = (r"(?:diagrams?|charts?|drawings?|illustrations?|infographics?|
                   r"pamphlets?|books?|notes?|lists?|tables?|graphics?|comics?|presentations?|whiteboards?|"
                   r"notebooks?|screenshots?|posts?|threads?|paintings?)")
 _WHO = r"(?:i|you|we|one|someone|people|they|he|she|a\s+person)"
-_HOW = (rf"(?:how(?:\s*-\s*|\s+)to|how\s+(?:do|can|could|would|should|does|did|might)\s+{_WHO}|"
+# "how 2" / "how2" is chat shorthand for "how to".
+_HOW = (rf"(?:how(?:\s*-\s*|\s+)to|how\s*-?\s*2(?=\s)|how\s+(?:do|can|could|would|should|does|did|might)\s+{_WHO}|"
         rf"how\s+{_WHO}\s+(?:can|could|would|should|might|may|would\s+go\s+about)|"
         r"teach(?:es|ing)?\s+(?:me|us|you|them|him|her|kids|people|someone)\s+(?:how\s+)?to|"
         r"where\s+to|when\s+to|what\s+(?:you\s+need|it\s+takes)\s+to|"
         r"(?:easiest|best|fastest|quickest|simplest|cheapest|safest|surest)\s+(?:ways?|methods?)\s+(?:to|of|for)|"
         r"ways?\s+to|learn(?:ing)?\s+(?:to|how\s+to)|step\s*-?\s*by\s*-?\s*step(?:\s+(?:to|for|on|of))?|"
-        r"the\s+(?:steps?|stages?|process)\s+(?:to|for|of))")
+        r"(?:the|each|every|all\s+the)\s+(?:steps?|stages?|process)\s+(?:to|for|of))")
 _PARTS = r"(?:the\s+(?:parts|components|ingredients|materials|wiring|layout)\s+(?:of|for|in))"
 # Verbs a caption may start with as an order ("make a pipe bomb", "synthesise fentanyl at home").
 _IMPERATIVE = (r"(?:make|build|cook|brew|mix|synthesi[sz]e|assemble|manufacture|produce|craft|construct|"

@@ -647,16 +647,30 @@ def test_shorthand_is_never_read_as_a_report(tmp_path):
 
 
 @pytest.mark.parametrize(("caption", "section", "stopped"), [
-    ("skag and a spoon", "drugs", True), ("a bag of molly at a rave", "drugs", True), ("nose candy", "drugs", True),
+    ("skag and a spoon", "drug_names", True), ("a bag of molly at a rave", "drugs", True), ("nose candy", "drug_names", True),
     ("a garden path overgrown with weed", "drugs", False), ("acid rain damage on a limestone statue", "drugs", False),
-    ("cp", "minors_words", True), ("a glock on a nightstand", "weapons", True), ("ransomware", "cyber_harm", True),
+    ("cp", "minors_words", True), ("a glock on a nightstand", "weapon_names", True), ("ransomware", "cyber_harm", True),
+    # Names that mean nothing else are never lifted, however harmless the rest of the caption reads.
+    ("'angel dust' PCP party poster", "drug_names", True), ("an uzi in a gym bag", "weapon_names", True),
+    ("a sonnenrad patch on a denim jacket", "hate_names", True), ("milf calendar for the garage wall", "sexual_shorthand", True),
 ])
 def test_street_names_and_shorthand_are_word_rules(caption, section, stopped):
     """Slang is a word rule: reviewed (or denied by the meaning); its review is lifted where the caption
-    is confidently harmless, never for shorthand of child abuse or computer crime."""
+    is confidently harmless, never for shorthand of child abuse or computer crime, nor for names that
+    mean nothing else (a drug, a weapon's make, a hate symbol)."""
     verdict = USAGE.check_caption(caption)
     words = [d for d in verdict.decisions if d.rule_id == f"usage.blocked.{section}"]
     assert words, [d.to_dict() for d in verdict.decisions]
     assert (verdict.outcome is not Outcome.ALLOW) is stopped, [d.to_dict() for d in verdict.decisions]
     if not stopped:
         assert all(d.evidence.get("lifted") for d in words)
+
+
+def test_sections_of_names_that_mean_nothing_else_are_never_lifted():
+    """The sections of names, makes and shorthand stay out of [word_review]: a low score from an
+    encoder that does not know the word must not allow it."""
+    config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
+    liftable = set(config["word_review"]["sections"])
+    usage = tomllib.loads((DEFAULT_DIR / "usage.toml").read_text())
+    for section in ("drug_names", "weapon_names", "hate_names", "sexual_shorthand", "minors_words", "cyber_harm"):
+        assert section in usage["blocked"] and section not in liftable, section
