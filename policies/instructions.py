@@ -39,7 +39,7 @@ _INSTRUCTION_NOUNS = (r"(?:instructions?|directions?|guides?|guidance|tutorials?
                       r"tips|tricks|lessons?|course|cheat\s*sheets?|flow\s*charts?|flowcharts?|how-?tos?|diy|"
                       r"masterclass|demonstrations?|demos?|protocols?|playbooks?|steps|ingredients|"
                       r"checklists?|explainers?|primers?|handouts?|worksheets?|crash\s+course|workshops?|classes|"
-                      r"seminars?|webinars?|training)")
+                      r"seminars?|webinars?|training|templates?|stencils?)")
 # Nouns that name a picture or a page: linked to how/where/the steps/a gerund, they frame an act
 # ("a diagram of making a grenade"); linked to a thing, they only show it ("a diagram of a flower").
 _DISPLAY_NOUNS = (r"(?:diagrams?|charts?|drawings?|illustrations?|infographics?|posters?|sheets?|slides?|cards?|"
