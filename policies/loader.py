@@ -17,6 +17,7 @@ from policies.embedding import Embedder
 from policies.evaluation import UNCATEGORISED, LabelledSetError, read_labelled
 from policies.output import ImageCheck, OutputPolicy
 from policies.semantic import SemanticLayer, TrainingCaption
+from policies.language import LanguageCheckUnavailable
 from policies.usage import UsagePolicy
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
@@ -61,6 +62,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "personal_data": {"outcome": ("outcome", False), "kinds": ("str_list", False)},
         "purposes": {"allowed": ("str_list", False)},
         "quotas": {"per_user_per_day": ("int", False), "per_group_per_day": ("int_table", False)},
+        "language": {"readable": ("str_list", False), "outcome": ("outcome", False),
+                     "min_confidence": ("probability", False), "max_readable_share": ("probability", False),
+                     "min_letters": ("int", False), "message": ("str", False)},
     },
     "data.toml": {
         "licences": {"allowed": ("str_list", True)},
@@ -240,3 +244,5 @@ def load_policies(folder: str | Path | None = None, extra_image_checks: list[Ima
         )
     except (ValueError, KeyError, TypeError) as exc:  # defensive: schema passed but a value is unusable
         raise PolicyError(f"invalid policy files in {folder}: {exc}") from exc
+    except LanguageCheckUnavailable as exc:  # fails closed, as a broken file does
+        raise PolicyError(f"the policy files in {folder} cannot be enforced: {exc}") from exc

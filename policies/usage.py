@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.decisions import Decision, Outcome, Verdict
+from policies.language import LanguageRule
 from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, terms_pattern
 from policies.semantic import SemanticLayer
 
@@ -19,6 +20,10 @@ IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:\s?[A-Za-z0-9]){11,30}(?!
 IBAN_LENGTHS = {"DE": 22, "GB": 22, "FR": 27, "ES": 24, "IT": 27, "NL": 18, "BE": 16, "CH": 21, "AT": 20,
                 "IE": 22, "PT": 25, "PL": 28, "SE": 24, "DK": 18, "NO": 15, "FI": 18, "LU": 20, "CZ": 24}
 
+
+# Unicode's embedding, override and isolate controls (not the left-to-right / right-to-left marks,
+# which right-to-left text uses).
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # A negation right before a word ("no gore", "without any blood", "not showing any gore", "free of
 # drugs"): at most two words between, and no clause break, so "no warning, gore everywhere" is plain.
@@ -128,6 +133,8 @@ class UsagePolicy:
         self.pii_kinds = set(pii.get("kinds", ["email", "phone", "payment_card", "iban"]))
         purposes = config.get("purposes", {})
         self.allowed_purposes = set(purposes.get("allowed", []))
+        # None: no [language] table, every caption is taken to be English.
+        self.language = LanguageRule.from_config(config["language"]) if "language" in config else None
         quotas = config.get("quotas", {})
         self.per_user_per_day = quotas.get("per_user_per_day")
         self.per_group_per_day = dict(quotas.get("per_group_per_day", {}))
@@ -181,6 +188,11 @@ class UsagePolicy:
             if decision:
                 verdict.decisions.append(decision)
         verdict.decisions.extend(self._check_personal_data(caption))
+        if self.language is not None:
+            # A caption neither layer can read is not judged as if it had been read.
+            unreadable = self.language.check(caption)
+            if unreadable is not None:
+                verdict.decisions.append(unreadable)
         verdict.decisions.extend(self._check_purpose(context.purpose))
         verdict.decisions.extend(self._check_quotas(context))
         # Last, as it is the costly check: a caption the word rules already refuse cannot be refused
@@ -204,6 +216,14 @@ class UsagePolicy:
             return [Decision(Outcome.DENY, "usage.characters.control",
                              "The caption contains control characters; type or paste plain text.",
                              {"count": len(controls), "first": f"U+{ord(controls[0]):04X}"})]
+        # Direction overrides and isolates make a caption display differently from what it says
+        # ("a sign saying \u202eeroG" shows "Gore"); a plain caption never needs them.
+        overrides = [c for c in caption if c in BIDI_CONTROLS]
+        if overrides:
+            return [Decision(Outcome.DENY, "usage.characters.bidi",
+                             "The caption contains text-direction control characters, which make it display "
+                             "differently from what it says; type or paste plain text.",
+                             {"count": len(overrides), "first": f"U+{ord(overrides[0]):04X}"})]
         letters = sum(1 for c in caption if c.isalpha())
         if letters < self.min_letters:
             return [Decision(Outcome.DENY, "usage.length.min",

@@ -276,10 +276,10 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
     assert categories == set(config["categories"])
     # dev2 was the held-out "test" split until it had been looked at three times, dev3 and dev4 were
-    # each held out once, dev5 twice, dev6, dev7 and dev8 once; all are tuning data now (README, "The
-    # labelled set"). test is the held-out split: written by a seventh independent writer, never learnt from.
-    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "test"}
-    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8"):
+    # each held out once, dev5 twice, dev6 to dev9 once; all are tuning data now (README, "The labelled
+    # set"). test is the held-out split: written by an eighth independent writer, never learnt from.
+    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "test"}
+    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9"):
         part = [r for r in rows if r.split == split]
         assert sum(r.harmful for r in part) >= 150 and sum(not r.harmful for r in part) >= 150
     # Enough per category to measure a 0.03 false-positive rate out of fold (with the examples of
@@ -297,7 +297,7 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
-    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "test"):
+    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "test"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
