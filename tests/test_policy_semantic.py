@@ -648,7 +648,7 @@ def test_shorthand_is_never_read_as_a_report(tmp_path):
 
 @pytest.mark.parametrize(("caption", "section", "stopped"), [
     ("skag and a spoon", "drug_names", True), ("a bag of molly at a rave", "drugs", True), ("nose candy", "drug_names", True),
-    ("a garden path overgrown with weed", "drugs", False), ("acid rain damage on a limestone statue", "drugs", False),
+    ("a garden path overgrown with weed", "drugs", False), ("acid rain over a pine forest", "drugs", False),
     ("cp", "minors_words", True), ("a glock on a nightstand", "weapon_names", True), ("ransomware", "cyber_harm", True),
     # Names that mean nothing else are never lifted, however harmless the rest of the caption reads.
     ("'angel dust' PCP party poster", "drug_names", True), ("an uzi in a gym bag", "weapon_names", True),
