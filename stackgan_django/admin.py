@@ -304,8 +304,18 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
             "previous_id": previous_id, "next_id": next_id, "pending_count": pending_count, "position": position,
             "review_url": reverse("admin:stackgan_django_asset_review", args=[asset.pk]),
             "note_required": asset.flagged,
+            "image_url": self._image_url(request, asset),
         }
         return TemplateResponse(request, "stackgan_django/asset_page.html", context)
+
+    @staticmethod
+    def _image_url(request, asset: Asset) -> str | None:
+        """The approved file of an approved asset, else the generated one; None where the image
+        view would refuse it (an editor's rejected or revoked asset)."""
+        approved = asset.state == Asset.State.APPROVED and bool(asset.approved_file)
+        if not views_editor.asset_image_allowed(request.user, asset, approved):
+            return None
+        return views_editor.asset_image_url(asset, approved=approved)
 
     def _visible_asset(self, request, object_id) -> Asset:
         try:
@@ -391,12 +401,31 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
     def created(self, asset):
         return when(asset.created_at)
 
+    def get_list_display(self, request):
+        # The thumbnail depends on who looks (an editor's rejected image is not served to them); a
+        # column callable sees only the row, so it is bound to this request's user here.
+        return tuple(self._thumbnail_for(request.user) if name == "thumbnail" else name
+                     for name in super().get_list_display(request))
+
+    def get_list_display_links(self, request, list_display):
+        by_name = {getattr(item, "__name__", item): item for item in list_display}
+        return [by_name[name] for name in self.list_display_links if name in by_name]
+
     @admin.display(description="image")
     def thumbnail(self, asset):
-        if not asset.file:
-            return "-"
-        return format_html('<img src="{}" width="64" height="64" alt="asset {}" loading="lazy">',
-                           views_editor.asset_image_url(asset), asset.pk)
+        return "-"  # a stand-in for the admin's checks; get_list_display puts the per-user column here
+
+    def _thumbnail_for(self, user):
+        @admin.display(description="image")
+        def thumbnail(asset):
+            if not asset.file:
+                return "-"
+            if not views_editor.asset_image_allowed(user, asset):
+                return format_html('<span class="sg-withdrawn" title="no longer shown">{}</span>', asset.get_state_display())
+            return format_html('<img src="{}" width="64" height="64" alt="asset {}" loading="lazy">',
+                               views_editor.asset_image_url(asset), asset.pk)
+
+        return thumbnail
 
     def has_add_permission(self, request):
         return False

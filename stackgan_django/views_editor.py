@@ -10,13 +10,14 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from stackgan_django import services
 from stackgan_django.access import visible_assets, visible_requests
+from stackgan_django.files import file_response, may_download
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest
 
@@ -126,6 +127,8 @@ def status_context(request: HttpRequest, generation_request: GenerationRequest) 
         "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow")),
         "refused_outputs": refused_outputs,
         "assets": assets,
+        # A rejected or revoked image is no longer served to its editor: say so instead of a broken image.
+        "shown_images": {asset.pk for asset in assets if asset_image_allowed(request.user, asset)},
         "status_url": reverse("admin:stackgan_django_generationrequest_status", args=[generation_request.pk]),
         "new_request_url": reverse("admin:stackgan_django_generationrequest_add"),
     }
@@ -170,23 +173,25 @@ def generate_again_view(model_admin: Any, request: HttpRequest, object_id: str) 
 
 
 def asset_image_view(request: HttpRequest, asset_id: int) -> HttpResponse:
-    """Streams an asset's file to a signed-in user who may see it; 404 for anyone else, so the
-    view never says which assets exist. ``?file=approved`` gives the file with the review manifest."""
+    """Streams an asset's image to a signed-in user who may see it (files.may_download decides);
+    404 for anyone else, so the view never says which assets exist or were withdrawn.
+    ``?file=approved`` gives the file with the review manifest, only while the asset is approved
+    (for anyone but compliance staff)."""
     asset = visible_assets(request.user).filter(pk=asset_id).first()
-    if asset is None:
+    approved_file = request.GET.get("file") == "approved"
+    if asset is None or not may_download(request.user, asset, approved_file, visible_to_user=True):
         raise Http404("No such image.")
-    field = asset.approved_file if request.GET.get("file") == "approved" and asset.approved_file else asset.file
-    if not field:
-        raise Http404("This asset has no file.")
-    try:
-        handle = field.open("rb")
-    except FileNotFoundError:
-        raise Http404("The file is missing from storage.") from None
-    response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=300"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.png"'
-    return response
+    if not (asset.approved_file if approved_file else asset.file):
+        raise Http404("This asset has no such file.")
+    # Inline, revalidated on every use (ETag, so it costs a 304): a revocation takes effect on the
+    # next page load instead of after a browser-cache lifetime.
+    return file_response(request, asset, approved_file, inline=True)
+
+
+def asset_image_allowed(user: Any, asset: Asset, approved: bool = False) -> bool:
+    """Whether ``asset_image_view`` would show this image to ``user``, for pages that must not
+    show a broken image in place of a withdrawn one (the asset came from visible_assets)."""
+    return may_download(user, asset, approved, visible_to_user=True)
 
 
 def asset_image_url(asset: Asset, approved: bool = False) -> str:
