@@ -1,9 +1,12 @@
 """Rate limits on the shared cache (local memory by default, Redis when configured): per API key (or
-user, or address) and per scope for the API, and failed admin log-ins per address and per username."""
+user, or address) and per scope for the API (and the admin pages that do the same work), and failed
+admin log-ins."""
 
 from __future__ import annotations
 
+import math
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from django.contrib.auth import signals as auth_signals
@@ -40,13 +43,25 @@ class ApiKeyScopeThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view) -> str:
         from stackgan_django.models import ApiKey
 
-        if isinstance(request.auth, ApiKey):
+        if isinstance(getattr(request, "auth", None), ApiKey):  # an admin page's HttpRequest has no .auth
             ident = f"key:{request.auth.prefix}"
         elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
             ident = f"addr:{self.get_ident(request)}"
         return f"stackgan:throttle:{self.scope}:{ident}"
+
+
+def page_throttle_wait(request: HttpRequest, scope: str) -> int:
+    """Seconds until an admin page that does the API's expensive work may be used again (0: now).
+
+    The page counts under the API's rate for ``scope`` and under the same cache key as the user's
+    own session calls to the API, so the admin page and the API share one allowance per person
+    instead of each being a way round the other's limit."""
+    throttle = ApiKeyScopeThrottle()
+    if throttle.allow_request(request, SimpleNamespace(throttle_scope=scope)):
+        return 0
+    return max(1, math.ceil(throttle.wait() or 1))
 
 
 # -- admin log-in ---------------------------------------------------------------------------------

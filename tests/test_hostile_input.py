@@ -237,6 +237,39 @@ def test_the_bomb_costs_bounded_memory(tmp_path):
     assert figures["decoding_increase_mb"] > 100, figures  # the measurement can fail
 
 
+VERIFY_PAGE = "/admin/stackgan_django/asset/verify/"
+
+
+def test_the_admin_verify_page_refuses_a_pixel_bomb_by_its_header(db, users, monkeypatch):
+    """The page editors can reach does the API's header check too, before anything decodes."""
+    from stackgan_django import services
+
+    decoded = []
+    monkeypatch.setattr(services, "verify_file", lambda *args, **kwargs: decoded.append(1))
+    client = Client()
+    client.force_login(users[0])  # an editor: view_asset, no review permission
+    upload = io.BytesIO(png_bomb())
+    upload.name = "bomb.png"
+    response = client.post(VERIFY_PAGE, {"file": upload})
+    assert response.status_code == 200 and decoded == []
+    body = response.content.decode()
+    assert "12000 x 12000 pixels; the limit is" in body and 'class="errorlist' in body
+
+
+def test_the_admin_verify_page_shares_the_api_rate_per_person(db, users, settings, api_key_for):
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"verify": "2/minute"}}
+    client = Client()
+    client.force_login(users[0])
+    assert [client.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")}).status_code for _ in range(2)] == [200, 200]
+    limited = client.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")})
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert b"Too many files checked" in limited.content
+    assert client.get(VERIFY_PAGE).status_code == 200  # the empty form costs nothing
+    other = Client()
+    other.force_login(users[1])
+    assert other.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")}).status_code == 200  # another person
+
+
 # -- keys and permissions ---------------------------------------------------------------------------
 
 def test_expired_revoked_unknown_and_malformed_keys_are_401(db, users, api_key_for):
