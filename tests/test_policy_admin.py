@@ -104,6 +104,8 @@ def test_policy_evaluation_page_compares_a_proposed_usage_file(users, client):
     ({"labelled": ("c.csv", "caption,expected\na cat,maybe\n")}, "row 2"),
     ({"labelled": ("c.csv", CSV), "proposed_semantic": ("semantic.toml", "[categories.x\n")}, "semantic.toml: not valid TOML"),
     ({"labelled": ("c.bin", "\udcff")}, "UTF-8"),
+    ({"labelled": ("c.csv", 'caption,expected\n"' + "a" * 200_000 + '",allow\n')}, "line 2: a field is longer than"),
+    ({"labelled": ("c.csv", "caption,expected\ra cat,allow\r")}, "line 1: the lines end in a bare carriage return"),
 ])
 def test_policy_evaluation_page_shows_errors_not_tracebacks(users, client, files, shown):
     client.force_login(users[1])
