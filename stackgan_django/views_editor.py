@@ -142,6 +142,8 @@ def request_page_view(model_admin: Any, request: HttpRequest, object_id: str, fo
     context = _admin_context(model_admin, request, title=f"Request #{generation_request.pk}",
                              original=generation_request, can_add=model_admin.has_add_permission(request),
                              again=generation_request.resubmission_of,
+                             # One token per rendered page: "generate again" twice from it makes one request.
+                             again_key=uuid.uuid4().hex,
                              **status_context(request, generation_request))
     return TemplateResponse(request, "stackgan_django/request_page.html", context)
 
@@ -164,11 +166,11 @@ def generate_again_view(model_admin: Any, request: HttpRequest, object_id: str) 
         raise PermissionDenied
     original = _visible_request(request, object_id)
     try:
-        created = services.resubmit_request(original.pk, request.user)
+        created, is_new = services.resubmit_once(request.POST.get("submission_key", ""), original.pk, request.user)
     except services.WorkflowError as exc:
         messages.error(request, str(exc))
         return redirect(request_url(original.pk))
-    _message_for_submission(request, created, True)
+    _message_for_submission(request, created, is_new)
     return redirect(request_url(created.pk))
 
 
