@@ -4,6 +4,7 @@ that every page uses instead of a public media URL."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -25,14 +26,47 @@ State = GenerationRequest.State
 LIVE_STATES = (State.QUEUED, State.RUNNING)
 
 
+ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Longer than any bound here (the seed has at most 19 digits); converting is not worth it.
+MAX_INTEGER_DIGITS = 30
+
+
+class AsciiIntegerField(forms.IntegerField):
+    """Whole numbers in the digits 0-9 only. Django's IntegerField takes whatever int() takes:
+    "٣" and "１２" too, which nobody types on purpose and which the audit log would record as a
+    number the editor did not see; and "3.0"."""
+
+    default_error_messages = {"invalid": "Enter a whole number using the digits 0-9."}
+
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        if not ASCII_INTEGER.fullmatch(text):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        if len(text.lstrip("+-").lstrip("0")) > MAX_INTEGER_DIGITS:
+            bounds = f" from {self.min_value} to {self.max_value}" if None not in (self.min_value, self.max_value) else ""
+            raise forms.ValidationError(f"The number is out of range: enter a whole number{bounds}.", code="out_of_range")
+        return int(text)
+
+
 class NewRequestForm(forms.Form):
     caption = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 70, "autofocus": True}),
                               help_text="Describe the image in plain words, e.g. “a red apple with a green leaf”.")
-    num_images = forms.IntegerField(label="Number of images", initial=4, min_value=1)
+    num_images = AsciiIntegerField(label="Number of images", initial=4, min_value=1)
     purpose = forms.CharField(initial="editorial", max_length=50)
-    seed = forms.IntegerField(required=False, min_value=0,
-                              help_text="Leave empty for new images each time; the same seed redraws the same images.")
+    seed = AsciiIntegerField(required=False, min_value=0,
+                             help_text="Leave empty for new images each time; the same seed redraws the same images.")
     submission_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Upper bounds from the settings for the browser and the out-of-range message; the
+        # services check them (with their own words) for every caller.
+        for name, limit in (("num_images", services.app_settings.MAX_IMAGES_PER_REQUEST),
+                            ("seed", services.app_settings.MAX_SEED)):
+            self.fields[name].max_value = limit
+            self.fields[name].widget.attrs["max"] = limit
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
