@@ -52,8 +52,29 @@ class LabelledCaption:
 
 
 def read_labelled(text: str, split: str | None = None) -> list[LabelledCaption]:
-    """Parse a labelled CSV (its text); with ``split``, keep only the rows of that split."""
+    """Parse a labelled CSV (its text); with ``split``, keep only the rows of that split. Anything
+    the file gets wrong, down to what the csv module cannot read, is a LabelledSetError naming the
+    line, never a csv.Error (the admin page and the command line show the message as it is)."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        return _read_rows(reader, split)
+    except csv.Error as exc:
+        # line_num counts the lines read before the one that failed.
+        raise LabelledSetError(_unreadable(exc, reader.line_num + 1)) from None
+
+
+def _unreadable(exc: csv.Error, line: int) -> str:
+    where = f"line {line}"
+    if "field limit" in str(exc):
+        return (f"{where}: a field is longer than {csv.field_size_limit():,} characters; captions are short, "
+                "so a quote is probably left open")
+    if "new-line character" in str(exc):
+        return (f"{where}: the lines end in a bare carriage return (CR, old Mac line endings); "
+                "save the CSV with LF or CRLF line endings")
+    return f"{where}: the CSV cannot be read ({exc})"
+
+
+def _read_rows(reader: csv.DictReader, split: str | None) -> list[LabelledCaption]:
     columns = set(reader.fieldnames or [])
     missing = {"caption", "expected"} - columns
     if missing:

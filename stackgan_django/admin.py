@@ -19,7 +19,9 @@ from django.utils.safestring import mark_safe
 
 from stackgan_django import services, views_editor
 from stackgan_django.access import REVIEW_ASSET, sees_every_request, visible_assets, visible_requests
+from stackgan_django.conf import app_settings
 from stackgan_django.files import can_see_unapproved
+from stackgan_django.input_limits import ImageRefused, check_image_header
 from stackgan_django.models import Asset, AuditEvent, GenerationRequest, ModelVersion, PolicyDecision, Review
 from stackgan_django.review_desk import (
     audit_trail,
@@ -30,6 +32,7 @@ from stackgan_django.review_desk import (
     training_data_rows,
 )
 from stackgan_django.templatetags.stackgan_desk import duration, when
+from stackgan_django.throttling import page_throttle_wait
 
 STATE_CSS = {"policy_denied": "denied", "queued": "queued", "running": "running", "done": "done", "failed": "failed",
              "pending_review": "pending", "approved": "approved", "rejected": "rejected", "revoked": "revoked"}
@@ -162,12 +165,21 @@ class GenerationRequestAdmin(DeskMixin, admin.ModelAdmin):
 # -- compliance: the review desk ------------------------------------------------------------------
 
 class VerifyUploadForm(forms.Form):
-    file = forms.FileField(help_text="PNG, JPEG or WebP, up to 50 MB")
+    file = forms.FileField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text = (f"PNG, JPEG or WebP, up to {app_settings.VERIFY_MAX_BYTES // (1024 * 1024)} MB "
+                                         f"and {app_settings.VERIFY_MAX_PIXELS:,} pixels")
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        if upload.size > 50 * 1024 * 1024:
-            raise forms.ValidationError("The file is larger than 50 MB.")
+        try:
+            # The API's limits, judged from the header before a pixel is decoded: a 140 KB PNG
+            # declaring 12,000 x 12,000 pixels would otherwise cost the web process gigabytes.
+            check_image_header(upload)
+        except ImageRefused as exc:
+            raise forms.ValidationError(str(exc)) from None
         return upload
 
 
@@ -304,8 +316,18 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
             "previous_id": previous_id, "next_id": next_id, "pending_count": pending_count, "position": position,
             "review_url": reverse("admin:stackgan_django_asset_review", args=[asset.pk]),
             "note_required": asset.flagged,
+            "image_url": self._image_url(request, asset),
         }
         return TemplateResponse(request, "stackgan_django/asset_page.html", context)
+
+    @staticmethod
+    def _image_url(request, asset: Asset) -> str | None:
+        """The approved file of an approved asset, else the generated one; None where the image
+        view would refuse it (an editor's rejected or revoked asset)."""
+        approved = asset.state == Asset.State.APPROVED and bool(asset.approved_file)
+        if not views_editor.asset_image_allowed(request.user, asset, approved):
+            return None
+        return views_editor.asset_image_url(asset, approved=approved)
 
     def _visible_asset(self, request, object_id) -> Asset:
         try:
@@ -354,18 +376,24 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         then whether it is unaltered and who signed it."""
         if not request.user.has_perm("stackgan_django.view_asset"):
             raise PermissionDenied
+        # The API's rate for verification: each check decodes an image and reads its manifests.
+        wait = page_throttle_wait(request, "verify") if request.method == "POST" else 0
         # Bound on every POST, even an empty one, so a missing file is an error the page shows.
-        form = VerifyUploadForm(request.POST, request.FILES) if request.method == "POST" else VerifyUploadForm()
+        form = VerifyUploadForm(request.POST, request.FILES) if request.method == "POST" and not wait else VerifyUploadForm()
         report = panel = verdict = None
-        if request.method == "POST" and form.is_valid():
+        if request.method == "POST" and not wait and form.is_valid():
             # Editors hold view_asset too; only reviewers learn about our non-approved assets.
             report = services.verify_file(form.cleaned_data["file"].read(),
                                           disclose_unapproved=can_see_unapproved(request.user))
             panel = provenance_panel(report)
             verdict = verify_verdict(report)
         context = {**self.admin_site.each_context(request), "title": "Check a file's provenance", "form": form,
-                   "report": report, "provenance": panel, "verdict": verdict, "opts": self.model._meta}
-        return TemplateResponse(request, "stackgan_django/verify.html", context)
+                   "report": report, "provenance": panel, "verdict": verdict, "opts": self.model._meta,
+                   "error": f"Too many files checked in a short time; try again in {wait} seconds." if wait else None}
+        response = TemplateResponse(request, "stackgan_django/verify.html", context, status=429 if wait else 200)
+        if wait:
+            response["Retry-After"] = str(wait)
+        return response
 
     @admin.display(description="caption", ordering="request__caption")
     def caption(self, asset):
@@ -391,12 +419,31 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
     def created(self, asset):
         return when(asset.created_at)
 
+    def get_list_display(self, request):
+        # The thumbnail depends on who looks (an editor's rejected image is not served to them); a
+        # column callable sees only the row, so it is bound to this request's user here.
+        return tuple(self._thumbnail_for(request.user) if name == "thumbnail" else name
+                     for name in super().get_list_display(request))
+
+    def get_list_display_links(self, request, list_display):
+        by_name = {getattr(item, "__name__", item): item for item in list_display}
+        return [by_name[name] for name in self.list_display_links if name in by_name]
+
     @admin.display(description="image")
     def thumbnail(self, asset):
-        if not asset.file:
-            return "-"
-        return format_html('<img src="{}" width="64" height="64" alt="asset {}" loading="lazy">',
-                           views_editor.asset_image_url(asset), asset.pk)
+        return "-"  # a stand-in for the admin's checks; get_list_display puts the per-user column here
+
+    def _thumbnail_for(self, user):
+        @admin.display(description="image")
+        def thumbnail(asset):
+            if not asset.file:
+                return "-"
+            if not views_editor.asset_image_allowed(user, asset):
+                return format_html('<span class="sg-withdrawn" title="no longer shown">{}</span>', asset.get_state_display())
+            return format_html('<img src="{}" width="64" height="64" alt="asset {}" loading="lazy">',
+                               views_editor.asset_image_url(asset), asset.pk)
+
+        return thumbnail
 
     def has_add_permission(self, request):
         return False

@@ -42,7 +42,13 @@ from stackgan_django.files import (
     signed_url_expiry,
     signed_url_token,
 )
-from stackgan_django.input_limits import ImageRefused, PayloadTooLarge, check_image_header
+from stackgan_django.input_limits import (
+    BoundedJSONParser,
+    ImageRefused,
+    OversizedInteger,
+    PayloadTooLarge,
+    check_image_header,
+)
 from stackgan_django.models import ApiKey, Asset, GenerationRequest, Review
 from stackgan_django.provenance import DIGITAL_SOURCE_TYPE
 
@@ -51,9 +57,13 @@ MAX_PAGE_SIZE = 200
 MAX_FILTER_LENGTH = 200
 # In the schema as well as in the check: text without null characters (PostgreSQL cannot store
 # them), and a caption with at least one character that is not whitespace by Python's reckoning
-# (the services tidy whitespace away) nor ECMAScript's.
+# (the services tidy whitespace away) nor ECMAScript's, nor one of the common characters that
+# show nothing (zero-width and format characters, combining accents, blank letters). The services
+# check "shows something" exactly, by Unicode category, which a schema pattern cannot express.
 NO_NULL_PATTERN = r"^[^\x00]*$"
-CAPTION_PATTERN = r"^[^\x00]*[^\s\x00\x1c-\x1f\x85\ufeff][^\x00]*$"
+INVISIBLE_CHARACTERS = (r"\u00ad\u0300-\u036f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+                        r"\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\uffa0")
+CAPTION_PATTERN = rf"^[^\x00]*[^\s\x00\x1c-\x1f\x85\ufeff{INVISIBLE_CHARACTERS}][^\x00]*$"
 
 
 # -- documented error bodies ------------------------------------------------------------------------
@@ -406,15 +416,55 @@ class RefusalSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else: DRF's CharField turns 5 into "5", a caption nobody wrote."""
+
+    default_error_messages = {"not_a_string": "Send a JSON string, not {kind}."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string", kind=_json_kind(data))
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer and nothing else: DRF's IntegerField also takes "3" and 2.0 (and True is a
+    Python int). A number too long to convert gets the range message, as any number past it does."""
+
+    default_error_messages = {"not_an_integer": "Send a JSON integer (a whole number, no quotes or decimal point), not {kind}.",
+                              "out_of_range": "The number is out of range."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, OversizedInteger):
+            if data.negative and self.min_value is not None:
+                self.fail("min_value", min_value=self.min_value)
+            if not data.negative and self.max_value is not None:
+                self.fail("max_value", max_value=self.max_value)
+            self.fail("out_of_range")
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("not_an_integer", kind=_json_kind(data))
+        return super().to_internal_value(data)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return {dict: "an object", list: "an array"}.get(type(value), "another type")
+
+
 class RequestSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="public_id", read_only=True)
-    caption = serializers.CharField(trim_whitespace=False, validators=[_text, RegexValidator(
+    caption = StrictCharField(trim_whitespace=False, validators=[_text, RegexValidator(
         CAPTION_PATTERN, "Type a caption describing the image you want (no null characters).")],
         help_text="what to draw; checked against the usage policy")
-    num_images = serializers.IntegerField(default=4)
-    seed = serializers.IntegerField(required=False, allow_null=True, default=None,
-                                    help_text="image i uses seed + i; empty for a random seed")
-    purpose = serializers.CharField(max_length=50, default="editorial", trim_whitespace=False, validators=[
+    num_images = StrictIntegerField(default=4)
+    seed = StrictIntegerField(required=False, allow_null=True, default=None,
+                              help_text="image i uses seed + i; empty for a random seed")
+    purpose = StrictCharField(max_length=50, default="editorial", trim_whitespace=False, validators=[
         _text, RegexValidator(NO_NULL_PATTERN, "Null characters are not allowed.")])
     refused_because = serializers.SerializerMethodField()
     assets = serializers.SerializerMethodField()
@@ -484,6 +534,8 @@ class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixi
     required_scopes = {"*": Scope.REQUEST_IMAGES}
     required_perms = {"POST": ("stackgan_django.add_generationrequest",)}
     throttle_scope = "requests"
+    # JSON only, whatever the host's defaults: the strict types above assume JSON's own types.
+    parser_classes = [BoundedJSONParser]
     pagination_class = Pagination
     lookup_field = "public_id"
     lookup_url_kwarg = "id"

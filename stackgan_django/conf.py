@@ -106,10 +106,15 @@ DEFAULTS: dict[str, Any] = {
     # Per API key (or user) and per scope, counted in the default cache; DRF's "N/second|minute|hour|day".
     "API_THROTTLE_RATES": {"assets": "600/minute", "files": "300/minute", "requests": "30/minute",
                            "verify": "30/minute", "anonymous": "60/minute"},
-    # Admin log-in: after this many failed attempts from one address or for one username within the
-    # window (seconds), further attempts are answered 429 until the window has passed.
+    # Admin log-in (stackgan_django/throttling.py says why so): failures for one username from one
+    # address within the window (seconds) lock that pair; an address has a much higher limit of its
+    # own; and past a high ceiling per username (its own window), only clients that have failed
+    # themselves are refused, so nobody can lock someone else out. A lock answers 429.
     "ADMIN_LOGIN_MAX_FAILURES": 5,
     "ADMIN_LOGIN_WINDOW_SECONDS": 300,
+    "ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS": 50,
+    "ADMIN_LOGIN_MAX_FAILURES_PER_USERNAME": 50,
+    "ADMIN_LOGIN_USERNAME_WINDOW_SECONDS": 900,
     # Hostile input: JSON bodies nested deeper than this are refused before parsing; uploads to
     # verify are checked by their header before any pixel is decoded.
     "MAX_JSON_DEPTH": 20,

@@ -28,11 +28,23 @@ def can_see_unapproved(user: Any) -> bool:
     return bool(user and user.is_authenticated and user.has_perm(REVIEW_PERMISSION))
 
 
-def may_download(user: Any, asset: Asset, approved_file: bool) -> bool:
+def may_download(user: Any, asset: Asset, approved_file: bool, *, visible_to_user: bool = False) -> bool:
+    """The one rule for which file of an asset a person may fetch, whatever the door.
+
+    Compliance staff (the review permission) may fetch every file: reviewing them is their job.
+    Anyone else needs ``view_asset`` and gets the approved file only while the asset is approved,
+    so a rejection or revocation stops every copy at once (a revoked asset's approved file still
+    verifies as "approved", so it must not leave). ``visible_to_user`` says the caller found the
+    asset through ``access.visible_assets(user)`` (the editor's own requests): then the generated
+    file may be seen too, while it waits for review (the request page shows it live) or once
+    approved, but not after a rejection or revocation."""
     if can_see_unapproved(user):
         return True
-    return (approved_file and asset.state == Asset.State.APPROVED and bool(user) and user.is_authenticated
-            and user.has_perm(VIEW_PERMISSION))
+    if not (user and user.is_authenticated and user.has_perm(VIEW_PERMISSION)):
+        return False
+    if approved_file:
+        return asset.state == Asset.State.APPROVED and bool(asset.approved_file)
+    return visible_to_user and asset.state in (Asset.State.PENDING_REVIEW, Asset.State.APPROVED)
 
 
 def asset_file_url(asset: Asset, user: Any = None, approved: bool | None = None) -> str | None:
@@ -47,9 +59,10 @@ def asset_file_url(asset: Asset, user: Any = None, approved: bool | None = None)
     return reverse("stackgan-staff-file", kwargs={"name": field.name})
 
 
-def file_response(request: HttpRequest, asset: Asset, approved_file: bool) -> HttpResponse:
+def file_response(request: HttpRequest, asset: Asset, approved_file: bool, *, inline: bool = False) -> HttpResponse:
     """The file with a strong ETag (its SHA-256), Last-Modified, conditional GET (304 / 412) and a
-    Content-Disposition naming it by the asset's public id (never by its storage name)."""
+    Content-Disposition naming it by the asset's public id (never by its storage name); ``inline``
+    for pages that show the image rather than download it."""
     field = asset.approved_file if approved_file else asset.file
     digest = asset.approved_sha256 if approved_file else asset.sha256
     etag = quote_etag(digest)
@@ -65,7 +78,7 @@ def file_response(request: HttpRequest, asset: Asset, approved_file: bool) -> Ht
     except (FileNotFoundError, OSError) as exc:
         raise Http404("The file is missing from storage.") from exc
     suffix = "" if approved_file else "-generated"
-    response = FileResponse(handle, content_type="image/png", as_attachment=True,
+    response = FileResponse(handle, content_type="image/png", as_attachment=not inline,
                             filename=f"{asset.public_id}{suffix}.png")
     response["ETag"] = etag
     response["Last-Modified"] = http_date(last_modified)

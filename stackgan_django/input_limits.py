@@ -54,6 +54,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# No field takes a number this long (the largest, the seed, has 19 digits).
+MAX_JSON_INTEGER_DIGITS = 100
+
+
+@dataclass(frozen=True)
+class OversizedInteger:
+    """A JSON integer with more digits than any field takes, left unconverted: Python refuses to
+    convert more than 4,300 digits (with a message about sys.set_int_max_str_digits that means
+    nothing to a client), and the conversion costs time below that. Integer fields answer it with
+    their range message; anything else sees an object that is not a number."""
+
+    negative: bool
+    digits: int
+
+
+def _parse_int(text: str) -> int | OversizedInteger:
+    if len(text) > MAX_JSON_INTEGER_DIGITS:
+        return OversizedInteger(text.startswith("-"), len(text.lstrip("-")))
+    return int(text)
+
+
 class BoundedJSONParser(JSONParser):
     """DRF's JSON parser with the limits it lacks: the body is read up to DATA_UPLOAD_MAX_MEMORY_SIZE
     (413 past it), nesting deeper than STACKGAN["MAX_JSON_DEPTH"] is refused before ``json.loads``
@@ -69,7 +90,7 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(f"The JSON body nests deeper than {max_depth} levels.")
         try:
             text = raw.decode("utf-8")
-            return json.loads(text, parse_constant=_reject_constant)
+            return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
         except UnicodeDecodeError as exc:
             raise ParseError("The JSON body is not valid UTF-8.") from exc
         except (ValueError, RecursionError) as exc:

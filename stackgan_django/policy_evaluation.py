@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from django import forms
 from django.contrib.admin import AdminSite
@@ -22,6 +23,7 @@ from django.urls import path
 
 from policies import PolicyError, load_policies
 from policies.evaluation import LabelledSetError, evaluate, format_reports, read_labelled
+from stackgan_django.access import REVIEW_ASSET
 from stackgan_django.governance import current_policies, policy_folder
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,14 @@ MAX_POLICY_BYTES = 1_000_000
 # Each caption costs a few milliseconds per policy; beyond this the command line is the tool.
 MAX_ROWS_IN_ADMIN = 1500
 PROPOSABLE_FILES = ("usage.toml", "semantic.toml")
-PERMISSIONS = ("stackgan_django.view_policydecision", "stackgan_django.review_asset")
+# Compliance staff only. Not view_policydecision: editors hold it (to read their own refusals), and
+# this page would give them a bulk oracle of which harmful captions the policy lets through, with
+# the evidence, and a place to try policy files of their own.
+PERMISSION = REVIEW_ASSET
+
+
+def may_evaluate_policies(user: Any) -> bool:
+    return bool(user and user.is_authenticated and user.has_perm(PERMISSION))
 
 
 class PolicyEvaluationForm(forms.Form):
@@ -80,7 +89,7 @@ def _proposed_policies(files: dict[str, str]):
 
 
 def policy_evaluation_view(request: HttpRequest, site: AdminSite) -> HttpResponse:
-    if not any(request.user.has_perm(p) for p in PERMISSIONS):
+    if not may_evaluate_policies(request.user):
         raise PermissionDenied
     form = PolicyEvaluationForm(request.POST or None, request.FILES or None)
     report_text, error = None, None

@@ -1,9 +1,14 @@
 """Rate limits on the shared cache (local memory by default, Redis when configured): per API key (or
-user, or address) and per scope for the API, and failed admin log-ins per address and per username."""
+user, or address) and per scope for the API (and the admin pages that do the same work), and failed
+admin log-ins."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from django.contrib.auth import signals as auth_signals
@@ -40,7 +45,7 @@ class ApiKeyScopeThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view) -> str:
         from stackgan_django.models import ApiKey
 
-        if isinstance(request.auth, ApiKey):
+        if isinstance(getattr(request, "auth", None), ApiKey):  # an admin page's HttpRequest has no .auth
             ident = f"key:{request.auth.prefix}"
         elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
@@ -49,7 +54,34 @@ class ApiKeyScopeThrottle(SimpleRateThrottle):
         return f"stackgan:throttle:{self.scope}:{ident}"
 
 
+def page_throttle_wait(request: HttpRequest, scope: str) -> int:
+    """Seconds until an admin page that does the API's expensive work may be used again (0: now).
+
+    The page counts under the API's rate for ``scope`` and under the same cache key as the user's
+    own session calls to the API, so the admin page and the API share one allowance per person
+    instead of each being a way round the other's limit."""
+    throttle = ApiKeyScopeThrottle()
+    if throttle.allow_request(request, SimpleNamespace(throttle_scope=scope)):
+        return 0
+    return max(1, math.ceil(throttle.wait() or 1))
+
+
 # -- admin log-in ---------------------------------------------------------------------------------
+#
+# Who is locked out by failed log-ins, and why so:
+#
+# * username + address (ADMIN_LOGIN_MAX_FAILURES, 5 per ADMIN_LOGIN_WINDOW_SECONDS): the lock a
+#   client earns with its own failures. Keying it on the username alone let anyone lock any
+#   account out (five bad POSTs for "REVIEWER " and the reviewer's correct password was 429 too);
+#   keying it on the pair leaves the person at their own desk unaffected by someone else's guesses.
+# * address (ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS, 50 per window): one address trying many
+#   usernames. Much higher than the pair's limit because an office behind one NAT address shares it.
+# * username (ADMIN_LOGIN_MAX_FAILURES_PER_USERNAME, 50 per ADMIN_LOGIN_USERNAME_WINDOW_SECONDS):
+#   a ceiling against guessing one password from many addresses. Past it only clients that have
+#   failed themselves within the window are refused, so an attacker with many addresses gets one
+#   guess per address, and the owner, typing the right password from a clean address, gets in.
+#
+# Usernames count as the log-in form would see them typed: case and surrounding spaces ignored.
 
 def _client_address(request: HttpRequest) -> str:
     # REMOTE_ADDR only: X-Forwarded-For is the client's to forge unless a proxy the operator trusts
@@ -57,38 +89,64 @@ def _client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
-def _failure_keys(request: HttpRequest, username: str | None) -> list[str]:
-    keys = [f"stackgan:login-failures:addr:{_client_address(request)}"]
-    if username:
-        keys.append(f"stackgan:login-failures:user:{username.strip().lower()[:150]}")
-    return keys
+def _digest(text: str) -> str:
+    # A typed username may hold anything (spaces, control characters); cache keys must not.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def _failures(key: str) -> list[float]:
+@dataclass(frozen=True)
+class _Counter:
+    key: str
+    limit: int
+    window: int
+
+
+def _counters(request: HttpRequest, username: str | None) -> dict[str, _Counter]:
+    address = _client_address(request)
     window = app_settings.ADMIN_LOGIN_WINDOW_SECONDS
+    counters = {"address": _Counter(f"stackgan:login-failures:addr:{_digest(address)}",
+                                    app_settings.ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS, window)}
+    name = (username or "").strip().lower()[:150]
+    if name:
+        counters["pair"] = _Counter(f"stackgan:login-failures:pair:{_digest(name + chr(0) + address)}",
+                                    app_settings.ADMIN_LOGIN_MAX_FAILURES, window)
+        counters["username"] = _Counter(f"stackgan:login-failures:user:{_digest(name)}",
+                                        app_settings.ADMIN_LOGIN_MAX_FAILURES_PER_USERNAME,
+                                        app_settings.ADMIN_LOGIN_USERNAME_WINDOW_SECONDS)
+    return counters
+
+
+def _failures(counter: _Counter) -> list[float]:
     now = time.time()
-    return [t for t in cache.get(key, []) if now - t < window]
+    return [t for t in cache.get(counter.key, []) if now - t < counter.window]
+
+
+def _wait(counter: _Counter, failures: list[float]) -> int:
+    if len(failures) < counter.limit:
+        return 0
+    return int(counter.window - (time.time() - failures[-counter.limit])) + 1
 
 
 def login_blocked_for(request: HttpRequest, username: str | None) -> int:
     """Seconds until another attempt is allowed (0: allowed now)."""
-    limit, window = app_settings.ADMIN_LOGIN_MAX_FAILURES, app_settings.ADMIN_LOGIN_WINDOW_SECONDS
-    wait = 0
-    for key in _failure_keys(request, username):
-        failures = _failures(key)
-        if len(failures) >= limit:
-            wait = max(wait, int(window - (time.time() - failures[-limit])) + 1)
+    counters = _counters(request, username)
+    failures = {name: _failures(counter) for name, counter in counters.items()}
+    wait = max(_wait(counters[name], failures[name]) for name in ("address", "pair") if name in counters)
+    client_has_failed = bool(failures["address"])
+    if "username" in counters and client_has_failed:
+        wait = max(wait, _wait(counters["username"], failures["username"]))
     return wait
 
 
 def record_login_failure(sender: Any = None, credentials: dict[str, Any] | None = None,
                          request: HttpRequest | None = None, **kwargs: Any) -> None:
-    """``user_login_failed`` receiver: remembers the failure for the address and the username."""
+    """``user_login_failed`` receiver: counts the failure for the address, the pair and the username."""
     if request is None:
         return
-    username = (credentials or {}).get("username")
-    for key in _failure_keys(request, username):
-        cache.set(key, [*_failures(key), time.time()], timeout=app_settings.ADMIN_LOGIN_WINDOW_SECONDS)
+    for counter in _counters(request, (credentials or {}).get("username")).values():
+        # Only the last ``limit`` failures decide a wait, so no list grows past that.
+        recent = [*_failures(counter), time.time()][-max(1, counter.limit):]
+        cache.set(counter.key, recent, timeout=counter.window)
 
 
 def connect_signals() -> None:
@@ -96,8 +154,8 @@ def connect_signals() -> None:
 
 
 def throttled_login(login_view):
-    """Wraps the admin site's login view: a POST from an address or for a username that failed too
-    often within the window is answered 429 (with Retry-After) without checking the password."""
+    """Wraps the admin site's login view: a POST that the counters above refuse is answered 429
+    (with Retry-After) without checking the password."""
 
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method == "POST":

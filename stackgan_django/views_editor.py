@@ -4,19 +4,21 @@ that every page uses instead of a public media URL."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from stackgan_django import services
 from stackgan_django.access import visible_assets, visible_requests
+from stackgan_django.files import file_response, may_download
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest
 
@@ -24,14 +26,47 @@ State = GenerationRequest.State
 LIVE_STATES = (State.QUEUED, State.RUNNING)
 
 
+ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Longer than any bound here (the seed has at most 19 digits); converting is not worth it.
+MAX_INTEGER_DIGITS = 30
+
+
+class AsciiIntegerField(forms.IntegerField):
+    """Whole numbers in the digits 0-9 only. Django's IntegerField takes whatever int() takes:
+    "٣" and "１２" too, which nobody types on purpose and which the audit log would record as a
+    number the editor did not see; and "3.0"."""
+
+    default_error_messages = {"invalid": "Enter a whole number using the digits 0-9."}
+
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        if not ASCII_INTEGER.fullmatch(text):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        if len(text.lstrip("+-").lstrip("0")) > MAX_INTEGER_DIGITS:
+            bounds = f" from {self.min_value} to {self.max_value}" if None not in (self.min_value, self.max_value) else ""
+            raise forms.ValidationError(f"The number is out of range: enter a whole number{bounds}.", code="out_of_range")
+        return int(text)
+
+
 class NewRequestForm(forms.Form):
     caption = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 70, "autofocus": True}),
                               help_text="Describe the image in plain words, e.g. “a red apple with a green leaf”.")
-    num_images = forms.IntegerField(label="Number of images", initial=4, min_value=1)
+    num_images = AsciiIntegerField(label="Number of images", initial=4, min_value=1)
     purpose = forms.CharField(initial="editorial", max_length=50)
-    seed = forms.IntegerField(required=False, min_value=0,
-                              help_text="Leave empty for new images each time; the same seed redraws the same images.")
+    seed = AsciiIntegerField(required=False, min_value=0,
+                             help_text="Leave empty for new images each time; the same seed redraws the same images.")
     submission_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Upper bounds from the settings for the browser and the out-of-range message; the
+        # services check them (with their own words) for every caller.
+        for name, limit in (("num_images", services.app_settings.MAX_IMAGES_PER_REQUEST),
+                            ("seed", services.app_settings.MAX_SEED)):
+            self.fields[name].max_value = limit
+            self.fields[name].widget.attrs["max"] = limit
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -126,6 +161,8 @@ def status_context(request: HttpRequest, generation_request: GenerationRequest) 
         "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow")),
         "refused_outputs": refused_outputs,
         "assets": assets,
+        # A rejected or revoked image is no longer served to its editor: say so instead of a broken image.
+        "shown_images": {asset.pk for asset in assets if asset_image_allowed(request.user, asset)},
         "status_url": reverse("admin:stackgan_django_generationrequest_status", args=[generation_request.pk]),
         "new_request_url": reverse("admin:stackgan_django_generationrequest_add"),
     }
@@ -139,6 +176,8 @@ def request_page_view(model_admin: Any, request: HttpRequest, object_id: str, fo
     context = _admin_context(model_admin, request, title=f"Request #{generation_request.pk}",
                              original=generation_request, can_add=model_admin.has_add_permission(request),
                              again=generation_request.resubmission_of,
+                             # One token per rendered page: "generate again" twice from it makes one request.
+                             again_key=uuid.uuid4().hex,
                              **status_context(request, generation_request))
     return TemplateResponse(request, "stackgan_django/request_page.html", context)
 
@@ -161,32 +200,34 @@ def generate_again_view(model_admin: Any, request: HttpRequest, object_id: str) 
         raise PermissionDenied
     original = _visible_request(request, object_id)
     try:
-        created = services.resubmit_request(original.pk, request.user)
+        created, is_new = services.resubmit_once(request.POST.get("submission_key", ""), original.pk, request.user)
     except services.WorkflowError as exc:
         messages.error(request, str(exc))
         return redirect(request_url(original.pk))
-    _message_for_submission(request, created, True)
+    _message_for_submission(request, created, is_new)
     return redirect(request_url(created.pk))
 
 
 def asset_image_view(request: HttpRequest, asset_id: int) -> HttpResponse:
-    """Streams an asset's file to a signed-in user who may see it; 404 for anyone else, so the
-    view never says which assets exist. ``?file=approved`` gives the file with the review manifest."""
+    """Streams an asset's image to a signed-in user who may see it (files.may_download decides);
+    404 for anyone else, so the view never says which assets exist or were withdrawn.
+    ``?file=approved`` gives the file with the review manifest, only while the asset is approved
+    (for anyone but compliance staff)."""
     asset = visible_assets(request.user).filter(pk=asset_id).first()
-    if asset is None:
+    approved_file = request.GET.get("file") == "approved"
+    if asset is None or not may_download(request.user, asset, approved_file, visible_to_user=True):
         raise Http404("No such image.")
-    field = asset.approved_file if request.GET.get("file") == "approved" and asset.approved_file else asset.file
-    if not field:
-        raise Http404("This asset has no file.")
-    try:
-        handle = field.open("rb")
-    except FileNotFoundError:
-        raise Http404("The file is missing from storage.") from None
-    response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=300"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Disposition"] = f'inline; filename="asset-{asset.pk}.png"'
-    return response
+    if not (asset.approved_file if approved_file else asset.file):
+        raise Http404("This asset has no such file.")
+    # Inline, revalidated on every use (ETag, so it costs a 304): a revocation takes effect on the
+    # next page load instead of after a browser-cache lifetime.
+    return file_response(request, asset, approved_file, inline=True)
+
+
+def asset_image_allowed(user: Any, asset: Asset, approved: bool = False) -> bool:
+    """Whether ``asset_image_view`` would show this image to ``user``, for pages that must not
+    show a broken image in place of a withdrawn one (the asset came from visible_assets)."""
+    return may_download(user, asset, approved, visible_to_user=True)
 
 
 def asset_image_url(asset: Asset, approved: bool = False) -> str:

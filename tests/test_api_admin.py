@@ -73,11 +73,43 @@ def test_api_needs_a_key(db):
     ({"caption": "", "num_images": 2}, "caption"), ({"caption": "a cat", "num_images": 0}, "num_images"),
     ({"caption": "a cat", "num_images": "many"}, "num_images"), ({"num_images": 2}, "caption"),
     ({"caption": "a cat", "seed": -5}, "seed"), ({"caption": "x" * 200_000}, "caption"),
+    # JSON's own types only: no number for a caption, no string, float or boolean for a count.
+    ({"caption": 5}, "caption"), ({"caption": "a cat", "purpose": 7}, "purpose"),
+    ({"caption": "a cat", "num_images": "3"}, "num_images"), ({"caption": "a cat", "num_images": 2.0}, "num_images"),
+    ({"caption": "a cat", "num_images": True}, "num_images"), ({"caption": "a cat", "seed": "12"}, "seed"),
+    ({"caption": "a cat", "seed": False}, "seed"),
+    # Nothing that shows: an input error like an empty caption, not a policy refusal.
+    ({"caption": "\u200b\u200c\u200d\u2060\ufeff"}, "caption"), ({"caption": "\u3164 \u00ad"}, "caption"),
 ])
 def test_api_request_bad_input_is_400_and_writes_nothing(db, active_model, no_broker, users, api, payload, field):
     response = api.post("/api/v1/requests/", payload, format="json")
     assert response.status_code == 400 and field in response.json()
     assert GenerationRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize(("digits", "message"), [
+    ("9" * 5000, "less than or equal to 9223372036854775807"), ("-" + "9" * 5000, "greater than or equal to 0")])
+def test_api_a_number_too_long_to_convert_gets_the_range_message(db, active_model, no_broker, users, api, digits, message):
+    body = b'{"caption": "a cat", "seed": ' + digits.encode() + b"}"
+    response = api.generic("POST", "/api/v1/requests/", body, content_type="application/json")
+    assert response.status_code == 400 and message in response.json()["seed"][0]
+    assert "sys.set_int_max_str_digits" not in response.content.decode()
+    assert GenerationRequest.objects.count() == 0
+
+
+def test_admin_form_takes_ascii_digits_and_a_caption_that_shows(db, active_model, no_broker, users, client):
+    client.force_login(users[0])
+    url = "/admin/stackgan_django/generationrequest/add/"
+    for field, value in (("num_images", "\u0663"), ("seed", "\uff11\uff12"), ("num_images", "2.0")):
+        response = client.post(url, {**new_request_form(client), field: value})
+        assert response.status_code == 200 and "Enter a whole number using the digits 0-9." in response.content.decode(), value
+    huge = client.post(url, {**new_request_form(client), "seed": "9" * 5000})
+    assert "The number is out of range: enter a whole number from 0 to 9223372036854775807." in huge.content.decode()
+    invisible = client.post(url, {**new_request_form(client), "caption": "\u200b\u2060\u200b"})
+    assert b"Type a caption describing the image you want." in invisible.content
+    assert GenerationRequest.objects.count() == 0
+    accepted = client.post(url, {**new_request_form(client), "num_images": " 2 ", "seed": "12"})
+    assert accepted.status_code == 302 and GenerationRequest.objects.get().seed == 12
 
 
 def test_api_malformed_json_and_refused_captions(db, active_model, no_broker, users, api):
@@ -223,8 +255,10 @@ def test_verify_page_says_first_whether_the_file_is_an_approved_asset(db, active
     with asset.approved_file.open("rb") as handle:
         body = client.post("/admin/stackgan_django/asset/verify/", {"file": handle}).content.decode()
     assert f"Approved asset #{asset.pk} of ours, unaltered" in body and 'data-provenance="Trusted"' in body
+    # Judged by its header first, as on the API: the page names the problem and checks nothing.
     response = client.post("/admin/stackgan_django/asset/verify/", {"file": io.BytesIO(b"GIF89a broken")})
-    assert response.status_code == 200 and b"Not an image" in response.content and b"Not one of our assets" in response.content
+    assert response.status_code == 200 and b"GIF files are not checked" in response.content
+    assert b"Not one of our assets" not in response.content
     empty = client.post("/admin/stackgan_django/asset/verify/", {})
     assert empty.status_code == 200 and b"This field is required" in empty.content
 

@@ -237,6 +237,39 @@ def test_the_bomb_costs_bounded_memory(tmp_path):
     assert figures["decoding_increase_mb"] > 100, figures  # the measurement can fail
 
 
+VERIFY_PAGE = "/admin/stackgan_django/asset/verify/"
+
+
+def test_the_admin_verify_page_refuses_a_pixel_bomb_by_its_header(db, users, monkeypatch):
+    """The page editors can reach does the API's header check too, before anything decodes."""
+    from stackgan_django import services
+
+    decoded = []
+    monkeypatch.setattr(services, "verify_file", lambda *args, **kwargs: decoded.append(1))
+    client = Client()
+    client.force_login(users[0])  # an editor: view_asset, no review permission
+    upload = io.BytesIO(png_bomb())
+    upload.name = "bomb.png"
+    response = client.post(VERIFY_PAGE, {"file": upload})
+    assert response.status_code == 200 and decoded == []
+    body = response.content.decode()
+    assert "12000 x 12000 pixels; the limit is" in body and 'class="errorlist' in body
+
+
+def test_the_admin_verify_page_shares_the_api_rate_per_person(db, users, settings, api_key_for):
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"verify": "2/minute"}}
+    client = Client()
+    client.force_login(users[0])
+    assert [client.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")}).status_code for _ in range(2)] == [200, 200]
+    limited = client.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")})
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert b"Too many files checked" in limited.content
+    assert client.get(VERIFY_PAGE).status_code == 200  # the empty form costs nothing
+    other = Client()
+    other.force_login(users[1])
+    assert other.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")}).status_code == 200  # another person
+
+
 # -- keys and permissions ---------------------------------------------------------------------------
 
 def test_expired_revoked_unknown_and_malformed_keys_are_401(db, users, api_key_for):
@@ -289,18 +322,41 @@ def test_rate_limits_count_per_key_and_per_scope(db, users, api_key_for, setting
     assert verify(first, b"not an image").status_code == 429
 
 
-def test_admin_login_is_throttled_per_address_and_username(db, users, settings):
+def login(address: str, username: str, password: str) -> int:
+    return Client(REMOTE_ADDR=address).post("/admin/login/", {"username": username, "password": password}).status_code
+
+
+def test_admin_login_locks_the_failing_client_not_the_account(db, users, settings):
     settings.STACKGAN = {**settings.STACKGAN, "ADMIN_LOGIN_MAX_FAILURES": 3}
     client = Client(REMOTE_ADDR="203.0.113.9")
-    for _ in range(3):
-        response = client.post("/admin/login/", {"username": "editor", "password": "guess"})
+    for username in ("reviewer", "REVIEWER ", " Reviewer"):  # one name, however it is typed
+        response = client.post("/admin/login/", {"username": username, "password": "guess"})
         assert response.status_code == 200 and b"correct username and password" in response.content
-    blocked = client.post("/admin/login/", {"username": "editor", "password": "pw-editor-1"})
+    blocked = client.post("/admin/login/", {"username": "reviewer", "password": "pw-reviewer-1"})
     assert blocked.status_code == 429 and int(blocked["Retry-After"]) > 0
-    # The username is blocked from elsewhere too; another user from another address is not.
-    assert Client(REMOTE_ADDR="198.51.100.1").post("/admin/login/", {"username": "editor", "password": "pw-editor-1"}).status_code == 429
-    other = Client(REMOTE_ADDR="198.51.100.2").post("/admin/login/", {"username": "reviewer", "password": "pw-reviewer-1"})
-    assert other.status_code == 302
+    # The reviewer, from their own desk, is not locked out by someone else's failures.
+    assert login("198.51.100.1", "reviewer", "pw-reviewer-1") == 302
+    # The failing address may still sign in as someone it has not been failing for.
+    assert login("203.0.113.9", "editor", "pw-editor-1") == 302
+
+
+def test_admin_login_limits_an_address_trying_many_usernames(db, users, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS": 4}
+    for name in ("alice", "bob", "carol", "dave"):
+        assert login("203.0.113.20", name, "guess") == 200
+    assert login("203.0.113.20", "editor", "pw-editor-1") == 429
+    assert login("203.0.113.21", "editor", "pw-editor-1") == 302
+
+
+def test_admin_login_ceiling_per_username_refuses_only_clients_that_failed(db, users, settings):
+    """Guessing one password from many addresses: past the ceiling each failing address is refused,
+    and the owner from a clean address still gets in."""
+    settings.STACKGAN = {**settings.STACKGAN, "ADMIN_LOGIN_MAX_FAILURES_PER_USERNAME": 4}
+    for host in range(4):
+        assert login(f"192.0.2.{host}", "editor", "guess") == 200
+    assert login("192.0.2.0", "editor", "pw-editor-1") == 429  # a guessing address, even with the password
+    assert login("192.0.2.1", "editor", "another guess") == 429
+    assert login("198.51.100.7", "editor", "pw-editor-1") == 302
 
 
 # -- never an HTML error page -----------------------------------------------------------------------

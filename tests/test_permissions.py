@@ -259,19 +259,48 @@ def test_someone_elses_or_missing_objects_by_url(db, active_model, no_broker, us
     assert again.status_code == 404 and GenerationRequest.objects.count() == 1
 
 
+def again_token(client, request_id) -> str:
+    return client.get(f"{ADMIN}/generationrequest/{request_id}/change/").context["again_key"]
+
+
 def test_generate_again_uses_new_seeds_and_refused_captions_cannot_be_repeated(db, active_model, no_broker, users):
     client = Client()
     client.force_login(users[0])
     original = services.submit_request(caption="a red apple", num_images=2, user=users[0])
-    response = client.post(f"{ADMIN}/generationrequest/{original.pk}/again/")
+    response = client.post(f"{ADMIN}/generationrequest/{original.pk}/again/",
+                           {"submission_key": again_token(client, original.pk)})
     again = GenerationRequest.objects.exclude(pk=original.pk).get()
     assert response["Location"].endswith(f"/{again.pk}/change/")
     assert (again.caption, again.num_images, again.resubmission_of_id) == ("a red apple", 2, original.pk)
     assert again.seed != original.seed and again.state == "queued"
     assert AuditEvent.objects.filter(action="request.resubmitted", object_id=str(again.pk)).exists()
     denied = services.submit_request(caption="a n.u.d.e figure", num_images=1, user=users[0])
-    refused = client.post(f"{ADMIN}/generationrequest/{denied.pk}/again/", follow=True)
+    refused = client.post(f"{ADMIN}/generationrequest/{denied.pk}/again/", {"submission_key": "another-page"}, follow=True)
     assert b"change the caption" in refused.content and GenerationRequest.objects.count() == 3
+
+
+def test_generate_again_twice_from_one_page_makes_one_request(db, active_model, no_broker, users):
+    """A double click (or a re-sent POST) on "Generate again" leads to the request the first made."""
+    client = Client()
+    client.force_login(users[0])
+    original = services.submit_request(caption="a red apple", num_images=2, user=users[0])
+    url = f"{ADMIN}/generationrequest/{original.pk}/again/"
+    page = client.get(f"{ADMIN}/generationrequest/{original.pk}/change/")
+    token = page.context["again_key"]
+    assert f'name="submission_key" value="{token}"' in page.content.decode()
+    first = client.post(url, {"submission_key": token})
+    second = client.post(url, {"submission_key": token}, follow=True)
+    again = GenerationRequest.objects.get(resubmission_of=original)
+    assert first["Location"].endswith(f"/{again.pk}/change/")
+    assert second.redirect_chain[-1][0].endswith(f"/{again.pk}/change/")
+    assert b"This form was already sent" in second.content
+    assert AuditEvent.objects.filter(action="request.resubmitted").count() == 1
+    # Without the page's token (a forged or stale POST) nothing is made.
+    stale = client.post(url, follow=True)
+    assert b"missing its submission token" in stale.content and GenerationRequest.objects.count() == 2
+    # A new page load is a new click: a second "again" is then wanted.
+    client.post(url, {"submission_key": again_token(client, original.pk)})
+    assert GenerationRequest.objects.filter(resubmission_of=original).count() == 2
 
 
 def test_live_status_reports_queue_position_and_progress(db, active_model, no_broker, users):

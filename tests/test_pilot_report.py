@@ -4,7 +4,7 @@ admin page (with its SVG charts), in ``manage.py pilot_report`` and its JSON, an
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from io import StringIO
 
 import pytest
@@ -17,7 +17,7 @@ from PIL import Image
 from policies import Decision, Outcome, Verdict
 from stackgan_django import services
 from stackgan_django.models import Asset, GenerationRequest
-from stackgan_django.reports.pilot import build_pilot_report
+from stackgan_django.reports.pilot import build_pilot_report, render_charts
 
 COST_PER_GPU_HOUR = 3.6
 
@@ -97,6 +97,31 @@ def test_command_text_json_and_bad_dates(pilot):
         call_command("pilot_report", "--from", "last week")
     with pytest.raises(CommandError, match="before --from"):
         call_command("pilot_report", "--from", today.isoformat(), "--to", start)
+
+
+@pytest.mark.parametrize(("start", "end"), [("9999-12-30", "9999-12-31"), ("9999-12-31", "9999-12-31"),
+                                            (None, "0001-01-01"), ("0001-01-01", "0001-01-03")])
+def test_dates_at_the_ends_of_the_calendar_are_refused_not_a_crash(db, users, client, start, end):
+    """The range runs to midnight after its last day: 9999-12-31 has none (OverflowError)."""
+    args = (["--from", start] if start else []) + ["--to", end]
+    with pytest.raises(CommandError, match="outside the dates a report can cover"):
+        call_command("pilot_report", *args, stdout=StringIO())
+    with pytest.raises(ValueError, match="outside the dates"):
+        build_pilot_report(date.fromisoformat(start or end), date.fromisoformat(end))
+    reviewer = users[1]
+    reviewer.user_permissions.add(Permission.objects.get(codename="view_pilot_report"))
+    client.force_login(reviewer)
+    page = client.get("/admin/stackgan_django/generationrequest/pilot-report/", {"start": start or end, "end": end})
+    assert page.status_code == 400 and b"outside the dates a report can cover" in page.content
+    # The last day that has a following midnight still reports.
+    assert build_pilot_report(date(9999, 12, 29), date(9999, 12, 30)).requests == 0
+
+
+def test_chart_days_carry_the_year_when_the_range_spans_years(db):
+    across = render_charts(build_pilot_report(date(2025, 12, 30), date(2026, 1, 2)))["daily"]
+    assert "2025-12-31" in across and "2026-01-01" in across
+    within = render_charts(build_pilot_report(date(2026, 3, 1), date(2026, 3, 4)))["daily"]
+    assert "03-02" in within and "2026-03-02" not in within
 
 
 def test_admin_page_renders_charts_and_json(pilot, users, client):

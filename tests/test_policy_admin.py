@@ -64,6 +64,25 @@ def test_policy_evaluation_page_for_reviewers_only(users, client):
 
 
 @pytest.mark.django_db
+def test_editors_with_the_demo_group_permissions_cannot_use_the_policy_page(users, client):
+    """The Editors group reads policy decisions (its own refusals); that must not open the bulk
+    evaluation page, nor its link in the desk navigation."""
+    from django.contrib.auth.models import Permission
+
+    from stackgan_django.management.commands.bootstrap_demo import GROUP_PERMISSIONS
+
+    editor, reviewer = users
+    editor.user_permissions.set(Permission.objects.filter(codename__in=GROUP_PERMISSIONS["Editors"]))
+    assert editor.has_perm("stackgan_django.view_policydecision")
+    client.force_login(editor)
+    assert client.get(URL).status_code == 403
+    assert client.post(URL, {"labelled": upload("c.csv", CSV)}).status_code == 403
+    assert URL not in client.get("/admin/stackgan_django/generationrequest/add/").content.decode()
+    client.force_login(reviewer)
+    assert URL in client.get("/admin/stackgan_django/asset/").content.decode()
+
+
+@pytest.mark.django_db
 def test_policy_evaluation_page_compares_a_proposed_usage_file(users, client):
     from policies import DEFAULT_DIR
 
@@ -85,6 +104,8 @@ def test_policy_evaluation_page_compares_a_proposed_usage_file(users, client):
     ({"labelled": ("c.csv", "caption,expected\na cat,maybe\n")}, "row 2"),
     ({"labelled": ("c.csv", CSV), "proposed_semantic": ("semantic.toml", "[categories.x\n")}, "semantic.toml: not valid TOML"),
     ({"labelled": ("c.bin", "\udcff")}, "UTF-8"),
+    ({"labelled": ("c.csv", 'caption,expected\n"' + "a" * 200_000 + '",allow\n')}, "line 2: a field is longer than"),
+    ({"labelled": ("c.csv", "caption,expected\ra cat,allow\r")}, "line 1: the lines end in a bare carriage return"),
 ])
 def test_policy_evaluation_page_shows_errors_not_tracebacks(users, client, files, shown):
     client.force_login(users[1])

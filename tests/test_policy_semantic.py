@@ -363,6 +363,16 @@ def test_read_labelled_reports_bad_rows():
         read_labelled("caption,expected,split\na cat,allow,dev\n", split="test")
 
 
+def test_read_labelled_names_what_the_csv_module_cannot_read():
+    """csv.Error (a field past csv.field_size_limit, bare-CR line endings) is a LabelledSetError
+    naming the line, so no caller shows a traceback or a 500."""
+    with pytest.raises(LabelledSetError, match="line 2: a field is longer than 131,072 characters"):
+        read_labelled('caption,expected\n"' + "a" * 200_000 + '",allow\n')
+    with pytest.raises(LabelledSetError, match="line 1: the lines end in a bare carriage return"):
+        read_labelled("caption,expected\ra cat,allow\r")
+    assert [row.caption for row in read_labelled("caption,expected\r\na cat,allow\r\n")] == ["a cat"]
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "policies", *args], capture_output=True, text=True, timeout=300)
 
@@ -395,6 +405,10 @@ def test_evaluate_usage_rejects_a_bad_csv_without_a_traceback(tmp_path):
     assert result.returncode == 2 and "row 2" in result.stderr and "Traceback" not in result.stderr
     missing = run_cli("evaluate-usage", str(tmp_path / "none.csv"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+    huge = tmp_path / "huge.csv"
+    huge.write_text('caption,expected\n"' + "a" * 200_000 + '",allow\n')
+    result = run_cli("evaluate-usage", str(huge))
+    assert result.returncode == 2 and "line 2: a field is longer" in result.stderr and "Traceback" not in result.stderr
 
 
 # -- instructions for harm: a frame around a harmful act -----------------------------------------------

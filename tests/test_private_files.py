@@ -229,3 +229,60 @@ def test_checks_survive_broken_settings(settings):
     settings.STACKGAN = {"WEBHOOK": []}
     ids = [m.id for m in run_checks(include_deployment_checks=True)]
     assert "stackgan_django.E001" in ids
+
+
+def test_the_admin_image_view_follows_the_asset_state_for_editors(db, active_model, no_broker, users):
+    """Editors see their own images while they wait for review and once approved; a rejection or a
+    revocation stops both files at once, the signed approved file included (it would still verify
+    as approved). Compliance staff keep seeing everything they review."""
+    editor, reviewer = users
+    approved, pending, rejected, revoked = assets_in_every_state(editor, reviewer)
+    editor_session, reviewer_session = Client(), Client()
+    editor_session.force_login(editor)
+    reviewer_session.force_login(reviewer)
+
+    def image(client, asset, approved_file=False):
+        suffix = "?file=approved" if approved_file else ""
+        return client.get(f"/admin/stackgan_django/asset/{asset.pk}/image/{suffix}")
+
+    for asset, approved_file in ((pending, False), (approved, False), (approved, True)):
+        response = image(editor_session, asset, approved_file)
+        assert response.status_code == 200 and body_of(response).startswith(PNG_MAGIC), (asset.state, approved_file)
+        # Revalidated on every use: a browser must not keep showing it after a revocation.
+        cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
+        assert {"private", "no-cache"} <= cache_control and "max-age=300" not in cache_control
+        assert response["Content-Disposition"].startswith("inline")
+    for asset, approved_file in ((rejected, False), (revoked, False), (revoked, True), (pending, True)):
+        response = image(editor_session, asset, approved_file)
+        assert response.status_code == 404, (asset.state, approved_file)
+        assert PNG_MAGIC not in body_of(response)
+    for asset in (approved, pending, rejected, revoked):
+        assert image(reviewer_session, asset).status_code == 200, asset.state
+    assert image(reviewer_session, revoked, approved_file=True).status_code == 200
+    # The same URL the editor just loaded is refused from the moment of the revocation.
+    url = f"/admin/stackgan_django/asset/{approved.pk}/image/?file=approved"
+    etag = editor_session.get(url)["ETag"]
+    assert editor_session.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    services.revoke_asset(approved.pk, reviewer, note="withdrawn")
+    assert editor_session.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 404
+    assert editor_session.get(url.split("?")[0]).status_code == 404
+
+
+def test_pages_show_a_withdrawn_image_as_withdrawn_not_broken(db, active_model, no_broker, users):
+    editor, reviewer = users
+    approved, pending, rejected, revoked = assets_in_every_state(editor, reviewer)
+    client = Client()
+    client.force_login(editor)
+    page = client.get(f"/admin/stackgan_django/generationrequest/{pending.request_id}/change/").content.decode()
+    for asset in (approved, pending):
+        assert f"/admin/stackgan_django/asset/{asset.pk}/image/" in page
+    for asset in (rejected, revoked):
+        assert f"/admin/stackgan_django/asset/{asset.pk}/image/" not in page
+    assert page.count("no longer shown") == 2
+    asset_page = client.get(f"/admin/stackgan_django/asset/{revoked.pk}/change/").content.decode()
+    assert "/image/" not in asset_page and "no longer shown" in asset_page
+    desk = client.get("/admin/stackgan_django/asset/?review=all").content.decode()
+    assert f"/asset/{pending.pk}/image/" in desk and f"/asset/{rejected.pk}/image/" not in desk
+    client.force_login(reviewer)
+    asset_page = client.get(f"/admin/stackgan_django/asset/{revoked.pk}/change/").content.decode()
+    assert f"/admin/stackgan_django/asset/{revoked.pk}/image/" in asset_page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -15,7 +16,7 @@ from PIL import Image
 from policies import Verdict
 from stackgan_django import provenance, services, watermark
 from stackgan_django.models import Asset
-from stackgan_django.provenance import manifests
+from stackgan_django.provenance import manifests, review_note_matches
 from stackgan_django.provenance.signers import PemFileSigner, SignerConfigurationError, make_development_ca
 
 
@@ -92,6 +93,12 @@ def test_approval_adds_a_review_manifest_with_the_generated_file_as_parent(gener
     assert [i["relationship"] for i in active["ingredients"]] == ["parentOf"]
     review = next(a["data"] for a in active["assertions"] if a["label"] == "org.stackgan-django.review")
     assert review["decision"] == "approve" and review["reviewer"].startswith("user-")
+    # The note is in the public file only as a keyed digest: checkable here, not guessable there.
+    assert "note_sha256" not in review and hashlib.sha256(b"ok").hexdigest() not in json.dumps(store)
+    assert review_note_matches(review, "ok") and not review_note_matches(review, "ok.")
+    # Files approved before the digest was keyed carry note_sha256; they still check.
+    assert review_note_matches({"note_sha256": hashlib.sha256(b"ok").hexdigest()}, "ok")
+    assert not review_note_matches({}, "ok")
     assert approved.provenance["state"] == "Trusted"
     # Rejection is a database and audit fact; no file is re-signed.
     assert Asset.objects.get(pk=approved.pk).approved_sha256

@@ -26,6 +26,8 @@ State = GenerationRequest.State
     ({"caption": 42}, "caption"), ({"num_images": 0}, "num_images"), ({"num_images": 9}, "num_images"),
     ({"num_images": "4"}, "num_images"), ({"num_images": True}, "num_images"), ({"seed": -1}, "seed"),
     ({"seed": 2**64}, "seed"), ({"seed": 1.5}, "seed"),
+    # Only characters that show nothing: zero-width, joiners, BOM, soft hyphen, Hangul filler, a lone accent.
+    ({"caption": "\u200b\u200c\u200d\u2060\ufeff\u00ad"}, "caption"), ({"caption": "\u3164\u2800 \u0301"}, "caption"),
 ])
 def test_bad_submissions_are_refused_and_write_nothing(db, active_model, no_broker, kwargs, field):
     events_before = AuditEvent.objects.count()

@@ -7,8 +7,10 @@ from stackgan_django.provenance.manifests import (
     VerificationReport,
     embed_mark_and_xmp,
     get_signer,
+    note_digest,
     pseudonym,
     read_manifest_store,
+    review_note_matches,
     sign_generated,
     sign_review,
     stamp_image,
@@ -18,6 +20,6 @@ from stackgan_django.provenance.signers import SignerConfigurationError, Signing
 
 __all__ = [
     "DIGITAL_SOURCE_TYPE", "SignerConfigurationError", "SigningUnavailable", "StampedImage", "VerificationReport",
-    "embed_mark_and_xmp", "get_signer", "pseudonym", "read_manifest_store", "sign_generated", "sign_review", "stamp_image",
-    "verify_bytes",
+    "embed_mark_and_xmp", "get_signer", "note_digest", "pseudonym", "read_manifest_store", "review_note_matches",
+    "sign_generated", "sign_review", "stamp_image", "verify_bytes",
 ]

@@ -112,6 +112,24 @@ def _secret() -> str:
     return settings.SECRET_KEY
 
 
+def note_digest(note: str) -> str:
+    """The review note as the public manifest records it: HMAC-SHA256 under a key derived from the
+    site's secret. The server can check a note against an approved file; the public cannot try
+    guesses ("ok", "fine") against it, as it could against a plain SHA-256."""
+    key = hashlib.sha256(("stackgan-review-note:" + (app_settings.WATERMARK_KEY or _secret())).encode()).digest()
+    return hmac.new(key, note.encode(), hashlib.sha256).hexdigest()
+
+
+def review_note_matches(review: dict[str, Any], note: str) -> bool:
+    """Whether ``note`` is the one a review assertion records: by its keyed digest, or, in files
+    approved before the digest was keyed, by the plain ``note_sha256`` they carry."""
+    if isinstance(review.get("note_hmac_sha256"), str):
+        return hmac.compare_digest(review["note_hmac_sha256"], note_digest(note))
+    if isinstance(review.get("note_sha256"), str):
+        return hmac.compare_digest(review["note_sha256"], hashlib.sha256(note.encode()).hexdigest())
+    return False
+
+
 def watermark_key() -> bytes:
     return hashlib.sha256(("stackgan-watermark:" + (app_settings.WATERMARK_KEY or _secret())).encode()).digest()
 
@@ -328,7 +346,7 @@ def sign_review(signed: bytes, *, asset_public_id: str, decision: str, reviewer:
                  "parameters": {"description": f"reviewed: {decision}"}},
             ]}},
             {"label": REVIEW_LABEL, "data": {
-                "decision": decision, "reviewer": reviewer, "note_sha256": hashlib.sha256(note.encode()).hexdigest(),
+                "decision": decision, "reviewer": reviewer, "note_hmac_sha256": note_digest(note),
                 "reviewed_at": datetime.now(UTC).isoformat(timespec="seconds"), "asset": asset_public_id,
             }},
             _training_mining(),

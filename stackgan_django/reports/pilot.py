@@ -91,6 +91,28 @@ class PilotReport:
         return data
 
 
+# A day short of the calendar's ends: the report's range runs to midnight after its last day, and
+# the time-zone conversion may move either bound by up to a day, both past date.max / date.min.
+FIRST_DAY = date.min + timedelta(days=1)
+LAST_DAY = date.max - timedelta(days=1)
+MAX_RANGE_DAYS = 3660
+
+
+class ReportRangeError(ValueError):
+    """The date range cannot be reported on; the message says why, in the form's words."""
+
+
+def check_range(start: date, end: date) -> None:
+    """The one check of a range, for the page, the command and build_pilot_report alike."""
+    for day in (start, end):
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise ReportRangeError(f"{day} is outside the dates a report can cover ({FIRST_DAY} to {LAST_DAY}).")
+    if end < start:
+        raise ReportRangeError(f"The end date is before the start date ({start} to {end}).")
+    if (end - start).days > MAX_RANGE_DAYS:
+        raise ReportRangeError("Choose a range of at most ten years.")
+
+
 def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
     zone = timezone.get_current_timezone()
     return (timezone.make_aware(datetime.combine(start, time.min), zone),
@@ -100,8 +122,7 @@ def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
 def build_pilot_report(start: date, end: date) -> PilotReport:
     """Figures for the requests made from ``start`` to ``end`` (both days included), and for the
     images those requests made, whenever they were decided."""
-    if end < start:
-        raise ValueError(f"The end date {end} is before the start date {start}.")
+    check_range(start, end)
     since, until = _bounds(start, end)
     requests = GenerationRequest.objects.filter(created_at__gte=since, created_at__lt=until)
     assets = Asset.objects.filter(request__in=requests)
@@ -183,7 +204,9 @@ def render_charts(report: PilotReport) -> dict[str, str]:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "stackgan-pilot", "font.size": 9}):
         figure = Figure(figsize=(8, 3.2), layout="constrained")
         axes = figure.add_subplot()
-        days = [row["day"][5:] for row in report.daily]
+        # Month and day suffice within one year; across a year boundary the same "01-05" would
+        # stand for two days (and matplotlib would merge their bars), so the year is shown then.
+        days = [row["day"] if report.start.year != report.end.year else row["day"][5:] for row in report.daily]
         bottom = [0] * len(days)
         for key in ("approved", "pending", "rejected", "revoked"):
             values = [row[key] for row in report.daily]
@@ -228,10 +251,10 @@ class PilotRangeForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("start") and data.get("end"):
-            if data["end"] < data["start"]:
-                raise forms.ValidationError("The end date is before the start date.")
-            if (data["end"] - data["start"]).days > 3660:
-                raise forms.ValidationError("Choose a range of at most ten years.")
+            try:
+                check_range(data["start"], data["end"])
+            except ReportRangeError as exc:
+                raise forms.ValidationError(str(exc)) from None
         return data
 
 

@@ -3,6 +3,7 @@ re-sent POSTs) and "generate again with new seeds" in one click."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -17,7 +18,18 @@ State = GenerationRequest.State
 
 
 def submit_once(submission_key: str, *, user: Any, **fields: Any) -> tuple[GenerationRequest, bool]:
-    """Submit unless a request with this form token exists already; returns (request, created).
+    """Submit unless a request with this form token exists already; returns (request, created)."""
+    return _once(submission_key, user, lambda: submit_request(user=user, **fields))
+
+
+def resubmit_once(submission_key: str, request_id: int, user: Any) -> tuple[GenerationRequest, bool]:
+    """"Generate again" guarded like the new-request form: the button's page carries a token, so a
+    double click or a re-sent POST leads to the request the first click made."""
+    return _once(submission_key, user, lambda: resubmit_request(request_id, user))
+
+
+def _once(submission_key: str, user: Any, make: Callable[[], GenerationRequest]) -> tuple[GenerationRequest, bool]:
+    """Run ``make`` unless a request with this token exists already; returns (request, created).
 
     The user's row is locked for the check and the insert, so two POSTs of one form racing each
     other (a double click) serialise: the second finds the first's request. The key is unique in
@@ -32,7 +44,7 @@ def submit_once(submission_key: str, *, user: Any, **fields: Any) -> tuple[Gener
             if existing.requested_by_id != getattr(user, "pk", None):
                 raise WorkflowError("This form was submitted by someone else; reload the page and try again.")
             return existing, False
-        request = submit_request(user=user, **fields)
+        request = make()
         GenerationRequest.objects.filter(pk=request.pk).update(submission_key=submission_key)
         request.submission_key = submission_key
         return request, True

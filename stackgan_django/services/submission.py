@@ -36,6 +36,17 @@ class NoActiveModel(WorkflowError):
     pass
 
 
+# Letters and symbols that fonts draw blank (Hangul fillers, the Braille blank): with the format
+# characters (zero-width space and joiners, BOM, soft hyphen, bidi marks), marks with nothing to
+# mark and controls, a caption made of them alone shows nothing and says nothing.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def has_visible_text(caption: str) -> bool:
+    """At least one letter, digit, punctuation mark or symbol that shows."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in BLANK_LETTERS for ch in caption)
+
+
 def clean_caption(caption: Any) -> str:
     """Whitespace tidied (non-breaking spaces from Word included); the policy judges the content."""
     if not isinstance(caption, str):
@@ -49,7 +60,9 @@ def validate_submission(caption: Any, num_images: Any, seed: Any) -> tuple[str, 
     cleaned = ""
     try:
         cleaned = clean_caption(caption)
-        if not cleaned:
+        if not has_visible_text(cleaned):
+            # An input error like an empty caption, not a policy refusal: it would be recorded as
+            # a denied request and counted in the pilot report's refusals.
             errors["caption"] = "Type a caption describing the image you want."
         elif len(cleaned) > app_settings.MAX_CAPTION_LENGTH:
             errors["caption"] = (f"The caption is {len(cleaned)} characters; "

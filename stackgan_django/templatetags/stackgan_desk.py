@@ -93,4 +93,8 @@ def desk_nav(context: template.Context) -> dict[str, Any]:
             ("stackgan_django.view_pilot_report", "admin:stackgan_django_pilot_report", "Pilot report"),
         ]
         links = [(reverse(name), label) for perm, name, label in candidates if has(perm)]
+        from stackgan_django.policy_evaluation import may_evaluate_policies
+
+        if may_evaluate_policies(user):
+            links.append((reverse("admin:stackgan_django_policy_evaluation"), "Test a policy"))
     return {"links": links, "current": getattr(request, "path", "")}

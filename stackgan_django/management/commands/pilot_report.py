@@ -7,7 +7,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from stackgan_django.reports.pilot import build_pilot_report, default_range
+from stackgan_django.reports.pilot import ReportRangeError, build_pilot_report, check_range, default_range
 
 
 def _date(text: str, option: str) -> date:
@@ -32,9 +32,15 @@ class Command(BaseCommand):
     def handle(self, *args, start: str | None = None, end: str | None = None, as_json: bool = False, **options) -> None:
         default_start, default_end = default_range()
         end_day = _date(end, "--to") if end else default_end
-        start_day = _date(start, "--from") if start else end_day - (default_end - default_start)
+        span = default_end - default_start
+        # Clamped, so a --to near the calendar's start is refused by check_range, not an OverflowError.
+        start_day = _date(start, "--from") if start else (end_day - span if end_day >= date.min + span else date.min)
         if end_day < start_day:
             raise CommandError(f"--to {end_day} is before --from {start_day}.")
+        try:
+            check_range(start_day, end_day)
+        except ReportRangeError as exc:
+            raise CommandError(str(exc)) from None
         report = build_pilot_report(start_day, end_day)
         if as_json:
             self.stdout.write(json.dumps(report.to_dict(), indent=2, sort_keys=True))
