@@ -45,7 +45,8 @@ _INSTRUCTION_NOUNS = (r"(?:instructions?|directions?|guides?|guidance|tutorials?
 _DISPLAY_NOUNS = (r"(?:diagrams?|charts?|drawings?|illustrations?|infographics?|posters?|sheets?|slides?|cards?|"
                   r"videos?|animations?|sketch(?:es)?|pictures?|images?|photos?|pages?|leaflets?|booklets?|"
                   r"pamphlets?|books?|notes?|lists?|tables?|graphics?|comics?|presentations?|whiteboards?|"
-                  r"notebooks?|screenshots?|posts?|threads?|paintings?)")
+                  r"notebooks?|screenshots?|posts?|threads?|paintings?|maps?|timelines?|floor\s*plans?|"
+                  r"storyboards?|series|sequences?)")
 _WHO = r"(?:i|you|we|one|someone|people|they|he|she|a\s+person)"
 # "how 2" / "how2" is chat shorthand for "how to".
 _HOW = (rf"(?:how(?:\s*-\s*|\s+)to|how\s*-?\s*2(?=\s)|how\s+(?:do|can|could|would|should|does|did|might)\s+{_WHO}|"
@@ -66,6 +67,8 @@ FRAME = re.compile(
     rf"\b(?:{_HOW}"
     rf"|{_INSTRUCTION_NOUNS}{_GAP}\s+{_ACT_LINK}(?:\s+(?:{_HOW}|{_PARTS}))?"
     rf"|(?:{_INSTRUCTION_NOUNS}|{_DISPLAY_NOUNS}){_GAP}\s+{_LINK}(?:\s+(?:{_HOW}|{_PARTS})|(?=\s+{_WORD}ing\b))"
+    # "photo series: making a shank ...": a picture's noun, a colon, then what is being done
+    rf"|(?:{_INSTRUCTION_NOUNS}|{_DISPLAY_NOUNS})(?=\s*:\s*{_WORD}ing\b)"
     rf")\b"
 )
 # Of those verbs, the ones that are also nouns starting a noun phrase ("poison control centre",
@@ -77,7 +80,8 @@ _OBJECT = (r"(?:a|an|the|this|that|these|those|my|your|his|her|its|our|their|som
 IMPERATIVE = re.compile(rf"^(?:please\s+)?(?:(?!{_NOUN_VERBS}\b){_IMPERATIVE}|{_NOUN_VERBS}(?=\s+{_OBJECT}\b))\b")
 # Instruction nouns with no link ("a car bomb, instructions"): the caption without them is the act.
 BARE_INSTRUCTIONS = re.compile(r"\b(?:instructions|recipe|tutorial|how-?to|step-by-step|blueprint|schematic|"
-                               r"walkthrough|cheat\s*sheet|diy)\b")
+                               r"walkthrough|cheat\s*sheet|diy|(?:step|stage)\s+(?:photos?|pictures?|images?|shots?|"
+                               r"cards?|guide))\b")
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ class TermRule:
     # For a review section: the deny section a disguised spelling is refused under ("s.e.x" is
     # sexual content, not a word with an everyday meaning); (rule id, message).
     disguised_as: tuple[str, str] | None = None
+    # Names and set phrases in which a term is harmless ("Gore-Tex", "Al Gore"), matched on the
+    # normalised text; a term written plainly inside one is not a match (a disguised one still is).
+    harmless_phrases: re.Pattern | None = None
 
 
 @dataclass
@@ -151,6 +154,10 @@ class UsagePolicy:
                                  "whose outcome is deny")
             target_message = blocked[target].get("message", f"The caption asks for {target.replace('_', ' ')}.")
             rule = dataclasses.replace(rule, disguised_as=(f"usage.blocked.{target}", target_message))
+        phrases = [" ".join(normalise(p).text.split()) for p in spec.get("harmless_phrases", [])]
+        if phrases:
+            alternatives = "|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True))
+            rule = dataclasses.replace(rule, harmless_phrases=re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])"))
         return rule
 
     @staticmethod
@@ -239,6 +246,10 @@ class UsagePolicy:
     @staticmethod
     def _match(rule: TermRule, caption: str, normalised: NormalisedText) -> Decision | None:
         matches = list(rule.pattern.finditer(normalised.text))
+        if matches and rule.harmless_phrases is not None:
+            names = [m.span() for m in rule.harmless_phrases.finditer(normalised.text)]
+            matches = [m for m in matches if not any(a <= m.start() and m.end() <= b for a, b in names)
+                       or _is_evasion(normalised.original_span(caption, m.start(), m.end())[2], rule.terms)]
         if not matches:
             return None
         # "a horror poster, no gore": a denying word that the caption negates is not asked for, but a
