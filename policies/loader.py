@@ -48,6 +48,9 @@ FIELD_CHECKS = {
     "str_list": (_is_str_list, "a list of non-empty strings"),
     "probability": (lambda v: _num(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "int_table": (lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()), "a table of numbers"),
+    "probability_table": (lambda v: isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                and 0 <= x <= 1 for x in v.values()),
+                          "a table of numbers from 0 to 1"),
     "list_table": (lambda v: isinstance(v, dict) and all(_is_str_list(x) or x == [] for x in v.values()),
                    "a table of string lists"),
 }
@@ -85,7 +88,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
                              "does_not_cover": ("str_list", False)}},
         "harmless": {"examples": ("str_list", False)},
         "training": {"labelled": ("str", False)},
-        "word_review": {"clear_below": ("probability", False), "sections": ("list_table", False)},
+        "word_review": {"clear_below": ("probability", False), "sections": ("list_table", False),
+                        "clear_below_by_section": ("probability_table", False)},
         "reported_words": {"sections": ("list_table", False)},
         "instructions": {"category": ("str", True), "review_at": ("probability", False), "deny_at": ("probability", False),
                          "harmful_acts": ("str_list", False), "harmless_acts": ("str_list", False)},

@@ -26,7 +26,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -159,6 +159,12 @@ class WordReviewLift:
     meaning to lift that review."""
     clear_below: float
     sections: dict[str, tuple[str, ...]]  # usage.toml [blocked] section -> semantic categories
+    # A section's own line where it differs ("sex on the beach" may clear at a score that would also
+    # clear "a police officer drawing her sidearm" under the weapons words).
+    by_section: dict[str, float] = field(default_factory=dict)
+
+    def threshold(self, section: str) -> float:
+        return self.by_section.get(section, self.clear_below)
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,11 @@ class SemanticLayer:
         unknown = sorted({c for categories in sections.values() for c in categories} - {c.name for c in self.categories})
         if unknown:
             raise ValueError(f"semantic.toml: [word_review.sections] names categories it lacks: {', '.join(unknown)}")
-        return WordReviewLift(float(spec["clear_below"]), sections)
+        by_section = {name: float(value) for name, value in spec.get("clear_below_by_section", {}).items()}
+        if set(by_section) - set(sections):
+            raise ValueError("semantic.toml: [word_review.clear_below_by_section] names sections that "
+                             f"[word_review.sections] lacks: {', '.join(sorted(set(by_section) - set(sections)))}")
+        return WordReviewLift(float(spec["clear_below"]), sections, by_section)
 
     def _reported_words(self, spec: dict[str, Any] | None) -> ReportedWords | None:
         sections = {name: tuple(categories) for name, categories in (spec or {}).get("sections", {}).items()}
@@ -609,26 +619,26 @@ class SemanticLayer:
             categories = lift.sections.get(section) if decision.rule_id.startswith("usage.blocked.") else None
             if decision.outcome is not Outcome.REVIEW or not categories or decision.evidence.get("evasion"):
                 continue
-            if max(assessment.scores[c] for c in categories) >= lift.clear_below:
+            if max(assessment.scores[c] for c in categories) >= lift.threshold(section):
                 return {}  # one review stays, so the caption goes to a reviewer anyway
-            candidates.append((index, decision, categories))
+            candidates.append((index, decision, categories, lift.threshold(section)))
         if not candidates or len(candidates) > MAX_LIFTS:
             return {}
-        contexts = [_context(caption, decision) for _, decision, _ in candidates]
+        contexts = [_context(caption, decision) for _, decision, _, _ in candidates]
         try:
             context_scores, _ = self._category_scores(self._embed(contexts))
         except EncoderUnavailable:
             return {}  # the reviews stand
         names = [c.name for c in self.categories]
         lifted = {}
-        for row, (index, decision, categories) in enumerate(candidates):
+        for row, (index, decision, categories, clear_below) in enumerate(candidates):
             scores = {c: round(max(assessment.scores[c], float(context_scores[row, names.index(c)])), 3) for c in categories}
-            if max(scores.values()) < lift.clear_below:
+            if max(scores.values()) < clear_below:
                 lifted[index] = Decision(
                     Outcome.ALLOW, decision.rule_id,
                     f"{decision.message} Review lifted: the caption's meaning is far from "
-                    f"{', '.join(c.replace('_', ' ') for c in categories)} (every score below {lift.clear_below}).",
-                    {**decision.evidence, "lifted": True, "semantic_scores": scores, "clear_below": lift.clear_below,
+                    f"{', '.join(c.replace('_', ' ') for c in categories)} (every score below {clear_below}).",
+                    {**decision.evidence, "lifted": True, "semantic_scores": scores, "clear_below": clear_below,
                      "context": contexts[row]})
         # All or nothing: a caption with one review left goes to a reviewer, who sees every word.
         return lifted if len(lifted) == len(candidates) else {}

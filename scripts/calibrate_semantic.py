@@ -168,7 +168,7 @@ def propose(scored: list[Scored], categories: dict, args: argparse.Namespace) ->
 
 
 def outcome(s: Scored, thresholds: dict[str, tuple[float | None, float | None]],
-            lift: tuple[float, dict[str, list[str]]] | None = None) -> Outcome:
+            lift: tuple[float, dict[str, list[str]], dict[str, float]] | None = None) -> Outcome:
     """What the word rules and the semantic layer with these thresholds decide (a window alone never
     denies: the whole caption must reach deny_at too); with ``lift`` (clear_below, sections), word
     reviews that [word_review] lifts are lifted."""
@@ -199,15 +199,39 @@ def _flags(s: Scored, thresholds: dict[str, tuple[float | None, float | None]]) 
 
 
 def _lifted(s: Scored, thresholds: dict[str, tuple[float | None, float | None]], clear_below: float,
-            sections: dict[str, list[str]]) -> bool:
+            sections: dict[str, list[str]], by_section: dict[str, float] | None = None) -> bool:
     """Whether every word review of this caption is lifted (as SemanticLayer.lifted_reviews decides)."""
     if not s.word_reviews or _flags(s, thresholds):
         return False
     for rule_id in s.word_reviews:
-        categories = sections.get(rule_id.removeprefix("usage.blocked.")) if rule_id.startswith("usage.blocked.") else None
-        if not categories or max(max(s.scores[c]) for c in categories) >= clear_below:
+        section = rule_id.removeprefix("usage.blocked.")
+        categories = sections.get(section) if rule_id.startswith("usage.blocked.") else None
+        line = (by_section or {}).get(section, clear_below)
+        if not categories or max(max(s.scores[c]) for c in categories) >= line:
             return False
     return True
+
+
+def propose_lift_by_section(scored: list[Scored], thresholds: dict[str, tuple[float | None, float | None]],
+                            sections: dict[str, list[str]], clear_below: float, max_lifted: float) -> dict[str, float]:
+    """Per [word_review] section, the highest line at or above clear_below at which (the other sections
+    at clear_below) at most max_lifted of the harmful captions the word rules review are lifted."""
+    reviewed = [s for s in scored if s.harmful and s.words is Outcome.REVIEW]
+    proposals = {}
+    for section in sections:
+        best = clear_below
+        for t in GRID[GRID >= clear_below]:
+            if reviewed and np.mean([_lifted(s, thresholds, clear_below, sections, {section: float(t)}) for s in reviewed]) > max_lifted:
+                break
+            best = float(t)
+        if best > clear_below:
+            proposals[section] = best
+    harmless = [s for s in scored if not s.harmful and s.words is Outcome.REVIEW]
+    print(f"[word_review] clear_below_by_section -> {proposals}: lifts "
+          f"{sum(_lifted(s, thresholds, clear_below, sections, proposals) for s in harmless)} of {len(harmless)} harmless "
+          f"captions the word rules review, {sum(_lifted(s, thresholds, clear_below, sections, proposals) for s in reviewed)} "
+          f"of {len(reviewed)} harmful ones")
+    return proposals
 
 
 def propose_lift(scored: list[Scored], thresholds: dict[str, tuple[float | None, float | None]],
@@ -271,10 +295,13 @@ def main() -> int:
     sections = config.get("word_review", {}).get("sections", {})
     lift = None
     if sections:
-        propose_lift(scored, thresholds, sections, args.max_lifted)
+        proposal = propose_lift(scored, thresholds, sections, args.max_lifted)
+        if proposal is not None:
+            propose_lift_by_section(scored, thresholds, sections, proposal, args.max_lifted)
         shipped = config["word_review"].get("clear_below")
-        print(f"[word_review] clear_below as shipped: {shipped}")
-        lift = (shipped, sections) if shipped is not None else None
+        by_section = config["word_review"].get("clear_below_by_section", {})
+        print(f"[word_review] clear_below as shipped: {shipped}, by section {by_section}")
+        lift = (shipped, sections, by_section) if shipped is not None else None
     summarise(scored, thresholds, lift)
     # What the thresholds in force give on the same out-of-fold scores (the proposals above are only
     # proposals: a person may keep a higher deny_at, as semantic.toml's comments say).
