@@ -15,9 +15,9 @@ from typing import Any
 from policies.data import DataPolicy
 from policies.embedding import Embedder
 from policies.evaluation import UNCATEGORISED, LabelledSetError, read_labelled
+from policies.language import LanguageCheckUnavailable
 from policies.output import ImageCheck, OutputPolicy
 from policies.semantic import SemanticLayer, TrainingCaption
-from policies.language import LanguageCheckUnavailable
 from policies.usage import UsagePolicy
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
