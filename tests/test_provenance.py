@@ -74,7 +74,12 @@ def test_generated_asset_reads_trusted_in_a_separate_process(generated_asset, si
     assert created["softwareAgent"]["version"] == "tiny-test"
     generation = assertions["org.stackgan-django.generation"]
     assert generation["model_version"] == "tiny-test" and "caption" not in generation
-    assert generation["caption_sha256"] and generation["policy_version"] and generation["requester"].startswith("user-")
+    assert generation["policy_version"] and generation["requester"].startswith("user-")
+    # The caption is recorded keyed, never as a plain hash a guess can be checked against.
+    assert "caption_sha256" not in generation
+    caption = generated_asset.request.caption
+    assert generation["caption_hmac_sha256"] == manifests.caption_digest(caption)
+    assert generation["caption_hmac_sha256"] != hashlib.sha256(caption.encode()).hexdigest()
     assert assertions["org.stackgan-django.training-data"]["datasets"][0]["licences"] == {"CC0-1.0": 16}
     assert assertions["cawg.training-mining"]["entries"]["cawg.ai_generative_training"]["use"] == "notAllowed"
     assert generated_asset.provenance_state == "Trusted"

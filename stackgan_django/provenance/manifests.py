@@ -112,12 +112,23 @@ def _secret() -> str:
     return settings.SECRET_KEY
 
 
+def _keyed_digest(purpose: str, text: str) -> str:
+    key = hashlib.sha256((f"stackgan-{purpose}:" + (app_settings.WATERMARK_KEY or _secret())).encode()).digest()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
 def note_digest(note: str) -> str:
     """The review note as the public manifest records it: HMAC-SHA256 under a key derived from the
     site's secret. The server can check a note against an approved file; the public cannot try
     guesses ("ok", "fine") against it, as it could against a plain SHA-256."""
-    key = hashlib.sha256(("stackgan-review-note:" + (app_settings.WATERMARK_KEY or _secret())).encode()).digest()
-    return hmac.new(key, note.encode(), hashlib.sha256).hexdigest()
+    return _keyed_digest("review-note", note)
+
+
+def caption_digest(caption: str) -> str:
+    """The caption as the public manifest records it when the caption itself is left out
+    (INCLUDE_CAPTION_IN_MANIFEST off): keyed like the review note, so that a short caption ("a cat
+    face") cannot be recovered by hashing guesses, while the server can still tie a file to its request."""
+    return _keyed_digest("caption", caption)
 
 
 def review_note_matches(review: dict[str, Any], note: str) -> bool:
@@ -236,7 +247,7 @@ def generated_manifest(*, model_version, request, decisions: list[dict[str, Any]
         "model_version": model_version.name,
         "model_version_id": model_version.pk,
         "checkpoint_sha256": model_version.checkpoint_sha256,
-        "caption_sha256": hashlib.sha256(request.caption.encode()).hexdigest(),
+        "caption_hmac_sha256": caption_digest(request.caption),
         "requester": pseudonym("user", request.requested_by_id) if request.requested_by_id else "system",
         "purpose": request.purpose,
         "policy_version": request.policy_version,
