@@ -276,10 +276,10 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
     assert categories == set(config["categories"])
     # dev2 was the held-out "test" split until it had been looked at three times, dev3 and dev4 were
-    # each held out once, dev5 twice, dev6 to dev11 once; all are tuning data now (README, "The labelled
-    # set"). test is the held-out split: written by a tenth independent writer, never learnt from.
-    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "test"}
-    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11"):
+    # each held out once, dev5 twice, dev6 to dev12 once; all are tuning data now (README, "The labelled
+    # set"). test is the held-out split: written by an eleventh independent writer, never learnt from.
+    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12", "test"}
+    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12"):
         part = [r for r in rows if r.split == split]
         assert sum(r.harmful for r in part) >= 150 and sum(not r.harmful for r in part) >= 150
     # Enough per category to measure a 0.03 false-positive rate out of fold (with the examples of
@@ -297,7 +297,7 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
-    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "test"):
+    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12", "test"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
@@ -508,7 +508,7 @@ def test_the_frame_pattern_is_linear_on_hostile_input():
 
 # -- an everyday word's review, lifted by a confidently harmless meaning ------------------------------------
 
-@pytest.mark.parametrize("caption", ["a glue gun on a craft table", "a shooting star over the desert",
+@pytest.mark.parametrize("caption", ["a glue gun on a craft table", "a shooting star over a lake at night",
                                      "a cocktail named sex on the beach", "a bomb-shaped birthday cake"])
 def test_a_plain_everyday_word_in_a_harmless_caption_is_not_reviewed(caption):
     verdict = USAGE.check_caption(caption)
@@ -700,10 +700,10 @@ def test_a_word_review_section_may_have_its_own_line(tmp_path):
     folder = tmp_path / "policies"
     shutil.copytree(DEFAULT_DIR, folder)
     text = (folder / "semantic.toml").read_text()
-    (folder / "semantic.toml").write_text(text.replace("clear_below_by_section = { sexual_words = 0.12 }",
+    (folder / "semantic.toml").write_text(text.replace("clear_below_by_section = { sexual_words = 0.2 }",
                                                        "clear_below_by_section = { sexual_words = 0.0 }"))
     assert load_policies(folder).usage.check_caption("a cocktail named sex on the beach").outcome is Outcome.REVIEW
-    (folder / "semantic.toml").write_text(text.replace("clear_below_by_section = { sexual_words = 0.12 }",
+    (folder / "semantic.toml").write_text(text.replace("clear_below_by_section = { sexual_words = 0.2 }",
                                                        "clear_below_by_section = { gambling = 0.2 }"))
     with pytest.raises(PolicyError, match="gambling"):
         load_policies(folder)
