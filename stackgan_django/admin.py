@@ -491,12 +491,21 @@ def verify_verdict(report: dict) -> dict:
     """The first thing the verify page says: is this file an approved asset of ours?"""
     asset = report.get("asset")
     state = report.get("state")
+    if asset and asset.get("state") == "unconfirmed":
+        # A mark of ours on another picture (services.verification): never headline it as the asset.
+        return {"css": "rejected", "headline": "NOT an approved asset: it carries a mark of ours, but its picture "
+                                               "is not the asset's.",
+                "detail": asset.get("message", "") + " Do not publish it."}
     if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted":
         return {"css": "approved", "headline": f"Approved asset #{asset['id']} of ours, unaltered.",
                 "detail": "It may be published under the asset's terms."}
     if asset and asset.get("state") == Asset.State.APPROVED:
         return {"css": "pending", "headline": f"Approved asset #{asset['id']} of ours, but this copy's provenance is {state}.",
                 "detail": "The file was found by its " + asset["found_by"] + "; it may have been re-encoded or altered."}
+    if asset and asset.get("state") == Asset.State.REVOKED:
+        return {"css": "rejected", "headline": f"NOT approved: our asset #{asset['id'] or asset['public_id']} was revoked.",
+                "detail": f"Revoked {asset.get('revoked_at') or ''}: {asset.get('reason') or 'no reason recorded'}. "
+                          "Do not publish it."}
     if asset:
         label = Asset.State(asset["state"]).label.lower() if asset.get("state") in Asset.State.values else asset.get("state")
         return {"css": "rejected", "headline": f"NOT approved: our asset #{asset['id']} is {label}.",

@@ -142,6 +142,26 @@ def test_api_verify_endpoint(db, active_model, no_broker, users, api, api_key_fo
     assert api.post("/api/v1/verify/", {}, format="multipart").status_code == 400
 
 
+def test_api_verify_says_when_the_approved_file_was_revoked(db, active_model, no_broker, users, api):
+    asset = make_assets(users[0], 1)[0]
+    services.approve_asset(asset.pk, users[1])
+    asset.refresh_from_db()
+    with asset.approved_file.open("rb") as handle:
+        approved = handle.read()
+    services.revoke_asset(asset.pk, users[1], "the model card forbids this use")
+    gone = api.get(f"/api/v1/assets/{asset.public_id}/").json()
+    # The copy a client holds is exactly the approved file: it learns what a 410 would tell it.
+    body = api.post("/api/v1/verify/", {"file": io.BytesIO(approved)}, format="multipart").json()
+    assert body["asset"]["state"] == "revoked" and body["asset"]["public_id"] == str(asset.public_id)
+    assert body["asset"]["reason"] == gone["reason"] == "the model card forbids this use"
+    assert body["asset"]["revoked_at"] == gone["revoked_at"] and body["asset"]["id"] is None
+    # The generated file was never given to clients: still not disclosed to them.
+    with asset.file.open("rb") as handle:
+        generated = handle.read()
+    body = api.post("/api/v1/verify/", {"file": io.BytesIO(generated)}, format="multipart").json()
+    assert body["asset"]["state"] == "not disclosed"
+
+
 def test_openapi_schema(db, api):
     response = api.get("/api/v1/schema/?format=json")
     assert response.status_code == 200 and "/api/v1/assets/" in response.json()["paths"]

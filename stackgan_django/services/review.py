@@ -84,6 +84,14 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
     asset.provenance_state = asset.provenance.get("state", "")
 
 
+def revocation_of(asset: Asset) -> tuple[str, Any]:
+    """The reason and time of an asset's latest revocation, as its revoke review recorded them."""
+    review = asset.reviews.filter(decision=Review.Decision.REVOKE).order_by("-created_at").first()
+    if review is not None:
+        return review.note, review.created_at
+    return "", asset.decided_at
+
+
 def approve_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
     return _review(asset_id, Review.Decision.APPROVE, reviewer, note)
 
