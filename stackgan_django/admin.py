@@ -482,7 +482,7 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
     def reject_selected(self, request, queryset):
         self._apply(request, queryset, services.reject_asset, "rejected")
 
-    @admin.action(description="Revoke selected approved assets", permissions=["review"])
+    @admin.action(description="Revoke selected approved assets (note required)", permissions=["review"])
     def revoke_selected(self, request, queryset):
         self._apply(request, queryset, services.revoke_asset, "revoked")
 

@@ -48,7 +48,8 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
 
 
 class NoteRequired(WorkflowError):
-    """A decision that must be explained: a rejection, or approving what a policy rule flagged."""
+    """A decision that must be explained: a rejection, a revocation, or approving what a policy
+    rule flagged."""
 
 
 def _require_note(asset: Asset, decision: str, note: str) -> None:
@@ -58,6 +59,9 @@ def _require_note(asset: Asset, decision: str, note: str) -> None:
         return
     if decision == Review.Decision.REJECT:
         raise NoteRequired("Write a note saying why the image is rejected.")
+    if decision == Review.Decision.REVOKE:
+        # The note is the reason every client gets with the 410 and from verification.
+        raise NoteRequired("Write a note saying why the approval is revoked.")
     if decision == Review.Decision.APPROVE and asset.flagged:
         raise NoteRequired("A policy rule flagged this image: write a note saying why it may be approved.")
 
