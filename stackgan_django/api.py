@@ -366,8 +366,11 @@ class AssetViewSet(viewsets.GenericViewSet):
         from stackgan_django.provenance import read_manifest_store
 
         asset = self.get_object()
-        with asset.approved_file.open("rb") as handle:
-            store = read_manifest_store(handle.read())
+        try:
+            with asset.approved_file.open("rb") as handle:
+                store = read_manifest_store(handle.read())
+        except (OSError, ValueError) as exc:  # as the file/ action: a missing file is 404, never a 500
+            raise NotFound("The asset's file is missing from storage.") from exc
         if store is None:
             raise NotFound("The file carries no readable manifest.")
         return Response(store)

@@ -264,6 +264,29 @@ def test_bulk_approval_is_one_audited_approval_each_and_flagged_ones_need_a_note
     assert verify_chain().ok
 
 
+def test_a_missing_file_is_a_clear_error_and_does_not_stop_a_bulk_approval(db, users, client, desk_assets, api):
+    bad, good = desk_assets(users[0], 2)
+    bad.file.storage.delete(bad.file.name)
+    client.force_login(users[1])
+    response = client.post(f"/admin/stackgan_django/asset/{bad.pk}/review/", {"decision": "approve", "note": ""},
+                           follow=True)
+    assert response.status_code == 200 and b"cannot be read from storage" in response.content
+    # Nothing half-written: still pending, no approved file, no audit event; retryable once restored.
+    assert Asset.objects.get(pk=bad.pk).state == "pending_review" and not Asset.objects.get(pk=bad.pk).approved_file
+    response = client.post("/admin/stackgan_django/asset/", {"action": "approve_selected",
+                                                             "_selected_action": [bad.pk, good.pk], "note": ""},
+                           follow=True)
+    assert response.status_code == 200 and b"cannot be read from storage" in response.content
+    assert Asset.objects.get(pk=good.pk).state == "approved" and Asset.objects.get(pk=bad.pk).state == "pending_review"
+    assert not AuditEvent.objects.filter(action="asset.approved", object_id=str(bad.pk)).exists()
+    assert verify_chain().ok
+    good.refresh_from_db()
+    good.approved_file.storage.delete(good.approved_file.name)
+    for path in ("manifest", "file"):
+        response = api.get(f"/api/v1/assets/{good.public_id}/{path}/")
+        assert response.status_code == 404 and "missing" in response.json()["detail"]
+
+
 def test_verify_page_says_first_whether_the_file_is_an_approved_asset(db, active_model, no_broker, users, client, desk_assets):
     asset = desk_assets(users[0], 1)[0]
     client.force_login(users[1])

@@ -72,8 +72,16 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
 
     from stackgan_django import provenance
 
-    with asset.file.open("rb") as handle:
-        generated = handle.read()
+    try:
+        with asset.file.open("rb") as handle:
+            generated = handle.read()
+    except (OSError, ValueError) as exc:  # FileNotFoundError; ValueError: the field holds no name
+        # Raised inside the review's transaction, before anything is written: the asset stays
+        # pending, and approving again works once the file is back.
+        raise WorkflowError(f"Asset {asset.pk}'s generated file cannot be read from storage "
+                            f"({getattr(exc, 'strerror', None) or type(exc).__name__}), so the approval cannot be "
+                            "signed; it stays pending. Restore the file (manage.py check_storage lists missing "
+                            "files) or reject the asset.") from exc
     reviewer_id = provenance.pseudonym("user", reviewer.pk) if getattr(reviewer, "pk", None) else "system"
     try:
         approved = provenance.sign_review(generated, asset_public_id=str(asset.public_id), decision="approve",
@@ -82,7 +90,12 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
         raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
     # The field stores it under a keyed hash of this proposal (models.private_asset_name): nothing in
     # the stored name ties it to the generated file or to the request.
-    asset.approved_file.save(f"{asset.file.name}.approved.png", ContentFile(approved), save=False)
+    try:
+        asset.approved_file.save(f"{asset.file.name}.approved.png", ContentFile(approved), save=False)
+    except OSError as exc:
+        # Nothing is saved in the database; a partly written file is an orphan check_storage removes.
+        raise WorkflowError(f"The approved file of asset {asset.pk} could not be stored ({exc.strerror or exc}); "
+                            "it stays pending. Try again when the storage is writable.") from exc
     asset.approved_sha256 = hashlib.sha256(approved).hexdigest()
     asset.provenance = provenance.verify_bytes(approved).to_dict()
     asset.provenance_state = asset.provenance.get("state", "")
@@ -110,8 +123,8 @@ def revoke_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
 
 def approve_assets(asset_ids: list[int], reviewer: Any, note: str = "") -> tuple[list[Asset], dict[int, str]]:
     """Bulk approval: one audited approval (and one signed review manifest) per asset, each in its
-    own transaction, so one that cannot be approved (decided meanwhile, flagged without a note)
-    leaves the others approved. Returns the approved assets and the refusals by asset id."""
+    own transaction, so one that cannot be approved (decided meanwhile, flagged without a note, its
+    file missing from storage) leaves the others approved. Returns the approved assets and the refusals by asset id."""
     approved, refused = [], {}
     for asset_id in asset_ids:
         try:
