@@ -226,6 +226,21 @@ class FlaggedFilter(admin.SimpleListFilter):
         return queryset
 
 
+# The largest primary key any supported database stores (a signed 64-bit integer): a larger number
+# in a query string would overflow SQLite's INTEGER, a 500 instead of an empty list.
+MAX_ROW_ID = 2**63 - 1
+
+
+def filter_by_row_id(queryset, field: str, value: str | None):
+    """``queryset`` filtered on ``field`` = the row id in ``value``: unfiltered without a number (the
+    filter is not set), empty for a number no row can have. ASCII digits only: ``str.isdigit``
+    also accepts "²", which ``int`` refuses."""
+    if not value or not value.isascii() or not value.isdigit():
+        return queryset
+    row_id = int(value)
+    return queryset.filter(**{field: row_id}) if 0 < row_id <= MAX_ROW_ID else queryset.none()
+
+
 class AssetRequesterFilter(admin.SimpleListFilter):
     title = "requester"
     parameter_name = "requester"
@@ -238,8 +253,7 @@ class AssetRequesterFilter(admin.SimpleListFilter):
         return [(str(u.pk), u.get_username()) for u in users]
 
     def queryset(self, request, queryset):
-        value = self.value()
-        return queryset.filter(request__requested_by_id=value) if value and value.isdigit() else queryset
+        return filter_by_row_id(queryset, "request__requested_by_id", self.value())
 
 
 class ModelVersionFilter(admin.SimpleListFilter):
@@ -250,8 +264,7 @@ class ModelVersionFilter(admin.SimpleListFilter):
         return [(str(m.pk), m.name) for m in ModelVersion.objects.order_by("name")]
 
     def queryset(self, request, queryset):
-        value = self.value()
-        return queryset.filter(request__model_version_id=value) if value and value.isdigit() else queryset
+        return filter_by_row_id(queryset, "request__model_version_id", self.value())
 
 
 class ReviewForm(forms.Form):
