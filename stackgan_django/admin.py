@@ -226,6 +226,21 @@ class FlaggedFilter(admin.SimpleListFilter):
         return queryset
 
 
+# The largest primary key any supported database stores (a signed 64-bit integer): a larger number
+# in a query string would overflow SQLite's INTEGER, a 500 instead of an empty list.
+MAX_ROW_ID = 2**63 - 1
+
+
+def filter_by_row_id(queryset, field: str, value: str | None):
+    """``queryset`` filtered on ``field`` = the row id in ``value``: unfiltered without a number (the
+    filter is not set), empty for a number no row can have. ASCII digits only: ``str.isdigit``
+    also accepts "²", which ``int`` refuses."""
+    if not value or not value.isascii() or not value.isdigit():
+        return queryset
+    row_id = int(value)
+    return queryset.filter(**{field: row_id}) if 0 < row_id <= MAX_ROW_ID else queryset.none()
+
+
 class AssetRequesterFilter(admin.SimpleListFilter):
     title = "requester"
     parameter_name = "requester"
@@ -238,8 +253,7 @@ class AssetRequesterFilter(admin.SimpleListFilter):
         return [(str(u.pk), u.get_username()) for u in users]
 
     def queryset(self, request, queryset):
-        value = self.value()
-        return queryset.filter(request__requested_by_id=value) if value and value.isdigit() else queryset
+        return filter_by_row_id(queryset, "request__requested_by_id", self.value())
 
 
 class ModelVersionFilter(admin.SimpleListFilter):
@@ -250,8 +264,7 @@ class ModelVersionFilter(admin.SimpleListFilter):
         return [(str(m.pk), m.name) for m in ModelVersion.objects.order_by("name")]
 
     def queryset(self, request, queryset):
-        value = self.value()
-        return queryset.filter(request__model_version_id=value) if value and value.isdigit() else queryset
+        return filter_by_row_id(queryset, "request__model_version_id", self.value())
 
 
 class ReviewForm(forms.Form):
@@ -482,7 +495,7 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
     def reject_selected(self, request, queryset):
         self._apply(request, queryset, services.reject_asset, "rejected")
 
-    @admin.action(description="Revoke selected approved assets", permissions=["review"])
+    @admin.action(description="Revoke selected approved assets (note required)", permissions=["review"])
     def revoke_selected(self, request, queryset):
         self._apply(request, queryset, services.revoke_asset, "revoked")
 
@@ -491,12 +504,21 @@ def verify_verdict(report: dict) -> dict:
     """The first thing the verify page says: is this file an approved asset of ours?"""
     asset = report.get("asset")
     state = report.get("state")
+    if asset and asset.get("state") == "unconfirmed":
+        # A mark of ours on another picture (services.verification): never headline it as the asset.
+        return {"css": "rejected", "headline": "NOT an approved asset: it carries a mark of ours, but its picture "
+                                               "is not the asset's.",
+                "detail": asset.get("message", "") + " Do not publish it."}
     if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted":
         return {"css": "approved", "headline": f"Approved asset #{asset['id']} of ours, unaltered.",
                 "detail": "It may be published under the asset's terms."}
     if asset and asset.get("state") == Asset.State.APPROVED:
         return {"css": "pending", "headline": f"Approved asset #{asset['id']} of ours, but this copy's provenance is {state}.",
                 "detail": "The file was found by its " + asset["found_by"] + "; it may have been re-encoded or altered."}
+    if asset and asset.get("state") == Asset.State.REVOKED:
+        return {"css": "rejected", "headline": f"NOT approved: our asset #{asset['id'] or asset['public_id']} was revoked.",
+                "detail": f"Revoked {asset.get('revoked_at') or ''}: {asset.get('reason') or 'no reason recorded'}. "
+                          "Do not publish it."}
     if asset:
         label = Asset.State(asset["state"]).label.lower() if asset.get("state") in Asset.State.values else asset.get("state")
         return {"css": "rejected", "headline": f"NOT approved: our asset #{asset['id']} is {label}.",

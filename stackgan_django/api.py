@@ -49,7 +49,7 @@ from stackgan_django.input_limits import (
     PayloadTooLarge,
     check_image_header,
 )
-from stackgan_django.models import ApiKey, Asset, GenerationRequest, Review
+from stackgan_django.models import ApiKey, Asset, GenerationRequest
 from stackgan_django.provenance import DIGITAL_SOURCE_TYPE
 
 Scope = ApiKey.Scope
@@ -274,10 +274,9 @@ ASSET_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, desc
 
 
 def _revocation(asset: Asset) -> Gone:
-    review = asset.reviews.filter(decision=Review.Decision.REVOKE).order_by("-created_at").first()
-    return Gone("This asset was revoked and may no longer be used.", reason=review.note if review else "",
-                revoked_at=(review.created_at if review else asset.decided_at).isoformat()
-                if (review or asset.decided_at) else None)
+    reason, revoked_at = services.revocation_of(asset)
+    return Gone("This asset was revoked and may no longer be used.", reason=reason,
+                revoked_at=revoked_at.isoformat() if revoked_at else None)
 
 
 @extend_schema_view(
@@ -367,8 +366,11 @@ class AssetViewSet(viewsets.GenericViewSet):
         from stackgan_django.provenance import read_manifest_store
 
         asset = self.get_object()
-        with asset.approved_file.open("rb") as handle:
-            store = read_manifest_store(handle.read())
+        try:
+            with asset.approved_file.open("rb") as handle:
+                store = read_manifest_store(handle.read())
+        except (OSError, ValueError) as exc:  # as the file/ action: a missing file is 404, never a 500
+            raise NotFound("The asset's file is missing from storage.") from exc
         if store is None:
             raise NotFound("The file carries no readable manifest.")
         return Response(store)

@@ -124,7 +124,7 @@ def test_staff_urls_check_the_permission_on_every_request(db, active_model, no_b
     first = client.get(url)
     assert first.status_code == 200 and first["Cache-Control"] == "private, no-cache"
     assert first["Content-Disposition"] == f'attachment; filename="{asset.public_id}.png"'
-    services.revoke_asset(asset.pk, reviewer)
+    services.revoke_asset(asset.pk, reviewer, note="withdrawn")
     assert client.get(url).status_code == 404  # the same URL, refused at once
     assert Client().get(url).status_code == 404
 

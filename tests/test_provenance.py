@@ -283,3 +283,57 @@ def test_unreachable_timestamp_authority_leaves_the_request_signing_pending(db, 
     deferred = services.defer_request(request.pk, "timestamp authority unreachable")
     assert deferred.state == "queued" and deferred.error.startswith("signing pending")
     assert deferred.attempts == 0 and not Asset.objects.exists()
+
+
+def forge_mark(asset_image, other):
+    """The tester's forgery: estimate the mark of an approved file (each cell's luminance minus its
+    8 neighbours' mean, its sign) and add sign x 4 to an unrelated picture."""
+    import numpy as np
+
+    cells = watermark._cell_means(asset_image)
+    sign = np.sign(cells - watermark._local_mean(cells))
+    pattern = np.kron(sign, np.ones((4, 4)))  # 64 x 64 cells onto 256 x 256 pixels
+    pixels = np.asarray(other.convert("RGB"), dtype=np.float64) + 4 * pattern[:, :, None]
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+
+
+def encoded(image, kind="PNG", **options):
+    buffer = io.BytesIO()
+    image.save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+def test_a_copied_watermark_on_another_picture_is_not_the_approved_asset(generated_asset, users):
+    from stackgan_django.admin import verify_verdict
+    from stackgan_django.services.verification import SAME_PICTURE_RMSE, picture_distance
+
+    asset = services.approve_asset(generated_asset.pk, users[1])
+    image = Image.open(io.BytesIO(file_bytes(asset))).convert("RGB")
+    # Both sides of the bound, measured on the generated asset: its re-encoded and resized copies...
+    copies = [Image.open(io.BytesIO(encoded(image, "JPEG", quality=q))) for q in (50, 75, 90)]
+    copies += [image.resize((s, s), Image.Resampling.LANCZOS) for s in (128, 512)]
+    assert max(picture_distance(image, copy) for copy in copies) < SAME_PICTURE_RMSE / 3
+    # ...and other pictures carrying its forged mark.
+    forgeries = [forge_mark(image, picture(seed, size=256)) for seed in (1, 2, 3, 4)]
+    assert min(picture_distance(image, forged) for forged in forgeries) > SAME_PICTURE_RMSE * 2
+    for forged in forgeries:
+        for data in (encoded(forged), encoded(forged, "JPEG", quality=90)):
+            report = services.verify_file(data)
+            assert report["watermark"]["found"] and report["watermark"]["mark_id"] == asset.mark_id  # the forgery works
+            assert report["asset"]["state"] == "unconfirmed" and report["asset"]["content_matches"] is False
+            assert report["asset"]["asset_state"] == "approved"  # reviewers may look into whose mark it is
+            verdict = verify_verdict(report)
+            assert "NOT an approved asset" in verdict["headline"] and "Approved asset" not in verdict["headline"]
+            client_view = services.verify_file(data, disclose_unapproved=False)["asset"]
+            assert client_view["state"] == "unconfirmed" and client_view["public_id"] is None and client_view["id"] is None
+            assert "asset_state" not in client_view
+    # A genuine re-encoded copy is still traced to the approved asset.
+    for copy in copies:
+        report = services.verify_file(encoded(copy.convert("RGB"), "JPEG", quality=85))
+        assert report["asset"]["state"] == "approved" and report["asset"]["found_by"] == "watermark"
+
+
+def test_a_watermark_match_whose_asset_file_is_missing_is_not_confirmed(generated_asset):
+    data = encoded(Image.open(io.BytesIO(file_bytes(generated_asset))).convert("RGB"), "JPEG", quality=90)
+    generated_asset.file.storage.delete(generated_asset.file.name)
+    assert services.verify_file(data)["asset"]["state"] == "unconfirmed"

@@ -153,6 +153,11 @@ def test_review_state_machine(db, active_model, no_broker, users):
     services.approve_asset(asset.pk, reviewer, note="good")
     with pytest.raises(services.TransitionError, match="approved"):
         services.reject_asset(asset.pk, reviewer)
+    # The reason clients are given with the revocation (410, verification): never blank.
+    for blank in ("", "   "):
+        with pytest.raises(services.NoteRequired, match="why the approval is revoked"):
+            services.revoke_asset(asset.pk, reviewer, note=blank)
+    assert Asset.objects.get(pk=asset.pk).state == Asset.State.APPROVED
     revoked = services.revoke_asset(asset.pk, reviewer, note="licence question")
     assert revoked.state == Asset.State.REVOKED
     assert list(revoked.reviews.values_list("decision", flat=True)) == ["approve", "revoke"]

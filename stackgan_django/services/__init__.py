@@ -16,6 +16,7 @@ from stackgan_django.services.review import (
     approve_asset,
     approve_assets,
     reject_asset,
+    revocation_of,
     revoke_asset,
 )
 from stackgan_django.services.storage_check import StorageReport, check_storage, delete_orphans
@@ -74,4 +75,5 @@ __all__ = [
     "queue_webhooks", "revoke_api_key",
     # issue 16: batching across requests
     "claim_waiting_requests", "new_mark_ids",
+    "revocation_of",
 ]

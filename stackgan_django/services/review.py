@@ -48,7 +48,8 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
 
 
 class NoteRequired(WorkflowError):
-    """A decision that must be explained: a rejection, or approving what a policy rule flagged."""
+    """A decision that must be explained: a rejection, a revocation, or approving what a policy
+    rule flagged."""
 
 
 def _require_note(asset: Asset, decision: str, note: str) -> None:
@@ -58,6 +59,9 @@ def _require_note(asset: Asset, decision: str, note: str) -> None:
         return
     if decision == Review.Decision.REJECT:
         raise NoteRequired("Write a note saying why the image is rejected.")
+    if decision == Review.Decision.REVOKE:
+        # The note is the reason every client gets with the 410 and from verification.
+        raise NoteRequired("Write a note saying why the approval is revoked.")
     if decision == Review.Decision.APPROVE and asset.flagged:
         raise NoteRequired("A policy rule flagged this image: write a note saying why it may be approved.")
 
@@ -68,8 +72,16 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
 
     from stackgan_django import provenance
 
-    with asset.file.open("rb") as handle:
-        generated = handle.read()
+    try:
+        with asset.file.open("rb") as handle:
+            generated = handle.read()
+    except (OSError, ValueError) as exc:  # FileNotFoundError; ValueError: the field holds no name
+        # Raised inside the review's transaction, before anything is written: the asset stays
+        # pending, and approving again works once the file is back.
+        raise WorkflowError(f"Asset {asset.pk}'s generated file cannot be read from storage "
+                            f"({getattr(exc, 'strerror', None) or type(exc).__name__}), so the approval cannot be "
+                            "signed; it stays pending. Restore the file (manage.py check_storage lists missing "
+                            "files) or reject the asset.") from exc
     reviewer_id = provenance.pseudonym("user", reviewer.pk) if getattr(reviewer, "pk", None) else "system"
     try:
         approved = provenance.sign_review(generated, asset_public_id=str(asset.public_id), decision="approve",
@@ -78,10 +90,23 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
         raise WorkflowError(f"The approval could not be signed, so the asset stays pending: {exc}") from exc
     # The field stores it under a keyed hash of this proposal (models.private_asset_name): nothing in
     # the stored name ties it to the generated file or to the request.
-    asset.approved_file.save(f"{asset.file.name}.approved.png", ContentFile(approved), save=False)
+    try:
+        asset.approved_file.save(f"{asset.file.name}.approved.png", ContentFile(approved), save=False)
+    except OSError as exc:
+        # Nothing is saved in the database; a partly written file is an orphan check_storage removes.
+        raise WorkflowError(f"The approved file of asset {asset.pk} could not be stored ({exc.strerror or exc}); "
+                            "it stays pending. Try again when the storage is writable.") from exc
     asset.approved_sha256 = hashlib.sha256(approved).hexdigest()
     asset.provenance = provenance.verify_bytes(approved).to_dict()
     asset.provenance_state = asset.provenance.get("state", "")
+
+
+def revocation_of(asset: Asset) -> tuple[str, Any]:
+    """The reason and time of an asset's latest revocation, as its revoke review recorded them."""
+    review = asset.reviews.filter(decision=Review.Decision.REVOKE).order_by("-created_at").first()
+    if review is not None:
+        return review.note, review.created_at
+    return "", asset.decided_at
 
 
 def approve_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
@@ -98,8 +123,8 @@ def revoke_asset(asset_id: int, reviewer: Any, note: str = "") -> Asset:
 
 def approve_assets(asset_ids: list[int], reviewer: Any, note: str = "") -> tuple[list[Asset], dict[int, str]]:
     """Bulk approval: one audited approval (and one signed review manifest) per asset, each in its
-    own transaction, so one that cannot be approved (decided meanwhile, flagged without a note)
-    leaves the others approved. Returns the approved assets and the refusals by asset id."""
+    own transaction, so one that cannot be approved (decided meanwhile, flagged without a note, its
+    file missing from storage) leaves the others approved. Returns the approved assets and the refusals by asset id."""
     approved, refused = [], {}
     for asset_id in asset_ids:
         try:
