@@ -317,12 +317,30 @@ def prepare(name: str, out: Path, cache_dir: Path, limit: int | None = None, pro
 CSV_COLUMNS = ("file", "captions", "license", "source", "attribution", "training_permission")
 
 
-def import_csv(images_dir: Path, csv_path: Path, out: Path, max_side: int = 1024) -> tuple[int, list[str]]:
+def refuse_existing_output(out: Path, overwrite: bool) -> None:
+    """Refuse to write a dataset into a folder that already holds one unless told to.
+
+    A dataset folder's manifest is what a model's lineage.json hashes: writing over data/twemoji
+    silently breaks the shipped model's record of what it was trained on.
+    """
+    if overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise PreparationError(f"{out} exists and is not a folder")
+    if any(out.iterdir()):
+        raise PreparationError(f"{out} already exists and is not empty; choose another --out, "
+                               "or pass --overwrite to write over it")
+
+
+def import_csv(images_dir: Path, csv_path: Path, out: Path, max_side: int = 1024,
+               overwrite: bool = False) -> tuple[int, list[str]]:
     """Validate every row of a CSV describing a folder of images and write the manifest format.
 
     ``captions`` holds one or more captions separated by '|'. Returns (rows written, errors by row);
-    rows with errors are left out and reported, not fatal.
+    rows with errors are left out and reported, not fatal. An ``out`` that is not empty is refused
+    unless ``overwrite``.
     """
+    refuse_existing_output(out, overwrite)
     errors: list[str] = []
     items = []
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -398,13 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--images", type=Path, required=True)
     imp.add_argument("--csv", type=Path, required=True)
     imp.add_argument("--out", type=Path, required=True)
+    imp.add_argument("--overwrite", action="store_true", help="write over a folder that already holds files")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             report = prepare(args.name, args.out, args.cache, args.limit)
             print(report.summary())
             return 0 if report.written else 1
-        written, errors = import_csv(args.images, args.csv, args.out)
+        written, errors = import_csv(args.images, args.csv, args.out, overwrite=args.overwrite)
     except PreparationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -142,3 +142,63 @@ def test_import_csv_refuses_a_file_without_the_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("name,text\nx,y\n")
     with pytest.raises(PreparationError, match="missing column"):
         import_csv(tmp_path, tmp_path / "bad.csv", tmp_path / "out")
+
+
+def test_import_csv_refuses_to_write_over_an_existing_dataset_unless_told(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(images / "good.jpg")
+    write_csv(tmp_path / "photos.csv", [{"file": "good.jpg", "captions": "a blue square", "license": "CC0-1.0",
+                                         "source": "studio", "attribution": "", "training_permission": "allowed"}])
+    out = tmp_path / "data" / "twemoji"
+    out.mkdir(parents=True)
+    (out / "manifest.jsonl").write_text("the shipped manifest\n")
+    with pytest.raises(PreparationError, match="already exists"):
+        import_csv(images, tmp_path / "photos.csv", out)
+    assert (out / "manifest.jsonl").read_text() == "the shipped manifest\n"
+    assert import_csv(images, tmp_path / "photos.csv", out, overwrite=True)[0] == 1
+
+
+@pytest.fixture
+def finetune_script(tmp_path):
+    """A copy of scripts/finetune.sh in a bare project folder, with a python that records its calls."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "finetune.sh"
+    script.write_text((Path(__file__).parent.parent / "scripts" / "finetune.sh").read_text())
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls.txt\n')
+    python.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("name", ["../models/default", "a/b", "", ".hidden", "name with space"])
+def test_finetune_refuses_a_name_that_is_not_a_plain_identifier(finetune_script, name):
+    import subprocess
+
+    result = subprocess.run(["bash", str(finetune_script), "imgs", "a.csv", name, "1"], capture_output=True, text=True)
+    assert result.returncode == 2 and "plain name" in result.stderr
+    assert not (finetune_script.parent.parent / "calls.txt").exists()
+
+
+def test_finetune_refuses_an_existing_dataset_or_run_unless_forced(finetune_script):
+    import subprocess
+
+    root = finetune_script.parent.parent
+    (root / "data" / "twemoji").mkdir(parents=True)
+    (root / "runs" / "ours").mkdir(parents=True)
+    for name in ("twemoji", "ours"):
+        result = subprocess.run(["bash", str(finetune_script), "imgs", "a.csv", name, "1"], capture_output=True, text=True)
+        assert result.returncode == 2 and "already exists" in result.stderr and "FORCE=1" in result.stderr
+    assert not (root / "calls.txt").exists()
+    result = subprocess.run(["bash", str(finetune_script), "--force", "imgs", "a.csv", "twemoji", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "import-csv --images imgs --csv a.csv --out data/twemoji --overwrite" in (root / "calls.txt").read_text()
+
+
+def test_training_refuses_to_write_into_the_model_it_fine_tunes(tmp_path, capsys):
+    from generator.train_cli import main
+
+    assert main(["--data", str(tmp_path), "--init-from", "models/default", "--output", "models/default/."]) == 2
+    assert "is the --init-from model" in capsys.readouterr().err
