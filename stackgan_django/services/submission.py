@@ -124,10 +124,12 @@ def lock_quota(user: Any) -> None:
     list(Group.objects.select_for_update().filter(user=user).order_by("pk").values_list("pk", flat=True))
 
 
-def check_usage(caption: str, purpose: str, num_images: int, user: Any) -> Verdict:
+def check_usage(caption: str, purpose: str, num_images: int, user: Any, already_counted: int = 0) -> Verdict:
     """The usage verdict; a broken policy file fails closed with a denial that says so.
 
-    The quota part is only race-free if the caller holds lock_quota(user) until its insert commits."""
+    ``already_counted``: images of this same request that today's totals include already (a retry
+    of a request made today), so they are not counted twice. The quota part is only race-free if
+    the caller holds lock_quota(user) until its insert commits."""
     try:
         policies = current_policies()
     except PolicyError as exc:
@@ -136,8 +138,10 @@ def check_usage(caption: str, purpose: str, num_images: int, user: Any) -> Verdi
             Outcome.DENY, "policy.unavailable",
             "The usage policy cannot be read, so nothing can be generated; an administrator has been told.",
             {"error": str(exc)[:500]})])
-    context = UsageContext(purpose=purpose, num_images=num_images, user_images_today=images_requested_today(user),
-                           group_images_today=group_images_today(user))
+    context = UsageContext(
+        purpose=purpose, num_images=num_images,
+        user_images_today=max(0, images_requested_today(user) - already_counted),
+        group_images_today={name: max(0, total - already_counted) for name, total in group_images_today(user).items()})
     return policies.usage.check_caption(caption, context)
 
 
