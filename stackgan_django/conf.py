@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # generator; on the solo pool Celery's time limits do not apply).
     "REQUEST_DEADLINE_SECONDS": 900,
     "MAX_ATTEMPTS": 3,
+    # Separation of duties: the person who requested an image may not approve or reject it (someone
+    # holding both roles would otherwise clear their own work). True only for a one-person pilot.
+    "ALLOW_SELF_REVIEW": False,
     "QUEUE": "gpu",
     # Reliability (issue 13). A RUNNING request holds a lease its worker renews every third of
     # LEASE_SECONDS; a lapsed lease means the worker died and the request is taken over.

@@ -299,3 +299,24 @@ def test_a_retry_passes_the_quota_again_counting_its_own_images_once(db, active_
     with pytest.raises(services.TransitionError, match="usage policy now refuses"):
         services.retry_request(failed.pk)
     assert GenerationRequest.objects.get(pk=failed.pk).state == State.FAILED
+
+
+def test_the_requester_may_not_review_their_own_image_unless_allowed(db, active_model, no_broker, users, settings):
+    from django.contrib.auth.models import Permission
+
+    editor, reviewer = users
+    editor.user_permissions.add(*Permission.objects.filter(codename="review_asset"))  # both roles
+    request = services.submit_request(caption="a red apple", num_images=1, user=editor)
+    services.start_request(request.pk)
+    services.finish_request(request.pk, [stamped_output(request, 1)], 0.1)
+    asset = Asset.objects.get(request=request)
+    for decide in (services.approve_asset, services.reject_asset):
+        with pytest.raises(services.SelfReview, match="another reviewer"):
+            decide(asset.pk, editor, note="looks fine to me")
+    assert Asset.objects.get(pk=asset.pk).state == Asset.State.PENDING_REVIEW
+    separated = settings.STACKGAN
+    settings.STACKGAN = {**separated, "ALLOW_SELF_REVIEW": True}
+    assert services.approve_asset(asset.pk, editor, note="one-person pilot").state == Asset.State.APPROVED
+    settings.STACKGAN = separated
+    with pytest.raises(services.TransitionError):  # another reviewer, on a decided asset: the state says so first
+        services.reject_asset(asset.pk, reviewer, note="late")
