@@ -33,7 +33,8 @@ fi
 PY=.venv/bin/python
 [ -x "$PY" ] || make install
 $PY manage.py migrate --noinput -v0
-$PY -m generator.datasets import-csv --images "$IMAGES" --csv "$CSV" --out "$DATA" "${OVERWRITE[@]}"
+# import_images is import-csv with the data policy applied per row (rows it refuses are left out).
+$PY manage.py import_images --images "$IMAGES" --csv "$CSV" --out "$DATA" "${OVERWRITE[@]}"
 $PY manage.py train_model --data "$DATA" --init-from models/default --output "runs/$NAME" --steps "$STEPS" \
     --batch-size 16 --checkpoint-every 250 --sample-every 250 --diff-augment color,translation,cutout --matching-weight 2
 $PY -m policies build-near-copy-index "$DATA" --out "runs/$NAME/near_copies.json"
