@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from policies.output import MAX_CHECKED_PIXELS
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
@@ -122,7 +124,7 @@ DEFAULTS: dict[str, Any] = {
     # verify are checked by their header before any pixel is decoded.
     "MAX_JSON_DEPTH": 20,
     "VERIFY_MAX_BYTES": 20 * 1024 * 1024,
-    "VERIFY_MAX_PIXELS": 4096 * 4096,
+    "VERIFY_MAX_PIXELS": MAX_CHECKED_PIXELS,  # the same as `python -m policies check-image`
     # Webhooks on approve and revoke: [{"url": ..., "secret": ..., "events": ["asset.approved", ...]}].
     "WEBHOOKS": [],
     "WEBHOOK_TIMEOUT_SECONDS": 10,

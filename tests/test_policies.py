@@ -468,3 +468,29 @@ def test_cli_check_dataset_reports_a_licence_that_is_not_a_string_without_a_trac
         "training_permission": "allowed"}))
     result = run_cli("check-dataset", str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr and "line 1 (a.png)" in result.stdout
+
+
+def png_header_only(path, width, height):
+    """A PNG that declares width x height pixels and holds none: what a decompression bomb's header says."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("width", "height"), [(12000, 12000), (30000, 30000)])
+def test_check_image_refuses_images_over_the_verify_limit_from_the_header(tmp_path, width, height):
+    from policies.__main__ import ImageTooLarge, read_checked_image
+
+    with pytest.raises(ImageTooLarge, match="the limit"):
+        read_checked_image(str(png_header_only(tmp_path / "bomb.png", width, height)))
+
+
+def test_cli_check_image_on_a_decompression_bomb_exits_cleanly(tmp_path):
+    result = run_cli("check-image", str(png_header_only(tmp_path / "bomb.png", 30000, 30000)))
+    assert result.returncode == 2 and "limit" in result.stderr and "Traceback" not in result.stderr
