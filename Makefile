@@ -34,8 +34,9 @@ test: install
 	$(PY) -m pytest tests/test_faults.py
 
 ## make finetune IMAGES=dir CSV=file NAME=name: fine-tune the shipped model on your own images
+## (FORCE=1 writes over an existing data/NAME and runs/NAME)
 finetune: install
-	bash scripts/finetune.sh "$(IMAGES)" "$(CSV)" "$(NAME)" $(STEPS)
+	FORCE=$(FORCE) bash scripts/finetune.sh "$(IMAGES)" "$(CSV)" "$(NAME)" $(STEPS)
 
 lint: install
 	$(PY) -m ruff check .

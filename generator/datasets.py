@@ -317,43 +317,77 @@ def prepare(name: str, out: Path, cache_dir: Path, limit: int | None = None, pro
 CSV_COLUMNS = ("file", "captions", "license", "source", "attribution", "training_permission")
 
 
-def import_csv(images_dir: Path, csv_path: Path, out: Path, max_side: int = 1024) -> tuple[int, list[str]]:
+def refuse_existing_output(out: Path, overwrite: bool) -> None:
+    """Refuse to write a dataset into a folder that already holds one unless told to.
+
+    A dataset folder's manifest is what a model's lineage.json hashes: writing over data/twemoji
+    silently breaks the shipped model's record of what it was trained on.
+    """
+    if overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise PreparationError(f"{out} exists and is not a folder")
+    if any(out.iterdir()):
+        raise PreparationError(f"{out} already exists and is not empty; choose another --out, "
+                               "or pass --overwrite to write over it")
+
+
+RowCheck = Callable[[dict[str, str], int], str | None]
+
+
+def import_csv(images_dir: Path, csv_path: Path, out: Path, max_side: int = 1024,
+               overwrite: bool = False, row_check: RowCheck | None = None) -> tuple[int, list[str]]:
     """Validate every row of a CSV describing a folder of images and write the manifest format.
 
     ``captions`` holds one or more captions separated by '|'. Returns (rows written, errors by row);
-    rows with errors are left out and reported, not fatal.
+    rows with errors are left out and reported, not fatal: so are a second row for a file already
+    imported, and rows ``row_check(row, row_number)`` objects to (the data policy, passed in by the
+    Django side: this package knows no policies). An ``out`` that is not empty is refused unless
+    ``overwrite``.
     """
+    refuse_existing_output(out, overwrite)
     errors: list[str] = []
     items = []
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    imported: dict[Path, int] = {}  # resolved file -> the row that imported it
     try:
-        handle = csv_path.open(newline="", encoding="utf-8-sig")
+        text = csv_path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise PreparationError(f"cannot read {csv_path}: {exc}") from exc
-    with handle:
-        reader = csv.DictReader(handle)
+    except UnicodeDecodeError as exc:
+        raise PreparationError(f"{csv_path} is not UTF-8 text (byte {exc.start}); save it as CSV UTF-8 and try again") from exc
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise PreparationError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected {', '.join(CSV_COLUMNS)}")
-        for row_number, row in enumerate(reader, start=2):
-            problem = _csv_row_problem(row, images_dir)
-            if problem:
-                errors.append(f"row {row_number}: {problem}")
-                continue
-            try:
-                image = load_rgb_image(images_dir / row["file"])
-            except ValueError as exc:
-                errors.append(f"row {row_number}: {row['file']}: {exc}")
-                continue
-            image.thumbnail((max_side, max_side))
-            rel = f"images/{row_number:06d}-{slug(Path(row['file']).stem)[:60]}.png"
-            image.save(out / rel)
-            items.append({
-                "image": rel, "captions": [c.strip() for c in row["captions"].split("|") if c.strip()],
-                "license": row["license"].strip(), "source": row["source"].strip(),
-                "attribution": row["attribution"].strip(), "training_permission": row["training_permission"].strip(),
-                "original_file": row["file"],
-            })
+        rows = list(reader)
+    except csv.Error as exc:
+        raise PreparationError(f"{csv_path} is not a readable CSV file: {exc}") from exc
+    for row_number, row in enumerate(rows, start=2):
+        problem = _csv_row_problem(row, images_dir) or (row_check(row, row_number) if row_check else None)
+        if problem:
+            errors.append(f"row {row_number}: {problem}")
+            continue
+        source_file = (images_dir / row["file"].strip()).resolve()
+        if source_file in imported:
+            errors.append(f"row {row_number}: {row['file']!r} is a duplicate of row {imported[source_file]}; skipped")
+            continue
+        imported[source_file] = row_number
+        try:
+            image = load_rgb_image(images_dir / row["file"])
+        except ValueError as exc:
+            errors.append(f"row {row_number}: {row['file']}: {exc}")
+            continue
+        image.thumbnail((max_side, max_side))
+        rel = f"images/{row_number:06d}-{slug(Path(row['file']).stem)[:60]}.png"
+        image.save(out / rel)
+        items.append({
+            "image": rel, "captions": [c.strip() for c in row["captions"].split("|") if c.strip()],
+            "license": row["license"].strip(), "source": row["source"].strip(),
+            "attribution": row["attribution"].strip(), "training_permission": row["training_permission"].strip(),
+            "original_file": row["file"],
+        })
     if items:
         write_manifest(out, items)
     return len(items), errors
@@ -363,8 +397,14 @@ def _csv_row_problem(row: dict[str, str], images_dir: Path) -> str | None:
     name = (row.get("file") or "").strip()
     if not name:
         return "empty file name"
-    if Path(name).is_absolute() or ".." in Path(name).parts:
+    if Path(name).is_absolute() or ".." in Path(name).parts or "\x00" in name:
         return f"file {name!r} must be inside the images folder"
+    try:
+        inside = (images_dir / name).resolve().is_relative_to(images_dir.resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop
+        inside = False
+    if not inside:  # a symlink leading out of the folder would import a file nobody listed
+        return f"file {name!r} leads outside the images folder (a symlink?)"
     if not (images_dir / name).is_file():
         return f"missing file {name!r}"
     if not [c for c in (row.get("captions") or "").split("|") if c.strip()]:
@@ -398,13 +438,14 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--images", type=Path, required=True)
     imp.add_argument("--csv", type=Path, required=True)
     imp.add_argument("--out", type=Path, required=True)
+    imp.add_argument("--overwrite", action="store_true", help="write over a folder that already holds files")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             report = prepare(args.name, args.out, args.cache, args.limit)
             print(report.summary())
             return 0 if report.written else 1
-        written, errors = import_csv(args.images, args.csv, args.out)
+        written, errors = import_csv(args.images, args.csv, args.out, overwrite=args.overwrite)
     except PreparationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

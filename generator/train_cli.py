@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if args.init_from and Path(args.output).resolve() == Path(args.init_from).resolve():
+            # Training writes checkpoints into --output: the same folder would overwrite the model
+            # being fine-tuned (models/default is the shipped one) with a half-trained copy.
+            raise ValueError(f"--output {args.output} is the --init-from model; choose a new folder such as runs/NAME")
         options = options_from_args(args)
         trainer = Trainer(options)
     except (ValueError, ckpt.CheckpointError, BundleError, ManifestError, LineageError) as exc:

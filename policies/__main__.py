@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 
@@ -16,6 +17,7 @@ from policies.data import DatasetVerdict
 from policies.decisions import Verdict
 from policies.loader import PolicyError, load_policies
 from policies.near_copy import NearCopyIndex, NearCopyIndexError
+from policies.output import MAX_CHECKED_PIXELS
 from policies.usage import UsageContext
 
 
@@ -99,6 +101,26 @@ def evaluate_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+class ImageTooLarge(ValueError):
+    pass
+
+
+def read_checked_image(path: str, max_pixels: int = MAX_CHECKED_PIXELS) -> Image.Image:
+    """The image as RGB, refused from its header alone when it declares more than ``max_pixels``:
+    a 420 KB PNG declaring 12000 x 12000 pixels would otherwise take gigabytes to decode."""
+    with warnings.catch_warnings():
+        # Pillow's own bomb guard must not speak for us: the limit here is smaller and named.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as handle:
+                width, height = handle.size
+                if width * height > max_pixels:
+                    raise ImageTooLarge(f"the image declares {width} x {height} pixels; the limit is {max_pixels} pixels")
+                return handle.convert("RGB")
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(f"the image declares more pixels than the limit of {max_pixels}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policies", description=__doc__)
     parser.add_argument("--policy-dir", help="folder of usage/data/output .toml files (default: the shipped set)")
@@ -111,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset.add_argument("folder")
     image = commands.add_parser("check-image", help="run the output policy on an image file")
     image.add_argument("file")
+    image.add_argument("--max-pixels", type=int, default=MAX_CHECKED_PIXELS,
+                       help="refuse images declaring more pixels than this (default: the API's verify limit)")
     image.add_argument("--near-copy-index", help="near_copies.json of a checkpoint (or its folder)")
     index_cmd = commands.add_parser("build-near-copy-index", help="hash a dataset's images for the near-copy check")
     index_cmd.add_argument("folder")
@@ -148,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         try:
-            with Image.open(args.file) as handle:
-                picture = handle.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            picture = read_checked_image(args.file, args.max_pixels)
+        except ImageTooLarge as exc:
+            print(f"error: {args.file}: {exc}", file=sys.stderr)
+            return 2
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
             return 2
         index = None

@@ -13,6 +13,10 @@ from PIL import Image
 from policies.decisions import Decision, Outcome, Verdict
 from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch
 
+# The most pixels an image to be checked may declare: the same as the API's verify endpoint
+# (STACKGAN['VERIFY_MAX_PIXELS'] defaults to it). Judged from the header, before any pixel is decoded.
+MAX_CHECKED_PIXELS = 4096 * 4096
+
 logger = logging.getLogger(__name__)
 
 # The near-copy search stops before its costly verification when the colour layout is this much below

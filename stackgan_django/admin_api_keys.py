@@ -33,15 +33,29 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     def scope_list(self, obj: ApiKey) -> str:
         return ", ".join(obj.scopes or [])
 
+    def get_readonly_fields(self, request, obj: ApiKey | None = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            # Whoever holds the secret acts as the key's user with its scopes: changing either would
+            # hand the holder another person's rights. Revoke the key and create a new one instead.
+            fields += ("user", "scopes")
+        return fields
+
     def save_model(self, request, obj: ApiKey, form=None, change: bool = False) -> None:
         was_revoked = bool(change and ApiKey.objects.filter(pk=obj.pk, revoked=True).exists())
         super().save_model(request, obj, form, change)  # shows the secret once on creation
         if not change:
             record_event("api_key.created", None, request.user, prefix=obj.prefix, user=obj.user.get_username(),
                          scopes=obj.scopes)
-        elif obj.revoked and not was_revoked:
+            return
+        if obj.revoked and not was_revoked:
             record_event("api_key.revoked", None, request.user, prefix=obj.prefix, user=obj.user.get_username())
             messages.info(request, f"The key {obj.prefix} is revoked; requests with it are refused from now on.")
+        changed = [name for name in (form.changed_data if form is not None else []) if name != "revoked"]
+        if changed:  # a longer expiry keeps a key alive: every change to a key is on the record
+            record_event("api_key.changed", None, request.user, prefix=obj.prefix, user=obj.user.get_username(),
+                         fields=changed, expiry_date=obj.expiry_date.isoformat() if obj.expiry_date else None,
+                         name=obj.name)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # revoke instead: the audit log refers to keys by prefix

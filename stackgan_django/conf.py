@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from policies.output import MAX_CHECKED_PIXELS
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
@@ -48,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # generator; on the solo pool Celery's time limits do not apply).
     "REQUEST_DEADLINE_SECONDS": 900,
     "MAX_ATTEMPTS": 3,
+    # Separation of duties: the person who requested an image may not approve or reject it (someone
+    # holding both roles would otherwise clear their own work). True only for a one-person pilot.
+    "ALLOW_SELF_REVIEW": False,
     "QUEUE": "gpu",
     # Reliability (issue 13). A RUNNING request holds a lease its worker renews every third of
     # LEASE_SECONDS; a lapsed lease means the worker died and the request is taken over.
@@ -119,7 +124,7 @@ DEFAULTS: dict[str, Any] = {
     # verify are checked by their header before any pixel is decoded.
     "MAX_JSON_DEPTH": 20,
     "VERIFY_MAX_BYTES": 20 * 1024 * 1024,
-    "VERIFY_MAX_PIXELS": 4096 * 4096,
+    "VERIFY_MAX_PIXELS": MAX_CHECKED_PIXELS,  # the same as `python -m policies check-image`
     # Webhooks on approve and revoke: [{"url": ..., "secret": ..., "events": ["asset.approved", ...]}].
     "WEBHOOKS": [],
     "WEBHOOK_TIMEOUT_SECONDS": 10,

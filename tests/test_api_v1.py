@@ -237,3 +237,23 @@ def test_webhook_settings_are_checked(settings):
         {"url": "https://dam.example/hook", "secret": "k"}, {"url": "file:///etc/passwd", "secret": "k"},
         {"url": "https://dam.example/hook"}, {"url": "https://dam.example/hook", "secret": "k", "events": ["asset.deleted"]}]}
     assert [e.msg.split(" ", 3)[3][:10] for e in check_webhooks()] == ["needs an h", "needs a se", "names unkn"]
+
+
+def test_the_admin_cannot_move_a_key_to_another_user_or_widen_its_scopes(db, users, api_key_for):
+    from django.contrib.auth import get_user_model
+
+    from stackgan_django.models import AuditEvent
+
+    editor, reviewer = users
+    admin_user = get_user_model().objects.create_superuser("root", password="pw-root-123")
+    browser = Client()
+    browser.force_login(admin_user)
+    api_key = api_key_for(editor, "verify").api_key
+    response = browser.post(f"/admin/stackgan_django/apikey/{api_key.pk}/change/",
+                            {"name": "renamed", "user": reviewer.pk, "scopes": ["assets:read", "verify", "requests:write"],
+                             "expiry_date_0": "", "expiry_date_1": ""})
+    assert response.status_code == 302
+    api_key.refresh_from_db()
+    assert api_key.user_id == editor.pk and api_key.scopes == ["verify"] and api_key.name == "renamed"
+    event = AuditEvent.objects.filter(action="api_key.changed").latest("pk")
+    assert event.data["fields"] == ["name"] and event.data["prefix"] == api_key.prefix

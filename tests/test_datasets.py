@@ -16,6 +16,7 @@ from PIL import Image
 
 from generator.data import read_manifest
 from generator.datasets import (
+    CSV_COLUMNS,
     EmojiEntry,
     EmojiSource,
     NpmPackage,
@@ -142,3 +143,109 @@ def test_import_csv_refuses_a_file_without_the_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("name,text\nx,y\n")
     with pytest.raises(PreparationError, match="missing column"):
         import_csv(tmp_path, tmp_path / "bad.csv", tmp_path / "out")
+
+
+def test_import_csv_refuses_to_write_over_an_existing_dataset_unless_told(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(images / "good.jpg")
+    write_csv(tmp_path / "photos.csv", [{"file": "good.jpg", "captions": "a blue square", "license": "CC0-1.0",
+                                         "source": "studio", "attribution": "", "training_permission": "allowed"}])
+    out = tmp_path / "data" / "twemoji"
+    out.mkdir(parents=True)
+    (out / "manifest.jsonl").write_text("the shipped manifest\n")
+    with pytest.raises(PreparationError, match="already exists"):
+        import_csv(images, tmp_path / "photos.csv", out)
+    assert (out / "manifest.jsonl").read_text() == "the shipped manifest\n"
+    assert import_csv(images, tmp_path / "photos.csv", out, overwrite=True)[0] == 1
+
+
+@pytest.fixture
+def finetune_script(tmp_path):
+    """A copy of scripts/finetune.sh in a bare project folder, with a python that records its calls."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "finetune.sh"
+    script.write_text((Path(__file__).parent.parent / "scripts" / "finetune.sh").read_text())
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls.txt\n')
+    python.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("name", ["../models/default", "a/b", "", ".hidden", "name with space"])
+def test_finetune_refuses_a_name_that_is_not_a_plain_identifier(finetune_script, name):
+    import subprocess
+
+    result = subprocess.run(["bash", str(finetune_script), "imgs", "a.csv", name, "1"], capture_output=True, text=True)
+    assert result.returncode == 2 and "plain name" in result.stderr
+    assert not (finetune_script.parent.parent / "calls.txt").exists()
+
+
+def test_finetune_refuses_an_existing_dataset_or_run_unless_forced(finetune_script):
+    import subprocess
+
+    root = finetune_script.parent.parent
+    (root / "data" / "twemoji").mkdir(parents=True)
+    (root / "runs" / "ours").mkdir(parents=True)
+    for name in ("twemoji", "ours"):
+        result = subprocess.run(["bash", str(finetune_script), "imgs", "a.csv", name, "1"], capture_output=True, text=True)
+        assert result.returncode == 2 and "already exists" in result.stderr and "FORCE=1" in result.stderr
+    assert not (root / "calls.txt").exists()
+    result = subprocess.run(["bash", str(finetune_script), "--force", "imgs", "a.csv", "twemoji", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "import_images --images imgs --csv a.csv --out data/twemoji --overwrite" in (root / "calls.txt").read_text()
+
+
+def test_training_refuses_to_write_into_the_model_it_fine_tunes(tmp_path, capsys):
+    from generator.train_cli import main
+
+    assert main(["--data", str(tmp_path), "--init-from", "models/default", "--output", "models/default/."]) == 2
+    assert "is the --init-from model" in capsys.readouterr().err
+
+
+def _row(**fields):
+    return {"file": "good.jpg", "captions": "a blue square", "license": "CC0-1.0", "source": "studio",
+            "attribution": "", "training_permission": "allowed", **fields}
+
+
+def test_import_csv_reports_a_csv_that_is_not_utf8_as_an_error(tmp_path):
+    (tmp_path / "latin1.csv").write_bytes(",".join(CSV_COLUMNS).encode() + b"\ncaf\xe9.jpg,a caf\xe9,CC0-1.0,s,,allowed\n")
+    with pytest.raises(PreparationError, match="not UTF-8"):
+        import_csv(tmp_path, tmp_path / "latin1.csv", tmp_path / "out")
+
+
+def test_import_csv_refuses_symlinks_out_of_the_folder_and_skips_duplicate_rows(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(images / "good.jpg")
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "private.jpg")
+    (images / "link.jpg").symlink_to(tmp_path / "private.jpg")
+    write_csv(tmp_path / "photos.csv", [_row(), _row(file="link.jpg"), _row(), _row(file="./good.jpg")])
+    written, errors = import_csv(images, tmp_path / "photos.csv", tmp_path / "out")
+    assert written == 1
+    text = "\n".join(errors)
+    assert "row 3: file 'link.jpg' leads outside the images folder" in text
+    assert "row 4: 'good.jpg' is a duplicate of row 2" in text and "row 5: './good.jpg' is a duplicate of row 2" in text
+
+
+def test_import_skips_rows_the_data_policy_would_refuse_so_the_rest_can_train(tmp_path):
+    import tomllib
+
+    from policies import DEFAULT_DIR, DataPolicy
+    from stackgan_django.management.commands.import_images import policy_row_check
+
+    policy = DataPolicy(tomllib.loads((DEFAULT_DIR / "data.toml").read_text()), "v")
+    images = tmp_path / "photos"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        Image.new("RGB", (64, 64), (10, 120, 200)).save(images / name)
+    write_csv(tmp_path / "photos.csv", [
+        _row(file="a.jpg"), _row(file="b.jpg", license="MIT", attribution=""), _row(file="c.jpg", license="LicenseRef-"),
+        _row(file="d.jpg", training_permission="not allowed"),
+    ])
+    written, errors = import_csv(images, tmp_path / "photos.csv", tmp_path / "out", row_check=policy_row_check(policy))
+    text = "\n".join(errors)
+    assert written == 2 and "row 3: the data policy refuses it" in text and "row 4: the data policy refuses it" in text
+    assert not policy.check_dataset(tmp_path / "out").denied

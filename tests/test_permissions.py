@@ -330,3 +330,35 @@ def test_check_names_a_missing_django_htmx(settings):
     assert check_desk_apps() == []
     settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "django_htmx"]
     assert [error.id for error in check_desk_apps()] == ["stackgan_django.E010"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_submissions_cannot_overrun_the_daily_quota(active_model, no_broker, users):
+    """At 490 of 500, six simultaneous requests of 8 images: one may pass, not all six. Each thread
+    has its own connection, so on PostgreSQL this is a real race (SQLite serialises writers)."""
+    editor = users[0]
+    GenerationRequest.objects.create(caption="earlier work", num_images=490, seed=1, purpose="editorial",
+                                     requested_by=editor, model_version=active_model, state=GenerationRequest.State.DONE)
+    barrier = threading.Barrier(6)
+    results, errors = [], []
+
+    def submit():
+        from django.db import connection
+
+        try:
+            barrier.wait()
+            results.append(services.submit_request(caption="a red apple", num_images=8, user=editor))
+        except Exception as exc:  # collected: a failure in a thread must fail the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    passed = [r for r in results if r.state != GenerationRequest.State.POLICY_DENIED]
+    assert len(passed) == 1 and len(results) == 6
+    assert services.images_requested_today(editor) == 498

@@ -431,3 +431,66 @@ def test_a_rule_merged_into_one_tree_of_prefixes_matches_as_its_terms_one_by_one
             assert [m.span() for m in rule.pattern.finditer(normalised)] == expected, (rule.rule_id, text)
             checked += bool(expected)
     assert checked > 500  # the texts do match: the comparison is not of empty lists
+
+
+def test_check_dataset_counts_only_readable_images_inside_the_folder_and_reports_by_line(tmp_path):
+    from policies.data import DataPolicy
+
+    folder = tmp_path / "set"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (16, 16), "white").save(folder / "images" / "good.png")
+    (folder / "images" / "text.png").write_text("not an image")
+    Image.new("RGB", (16, 16), "white").save(tmp_path / "outside.png")
+    (folder / "images" / "link.png").symlink_to(tmp_path / "outside.png")
+    images = ["images/good.png", "../../../../etc/passwd", "/etc/passwd", "images/link.png", "images/missing.png",
+              None, "images/", "images/a\x00b.png", "images/text.png"]
+    lines = [{"image": image, "captions": ["x"], "license": "CC0-1.0", "source": "s", "attribution": "",
+              "training_permission": "allowed"} for image in images]
+    lines += [{**lines[0], "license": ["CC0-1.0"]}, {**lines[0], "license": {"a": 1}}]
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    verdict = DataPolicy({"licences": {"allowed": ["CC0-1.0"]}}, "v").check_dataset(folder)
+    assert verdict.items_total == 11 and verdict.items_usable == 1 and verdict.denied
+    messages: dict[str, str] = {}
+    for decision in verdict.decisions:
+        messages[decision.rule_id] = messages.get(decision.rule_id, "") + decision.message + "\n"
+    for line in (2, 3, 4):
+        assert f"line {line} " in messages["data.image"]
+    for line in (5, 6, 7, 8, 9):
+        assert f"line {line} " in messages["data.image.unusable"]
+    assert "line 10 " in messages["data.licence"] and "line 11 " in messages["data.licence"]
+    assert "line 1 " not in messages["data.image"] + messages["data.image.unusable"]
+
+
+def test_cli_check_dataset_reports_a_licence_that_is_not_a_string_without_a_traceback(tmp_path):
+    Image.new("RGB", (16, 16), "white").save(tmp_path / "a.png")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({
+        "image": "a.png", "captions": ["x"], "license": ["CC0-1.0"], "source": "s", "attribution": "",
+        "training_permission": "allowed"}))
+    result = run_cli("check-dataset", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "line 1 (a.png)" in result.stdout
+
+
+def png_header_only(path, width, height):
+    """A PNG that declares width x height pixels and holds none: what a decompression bomb's header says."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("width", "height"), [(12000, 12000), (30000, 30000)])
+def test_check_image_refuses_images_over_the_verify_limit_from_the_header(tmp_path, width, height):
+    from policies.__main__ import ImageTooLarge, read_checked_image
+
+    with pytest.raises(ImageTooLarge, match="the limit"):
+        read_checked_image(str(png_header_only(tmp_path / "bomb.png", width, height)))
+
+
+def test_cli_check_image_on_a_decompression_bomb_exits_cleanly(tmp_path):
+    result = run_cli("check-image", str(png_header_only(tmp_path / "bomb.png", 30000, 30000)))
+    assert result.returncode == 2 and "limit" in result.stderr and "Traceback" not in result.stderr

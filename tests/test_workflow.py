@@ -257,3 +257,71 @@ def test_user_and_group_quotas_are_counted_here_and_limited_by_the_policy(db, ac
     assert over_group.state == State.POLICY_DENIED
     assert over_group.decisions.get().rule_id == "usage.quota.group"
     assert services.submit_request(caption="a blue bird", num_images=2, user=reviewer).state == State.QUEUED
+
+
+def _failed_request(user=None, num_images=1):
+    request = services.submit_request(caption="a red apple", num_images=num_images, user=user)
+    services.start_request(request.pk)
+    GenerationRequest.objects.filter(pk=request.pk).update(attempts=99)  # no attempts left: fails for good
+    return services.fail_request(request.pk, "CUDA out of memory")
+
+
+def test_a_retry_needs_an_active_model_and_moves_to_it(db, active_model, no_broker, tiny_checkpoint):
+    from stackgan_django.models import ModelVersion
+
+    failed = _failed_request()
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)  # withdrawn by compliance
+    with pytest.raises(services.NoActiveModel, match="No model version is active"):
+        services.retry_request(failed.pk)
+    assert GenerationRequest.objects.get(pk=failed.pk).state == State.FAILED
+    replacement = services.register_model_version("tiny-replacement", tiny_checkpoint, activate=True)
+    retried = services.retry_request(failed.pk)
+    assert retried.state == State.QUEUED and retried.model_version_id == replacement.pk
+    event = AuditEvent.objects.filter(action="request.retried").latest("pk")
+    assert event.data["previous_model_version"] == active_model.name
+
+
+def test_the_worker_refuses_a_model_version_that_was_deactivated(db, active_model, no_broker):
+    from stackgan_django.models import ModelVersion
+
+    request = services.submit_request(caption="a red apple", num_images=1)
+    ModelVersion.objects.filter(pk=active_model.pk).update(is_active=False)
+    assert services.start_request(request.pk) is None
+    request.refresh_from_db()
+    assert request.state == State.FAILED and "was deactivated" in request.error and "retry" in request.error
+    assert not request.assets.exists()
+
+
+def test_a_retry_passes_the_quota_again_counting_its_own_images_once(db, active_model, no_broker, users):
+    editor = users[0]
+    failed = _failed_request(editor, num_images=4)
+    GenerationRequest.objects.create(caption="earlier", num_images=496, seed=1, requested_by=editor,
+                                     model_version=active_model, state=State.DONE)
+    assert services.retry_request(failed.pk).state == State.QUEUED  # 500 of 500: its own 4 count once
+    GenerationRequest.objects.filter(pk=failed.pk).update(state=State.FAILED)
+    GenerationRequest.objects.create(caption="more", num_images=1, seed=2, requested_by=editor,
+                                     model_version=active_model, state=State.DONE)
+    with pytest.raises(services.TransitionError, match="usage policy now refuses"):
+        services.retry_request(failed.pk)
+    assert GenerationRequest.objects.get(pk=failed.pk).state == State.FAILED
+
+
+def test_the_requester_may_not_review_their_own_image_unless_allowed(db, active_model, no_broker, users, settings):
+    from django.contrib.auth.models import Permission
+
+    editor, reviewer = users
+    editor.user_permissions.add(*Permission.objects.filter(codename="review_asset"))  # both roles
+    request = services.submit_request(caption="a red apple", num_images=1, user=editor)
+    services.start_request(request.pk)
+    services.finish_request(request.pk, [stamped_output(request, 1)], 0.1)
+    asset = Asset.objects.get(request=request)
+    for decide in (services.approve_asset, services.reject_asset):
+        with pytest.raises(services.SelfReview, match="another reviewer"):
+            decide(asset.pk, editor, note="looks fine to me")
+    assert Asset.objects.get(pk=asset.pk).state == Asset.State.PENDING_REVIEW
+    separated = settings.STACKGAN
+    settings.STACKGAN = {**separated, "ALLOW_SELF_REVIEW": True}
+    assert services.approve_asset(asset.pk, editor, note="one-person pilot").state == Asset.State.APPROVED
+    settings.STACKGAN = separated
+    with pytest.raises(services.TransitionError):  # another reviewer, on a decided asset: the state says so first
+        services.reject_asset(asset.pk, reviewer, note="late")

@@ -13,6 +13,7 @@ from stackgan_django.services.progress import PROGRESS_STAGES, progress_steps, q
 from stackgan_django.services.review import (
     REVIEW_TRANSITIONS,
     NoteRequired,
+    SelfReview,
     approve_asset,
     approve_assets,
     reject_asset,
@@ -68,7 +69,7 @@ __all__ = [
     "MAINTENANCE_TASK", "LeaseKeeper", "LeaseLost", "StorageReport", "asset_file_name", "check_storage", "delete_orphans",
     "queue_depth", "recover_lapsed_leases", "remove_unowned_files", "run_maintenance", "send_pending_requests",
     # issue 15: editor and review desks
-    "NoteRequired", "PROGRESS_STAGES", "approve_assets", "progress_steps", "queue_position", "record_progress",
+    "NoteRequired", "SelfReview", "PROGRESS_STAGES", "approve_assets", "progress_steps", "queue_position", "record_progress",
     "resubmit_once", "resubmit_request", "submit_once",
     # API v1 (issue 11)
     "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from stackgan_django.audit import record_event
+from stackgan_django.conf import app_settings
 from stackgan_django.models import Asset, Review
 from stackgan_django.services import webhooks
 from stackgan_django.services.errors import TransitionError, WorkflowError
@@ -31,6 +32,7 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
             raise TransitionError(
                 f"Asset {asset.pk} is {asset.get_state_display().lower()}; it cannot be {target.label.lower()}."
             )
+        _refuse_self_review(asset, decision, reviewer)
         _require_note(asset, decision, note)
         asset.state = target
         asset.decided_at = timezone.now()
@@ -45,6 +47,21 @@ def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
         if f"asset.{target.value}" in webhooks.WEBHOOK_EVENTS:
             webhooks.queue_webhooks(f"asset.{target.value}", asset, note or "")
         return asset
+
+
+class SelfReview(WorkflowError):
+    """The reviewer requested the asset themselves (separation of duties)."""
+
+
+def _refuse_self_review(asset: Asset, decision: str, reviewer: Any) -> None:
+    # Approval is the second pair of eyes on what an editor asked for; someone with both roles must
+    # not be that second pair for their own request. Revoking withdraws an approval and stays open.
+    if decision == Review.Decision.REVOKE or app_settings.ALLOW_SELF_REVIEW:
+        return
+    reviewer_id = getattr(reviewer, "pk", None)
+    if reviewer_id is not None and reviewer_id == asset.request.requested_by_id:
+        raise SelfReview("You requested this image, so another reviewer must approve or reject it "
+                         "(separation of duties; STACKGAN['ALLOW_SELF_REVIEW'] turns this off).")
 
 
 class NoteRequired(WorkflowError):

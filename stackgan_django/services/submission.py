@@ -106,8 +106,30 @@ def group_images_today(user: Any) -> dict[str, int]:
     return {group.name: _images_since(requested_by__groups=group) for group in user.groups.all()}
 
 
-def check_usage(caption: str, purpose: str, num_images: int, user: Any) -> Verdict:
-    """The usage verdict; a broken policy file fails closed with a denial that says so."""
+def lock_quota(user: Any) -> None:
+    """Lock the rows the daily quotas are counted for, until the caller's transaction ends.
+
+    Counting today's images and inserting the new request must be one step: otherwise concurrent
+    submissions all count the same total and all pass (six requests of 8 at 490/500 reached 538).
+    The user's row serialises one user's submissions; the group rows serialise a group's, taken in
+    primary-key order so two members never wait on each other in a cycle. SQLite serialises
+    writers already (IMMEDIATE transactions); there this is a no-op. Call inside transaction.atomic.
+    """
+    if user is None or not getattr(user, "pk", None):
+        return
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    list(Group.objects.select_for_update().filter(user=user).order_by("pk").values_list("pk", flat=True))
+
+
+def check_usage(caption: str, purpose: str, num_images: int, user: Any, already_counted: int = 0) -> Verdict:
+    """The usage verdict; a broken policy file fails closed with a denial that says so.
+
+    ``already_counted``: images of this same request that today's totals include already (a retry
+    of a request made today), so they are not counted twice. The quota part is only race-free if
+    the caller holds lock_quota(user) until its insert commits."""
     try:
         policies = current_policies()
     except PolicyError as exc:
@@ -116,8 +138,10 @@ def check_usage(caption: str, purpose: str, num_images: int, user: Any) -> Verdi
             Outcome.DENY, "policy.unavailable",
             "The usage policy cannot be read, so nothing can be generated; an administrator has been told.",
             {"error": str(exc)[:500]})])
-    context = UsageContext(purpose=purpose, num_images=num_images, user_images_today=images_requested_today(user),
-                           group_images_today=group_images_today(user))
+    context = UsageContext(
+        purpose=purpose, num_images=num_images,
+        user_images_today=max(0, images_requested_today(user) - already_counted),
+        group_images_today={name: max(0, total - already_counted) for name, total in group_images_today(user).items()})
     return policies.usage.check_caption(caption, context)
 
 
@@ -130,8 +154,9 @@ def submit_request(*, caption: Any, num_images: Any = 4, seed: Any = None, purpo
     """
     caption, num_images, seed = validate_submission(caption, num_images, seed)
     model_version = active_model_version()
-    verdict = check_usage(caption, purpose, num_images, user)
     with transaction.atomic():
+        lock_quota(user)
+        verdict = check_usage(caption, purpose, num_images, user)
         now = timezone.now()
         request = GenerationRequest.objects.create(
             caption=caption, num_images=num_images,

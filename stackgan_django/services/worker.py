@@ -148,6 +148,23 @@ def _give_up(request: GenerationRequest, now: datetime, actor: str, reason: str)
     transaction.on_commit(lambda pk=request.pk: remove_unowned_files(pk))
 
 
+WITHDRAWN_MODEL_REASON = ("Model version {name} was deactivated before this request was generated, so no images "
+                          "were drawn with it; retry the request to generate it with the active model.")
+
+
+def _withdrawn_model(request: GenerationRequest, now: datetime) -> None:
+    """QUEUED or RUNNING -> FAILED because its model version is no longer active."""
+    reason = WITHDRAWN_MODEL_REASON.format(name=request.model_version.name)
+    request.state = State.FAILED
+    request.error = reason
+    request.finished_at = now
+    request.lease_expires_at = None
+    request.save(update_fields=["state", "error", "finished_at", "lease_expires_at"])
+    record_event("request.failed", request, "worker", attempt=request.attempts, error=reason,
+                 model_version=request.model_version.name, reason="model version inactive")
+    transaction.on_commit(lambda pk=request.pk: remove_unowned_files(pk))
+
+
 def start_request(request_id: int) -> GenerationRequest | None:
     """QUEUED -> RUNNING with a fresh lease, or take over a RUNNING request whose lease lapsed (its
     worker died). Returns None when there is nothing to do (done, denied, failed, or running
@@ -171,6 +188,11 @@ def start_request(request_id: int) -> GenerationRequest | None:
             record_event("request.taken_over", request, "worker", attempt=request.attempts,
                          previous_worker=request.worker, reason="lease lapsed")
         elif request.state != State.QUEUED:
+            return None
+        if request.model_version_id is not None and not request.model_version.is_active:
+            # Compliance withdrew the model after the request was queued: it must not draw images.
+            # Failing now (not retrying) frees the editor to retry, which re-targets the active model.
+            _withdrawn_model(request, now)
             return None
         request.state = State.RUNNING
         request.started_at = now
@@ -296,7 +318,8 @@ def _claim(model_version_id: int, room: int, batch_with: int) -> list[Generation
     claimed: list[GenerationRequest] = []
     with transaction.atomic():
         candidates = list(GenerationRequest.objects.select_for_update(skip_locked=True)
-                          .filter(state=State.QUEUED, model_version_id=model_version_id, attempts=0, error="")
+                          .filter(state=State.QUEUED, model_version_id=model_version_id, attempts=0, error="",
+                                  model_version__is_active=True)
                           .exclude(pk=batch_with).order_by("queued_at", "pk")[:room])
         now = timezone.now()
         lease, worker = _lease_until(now), worker_identity()[:200]
@@ -528,18 +551,43 @@ def defer_request(request_id: int, reason: str, countdown: float = 60, attempt: 
 
 
 def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
-    """FAILED -> QUEUED, by a person, with a fresh set of attempts."""
+    """FAILED -> QUEUED, by a person, with a fresh set of attempts.
+
+    A retry is a new generation, so it passes what a new submission passes, as they stand now:
+    the usage policy in force and the requester's quota (under the quota lock), and it generates
+    with the model version active now. A request of a model that was withdrawn is re-targeted to
+    the active one (the caption, not the model, is what the editor asked for); with no active
+    model, or a caption the policy now refuses, the retry is refused and the request stays FAILED."""
+    from stackgan_django.services.submission import active_model_version, check_usage, lock_quota
+
+    model_version = active_model_version()  # NoActiveModel: nothing can be generated now
     with transaction.atomic():
         request = _locked(request_id)
         if request.state != State.FAILED:
             raise TransitionError(f"Only failed requests can be retried; this one is {request.get_state_display()}.")
+        requester = request.requested_by
+        lock_quota(requester)
+        # This request's own images are in today's totals already when it was made today.
+        counted = request.num_images if request.created_at >= timezone.now() - timedelta(days=1) else 0
+        verdict = check_usage(request.caption, request.purpose, request.num_images, requester, already_counted=counted)
+        if verdict.denied:
+            reasons = " ".join(d.message for d in verdict.decisions if d.outcome.value == "deny")
+            raise TransitionError(f"Request {request.pk} cannot be retried: the usage policy now refuses it. {reasons}")
+        previous_model = request.model_version
         request.state = State.QUEUED
         request.attempts = 0
         request.queued_at = timezone.now()
         request.finished_at = None
         request.sent_at = None
-        request.save(update_fields=["state", "attempts", "queued_at", "finished_at", "sent_at"])
-        record_event("request.retried", request, user)
+        request.model_version = model_version
+        request.policy_version = verdict.policy_version
+        request.flagged = request.flagged or verdict.needs_review
+        request.save(update_fields=["state", "attempts", "queued_at", "finished_at", "sent_at", "model_version",
+                                    "policy_version", "flagged"])
+        PolicyDecision.objects.bulk_create(decision_rows(verdict, request=request))
+        record_event("request.retried", request, user, model_version=model_version.name,
+                     previous_model_version=previous_model.name if previous_model else None,
+                     policy_version=verdict.policy_version, rules=[d.rule_id for d in verdict.decisions])
         transaction.on_commit(lambda: delivery.enqueue(request.pk))
         return request
 
