@@ -114,6 +114,32 @@ def form_token(client) -> str:
     return client.get(f"{ADMIN}/generationrequest/add/").context["form"].initial["submission_key"]
 
 
+def at_once(count: int, call) -> tuple[list, list]:
+    """Run ``call`` in ``count`` threads released together, each on its own database connection:
+    (their results, the exceptions they raised). A failure in a thread must fail the test, so none is
+    swallowed."""
+    from django.db import connection
+
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(call())
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results, errors
+
+
 def test_double_submission_makes_one_request(db, active_model, no_broker, users):
     client = Client()
     client.force_login(users[0])
@@ -130,25 +156,8 @@ def test_double_submission_makes_one_request(db, active_model, no_broker, users)
 @pytest.mark.django_db(transaction=True)
 def test_double_submission_racing_in_two_threads_makes_one_request(active_model, no_broker, users):
     editor = users[0]
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def submit():
-        from django.db import connection
-
-        try:
-            barrier.wait()
-            results.append(services.submit_once("same-form-token", user=editor, caption="a red apple", num_images=1))
-        except Exception as exc:  # collected: a failure in a thread must fail the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results, errors = at_once(2, lambda: services.submit_once("same-form-token", user=editor, caption="a red apple",
+                                                              num_images=1))
     assert errors == []
     assert sorted(created for _, created in results) == [False, True]
     assert len({request.pk for request, _ in results}) == 1
@@ -339,25 +348,7 @@ def test_concurrent_submissions_cannot_overrun_the_daily_quota(active_model, no_
     editor = users[0]
     GenerationRequest.objects.create(caption="earlier work", num_images=490, seed=1, purpose="editorial",
                                      requested_by=editor, model_version=active_model, state=GenerationRequest.State.DONE)
-    barrier = threading.Barrier(6)
-    results, errors = [], []
-
-    def submit():
-        from django.db import connection
-
-        try:
-            barrier.wait()
-            results.append(services.submit_request(caption="a red apple", num_images=8, user=editor))
-        except Exception as exc:  # collected: a failure in a thread must fail the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results, errors = at_once(6, lambda: services.submit_request(caption="a red apple", num_images=8, user=editor))
     assert errors == []
     passed = [r for r in results if r.state != GenerationRequest.State.POLICY_DENIED]
     assert len(passed) == 1 and len(results) == 6
