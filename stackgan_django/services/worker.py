@@ -317,7 +317,10 @@ def _claim(model_version_id: int, room: int, batch_with: int) -> list[Generation
     (``claim_waiting_requests``; also the next batch of an overlapped task, ``process_request``)."""
     claimed: list[GenerationRequest] = []
     with transaction.atomic():
-        candidates = list(GenerationRequest.objects.select_for_update(skip_locked=True)
+        # A withdrawn model's requests are not drawn (start_request fails them with the reason). Only
+        # the request rows are locked (of=self): FOR UPDATE would otherwise lock the joined model
+        # version's row too, and a second worker's skip_locked would then skip every request of it.
+        candidates = list(GenerationRequest.objects.select_for_update(skip_locked=True, of=("self",))
                           .filter(state=State.QUEUED, model_version_id=model_version_id, attempts=0, error="",
                                   model_version__is_active=True)
                           .exclude(pk=batch_with).order_by("queued_at", "pk")[:room])
