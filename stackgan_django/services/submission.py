@@ -86,8 +86,12 @@ def active_model_version() -> ModelVersion:
     return model_version
 
 
+# The daily quotas count the images asked for in this window, up to now.
+QUOTA_WINDOW = timedelta(days=1)
+
+
 def _images_since(**filters: Any) -> int:
-    since = timezone.now() - timedelta(days=1)
+    since = timezone.now() - QUOTA_WINDOW
     return (GenerationRequest.objects.filter(created_at__gte=since, **filters)
             .exclude(state=State.POLICY_DENIED).aggregate(total=Sum("num_images"))["total"] or 0)
 

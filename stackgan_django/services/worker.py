@@ -28,7 +28,7 @@ from stackgan_django.conf import app_settings
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest, ModelVersion, PolicyDecision, asset_storage
 from stackgan_django.services import delivery
-from stackgan_django.services.decisions import decision_rows
+from stackgan_django.services.decisions import decision_rows, store_decisions
 from stackgan_django.services.errors import TransitionError, WorkflowError
 
 logger = logging.getLogger(__name__)
@@ -561,7 +561,7 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
     with the model version active now. A request of a model that was withdrawn is re-targeted to
     the active one (the caption, not the model, is what the editor asked for); with no active
     model, or a caption the policy now refuses, the retry is refused and the request stays FAILED."""
-    from stackgan_django.services.submission import active_model_version, check_usage, lock_quota
+    from stackgan_django.services.submission import QUOTA_WINDOW, active_model_version, check_usage, lock_quota
 
     model_version = active_model_version()  # NoActiveModel: nothing can be generated now
     with transaction.atomic():
@@ -570,8 +570,8 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
             raise TransitionError(f"Only failed requests can be retried; this one is {request.get_state_display()}.")
         requester = request.requested_by
         lock_quota(requester)
-        # This request's own images are in today's totals already when it was made today.
-        counted = request.num_images if request.created_at >= timezone.now() - timedelta(days=1) else 0
+        # This request's own images are in the quota's totals already when it was made in its window.
+        counted = request.num_images if request.created_at >= timezone.now() - QUOTA_WINDOW else 0
         verdict = check_usage(request.caption, request.purpose, request.num_images, requester, already_counted=counted)
         if verdict.denied:
             reasons = " ".join(d.message for d in verdict.decisions if d.outcome.value == "deny")
@@ -587,7 +587,7 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
         request.flagged = request.flagged or verdict.needs_review
         request.save(update_fields=["state", "attempts", "queued_at", "finished_at", "sent_at", "model_version",
                                     "policy_version", "flagged"])
-        PolicyDecision.objects.bulk_create(decision_rows(verdict, request=request))
+        store_decisions(verdict, request=request)
         record_event("request.retried", request, user, model_version=model_version.name,
                      previous_model_version=previous_model.name if previous_model else None,
                      policy_version=verdict.policy_version, rules=[d.rule_id for d in verdict.decisions])
