@@ -172,7 +172,10 @@ class UsagePolicy:
         return TermRule(rule_id, name, Outcome.parse(spec.get("outcome", "deny")), spec.get("message", default_message),
                         terms, re.compile(pattern))
 
-    def check_caption(self, caption: str, context: UsageContext | None = None) -> Verdict:
+    def check_caption(self, caption: str, context: UsageContext | None = None, *, count_quotas: bool = True) -> Verdict:
+        """Every rule's decision on a caption. ``count_quotas=False`` leaves the quotas out, for a
+        caller that counts them later under a lock (``check_quotas``): the rest is the costly part
+        and should not run while other submissions wait on that lock."""
         context = context or UsageContext()
         verdict = Verdict("usage", self.version)
         if not isinstance(caption, str):
@@ -201,7 +204,8 @@ class UsagePolicy:
             if unreadable is not None:
                 verdict.decisions.append(unreadable)
         verdict.decisions.extend(self._check_purpose(context.purpose))
-        verdict.decisions.extend(self._check_quotas(context))
+        if count_quotas:
+            verdict.decisions.extend(self.check_quotas(context))
         # Last, as it is the costly check: a caption the word rules already refuse cannot be refused
         # more, and the editor already has the reason; unless every denial names a harm that captions
         # also report on ("an awareness poster for a child abuse hotline"), where the meaning decides.
@@ -321,7 +325,8 @@ class UsagePolicy:
                              {"purpose": purpose, "allowed": sorted(self.allowed_purposes)})]
         return []
 
-    def _check_quotas(self, context: UsageContext) -> list[Decision]:
+    def check_quotas(self, context: UsageContext) -> list[Decision]:
+        """The daily quotas' decisions for the counts in ``context`` (the caller counts; we judge)."""
         decisions = []
         limit = self.per_user_per_day
         if limit is not None and context.user_images_today + context.num_images > limit:

@@ -353,3 +353,35 @@ def test_concurrent_submissions_cannot_overrun_the_daily_quota(active_model, no_
     passed = [r for r in results if r.state != GenerationRequest.State.POLICY_DENIED]
     assert len(passed) == 1 and len(results) == 6
     assert services.images_requested_today(editor) == 498
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_caption_is_judged_before_the_quota_lock_and_the_quota_counted_under_it(active_model, no_broker, users,
+                                                                                    monkeypatch):
+    """The semantic layer takes tens of milliseconds a caption; under the quota lock (on SQLite the
+    database's one write lock) every other submission would wait for it. The quota must still be
+    counted inside the transaction that inserts the request."""
+    from django.db import connection
+
+    from policies import UsagePolicy
+
+    seen = {}
+    judge, count = UsagePolicy.check_caption, UsagePolicy.check_quotas
+
+    def judging(self, *args, **kwargs):
+        seen["judged_in_transaction"] = connection.in_atomic_block
+        return judge(self, *args, **kwargs)
+
+    def counting(self, *args, **kwargs):
+        seen["counted_in_transaction"] = connection.in_atomic_block
+        return count(self, *args, **kwargs)
+
+    monkeypatch.setattr(UsagePolicy, "check_caption", judging)
+    monkeypatch.setattr(UsagePolicy, "check_quotas", counting)
+    editor = users[0]
+    GenerationRequest.objects.create(caption="earlier work", num_images=498, seed=1, purpose="editorial",
+                                     requested_by=editor, model_version=active_model, state=GenerationRequest.State.DONE)
+    request = services.submit_request(caption="a red apple", num_images=4, user=editor)
+    assert seen == {"judged_in_transaction": False, "counted_in_transaction": True}
+    assert request.state == GenerationRequest.State.POLICY_DENIED
+    assert "usage.quota.user" in set(request.decisions.values_list("rule_id", flat=True))

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from policies import Decision, Outcome, PolicyError, UsageContext, Verdict
+from policies import Decision, Outcome, PolicyError, UsageContext, UsagePolicy, Verdict
 from stackgan_django.audit import record_event
 from stackgan_django.conf import app_settings
 from stackgan_django.governance import current_policies
@@ -128,12 +128,12 @@ def lock_quota(user: Any) -> None:
     list(Group.objects.select_for_update().filter(user=user).order_by("pk").values_list("pk", flat=True))
 
 
-def check_usage(caption: str, purpose: str, num_images: int, user: Any, already_counted: int = 0) -> Verdict:
-    """The usage verdict; a broken policy file fails closed with a denial that says so.
+def judge_caption(caption: str, purpose: str, num_images: int) -> tuple[Verdict, UsagePolicy | None]:
+    """The usage verdict on everything but the daily quotas, and the policy that made it (None: the
+    policy files cannot be read, and the verdict is a denial that says so: fail closed).
 
-    ``already_counted``: images of this same request that today's totals include already (a retry
-    of a request made today), so they are not counted twice. The quota part is only race-free if
-    the caller holds lock_quota(user) until its insert commits."""
+    This is the costly part (the semantic layer reads the caption), so callers run it before taking
+    the quota lock and add the quotas under it (``add_quota_decisions``)."""
     try:
         policies = current_policies()
     except PolicyError as exc:
@@ -141,12 +141,34 @@ def check_usage(caption: str, purpose: str, num_images: int, user: Any, already_
         return Verdict("usage", "unavailable", [Decision(
             Outcome.DENY, "policy.unavailable",
             "The usage policy cannot be read, so nothing can be generated; an administrator has been told.",
-            {"error": str(exc)[:500]})])
+            {"error": str(exc)[:500]})]), None
+    context = UsageContext(purpose=purpose, num_images=num_images)
+    return policies.usage.check_caption(caption, context, count_quotas=False), policies.usage
+
+
+def add_quota_decisions(verdict: Verdict, usage: UsagePolicy | None, num_images: int, user: Any,
+                        already_counted: int = 0) -> Verdict:
+    """Count today's images and add the quotas' decisions, judged by ``usage`` (the policy that made
+    ``verdict``, so one request's decisions always come from one policy version).
+
+    ``already_counted``: images of this same request that today's totals include already (a retry
+    of a request made today), so they are not counted twice. Race-free only while the caller holds
+    lock_quota(user) until its insert commits."""
+    if usage is None:
+        return verdict
     context = UsageContext(
-        purpose=purpose, num_images=num_images,
+        num_images=num_images,
         user_images_today=max(0, images_requested_today(user) - already_counted),
         group_images_today={name: max(0, total - already_counted) for name, total in group_images_today(user).items()})
-    return policies.usage.check_caption(caption, context)
+    verdict.decisions.extend(usage.check_quotas(context))
+    return verdict
+
+
+def check_usage(caption: str, purpose: str, num_images: int, user: Any, already_counted: int = 0) -> Verdict:
+    """The whole usage verdict, caption and quotas. The quota part is only race-free if the caller
+    holds lock_quota(user) until its insert commits; prefer judging the caption before the lock."""
+    verdict, usage = judge_caption(caption, purpose, num_images)
+    return add_quota_decisions(verdict, usage, num_images, user, already_counted)
 
 
 def submit_request(*, caption: Any, num_images: Any = 4, seed: Any = None, purpose: str = "editorial",
@@ -158,9 +180,12 @@ def submit_request(*, caption: Any, num_images: Any = 4, seed: Any = None, purpo
     """
     caption, num_images, seed = validate_submission(caption, num_images, seed)
     model_version = active_model_version()
+    # The caption is judged before the quota lock: on SQLite the lock is the database's one write
+    # lock, and the semantic layer's tens of milliseconds must not hold every other writer back.
+    verdict, usage = judge_caption(caption, purpose, num_images)
     with transaction.atomic():
         lock_quota(user)
-        verdict = check_usage(caption, purpose, num_images, user)
+        add_quota_decisions(verdict, usage, num_images, user)
         now = timezone.now()
         request = GenerationRequest.objects.create(
             caption=caption, num_images=num_images,

@@ -561,9 +561,20 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
     with the model version active now. A request of a model that was withdrawn is re-targeted to
     the active one (the caption, not the model, is what the editor asked for); with no active
     model, or a caption the policy now refuses, the retry is refused and the request stays FAILED."""
-    from stackgan_django.services.submission import QUOTA_WINDOW, active_model_version, check_usage, lock_quota
+    from stackgan_django.services.submission import (
+        QUOTA_WINDOW,
+        active_model_version,
+        add_quota_decisions,
+        judge_caption,
+        lock_quota,
+    )
 
     model_version = active_model_version()  # NoActiveModel: nothing can be generated now
+    # The caption (which never changes) is judged before any lock, as a submission's is.
+    found = GenerationRequest.objects.filter(pk=request_id).values("caption", "purpose", "num_images").first()
+    if found is None:
+        raise UnknownRequest(f"There is no generation request with id {request_id!r}.")
+    verdict, usage = judge_caption(found["caption"], found["purpose"], found["num_images"])
     with transaction.atomic():
         request = _locked(request_id)
         if request.state != State.FAILED:
@@ -572,7 +583,7 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
         lock_quota(requester)
         # This request's own images are in the quota's totals already when it was made in its window.
         counted = request.num_images if request.created_at >= timezone.now() - QUOTA_WINDOW else 0
-        verdict = check_usage(request.caption, request.purpose, request.num_images, requester, already_counted=counted)
+        add_quota_decisions(verdict, usage, request.num_images, requester, already_counted=counted)
         if verdict.denied:
             reasons = " ".join(d.message for d in verdict.decisions if d.outcome.value == "deny")
             raise TransitionError(f"Request {request.pk} cannot be retried: the usage policy now refuses it. {reasons}")
