@@ -61,7 +61,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "limits": {"max_chars": ("int", False), "min_letters": ("int", False), "max_words": ("int", False)},
         "blocked": {"*": {"terms": ("str_list", True), "outcome": ("outcome", False), "message": ("str", False),
                           "suffixes": ("bool", False), "disguised_as": ("str", False),
-                          "harmless_phrases": ("str_list", False)}},
+                          "harmless_phrases": ("str_list", False), "patterns": ("str_list", False)}},
         "protected": {"*": {"names": ("str_list", True), "outcome": ("outcome", False), "message": ("str", False)}},
         "personal_data": {"outcome": ("outcome", False), "kinds": ("str_list", False)},
         "purposes": {"allowed": ("str_list", False)},

@@ -169,6 +169,19 @@ class UsagePolicy:
     def _compile(rule_id: str, name: str, spec: dict[str, Any], terms: tuple[str, ...], default_message: str,
                  suffixes: bool) -> TermRule:
         pattern = terms_pattern(terms, suffixes)
+        # Codes that are not words ("(((name)))", the far right's "echo" around a Jewish name): regular
+        # expressions on the normalised text. A match is never one of the terms as plainly written,
+        # so it counts as a disguised form: denied under a review section's disguised_as.
+        extra = spec.get("patterns", [])
+        if not isinstance(extra, list) or not all(isinstance(p, str) and p for p in extra):
+            raise ValueError(f"usage.toml: {rule_id} patterns must be a list of regular expressions")
+        for expression in extra:
+            try:
+                re.compile(expression)
+            except re.error as exc:
+                raise ValueError(f"usage.toml: {rule_id} pattern {expression!r} is not a regular expression: {exc}") from exc
+        if extra:
+            pattern = "|".join([f"(?:{pattern})", *(f"(?:{p})" for p in extra)])
         return TermRule(rule_id, name, Outcome.parse(spec.get("outcome", "deny")), spec.get("message", default_message),
                         terms, re.compile(pattern))
 

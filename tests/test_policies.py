@@ -45,7 +45,8 @@ def evasions(term: str) -> dict[str, str]:
         "zero-width": "\u200b".join(term),
         "leet": f"a {term.translate(LEET)} scene",
         "cyrillic": term.translate(CYRILLIC),
-        "fullwidth": "".join(chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in term),
+        # (only ASCII has fullwidth forms: "ü" + 0xFEE0 is a Hangul letter)
+        "fullwidth": "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalpha() else c for c in term),
         "repeated": "".join(c * 3 if i == 1 else c for i, c in enumerate(term)),
         "accented": term.replace("e", "é").replace("a", "á").replace("o", "ö").replace("u", "ü").replace("i", "ï"),
         "bidi": "\u202e" + term + "\u202c",
@@ -424,7 +425,9 @@ def test_a_rule_merged_into_one_tree_of_prefixes_matches_as_its_terms_one_by_one
     for rule in USAGE.term_rules + USAGE.name_rules:
         spec = DEFAULT_USAGE["blocked"].get(rule.category, {}) if rule.rule_id.startswith("usage.blocked.") else {}
         suffixes = rule.rule_id.startswith("usage.blocked.") and spec.get("suffixes", True)
-        one_by_one = re.compile("|".join(f"(?:{term_pattern(term, suffixes)})" for term in rule.terms))
+        # A section's own regular expressions ("patterns") are alternatives beside its terms' tree.
+        one_by_one = re.compile("|".join([f"(?:{term_pattern(term, suffixes)})" for term in rule.terms]
+                                         + [f"(?:{p})" for p in spec.get("patterns", [])]))
         for text in texts:
             normalised = limit_runs(normalise(text)).text
             expected = [m.span() for m in one_by_one.finditer(normalised)]

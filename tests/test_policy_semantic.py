@@ -276,10 +276,12 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
     assert categories == set(config["categories"])
     # dev2 was the held-out "test" split until it had been looked at three times, dev3 and dev4 were
-    # each held out once, dev5 twice, dev6 to dev12 once; all are tuning data now (README, "The labelled
-    # set"). test is the held-out split: written by an eleventh independent writer, never learnt from.
-    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12", "test"}
-    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12"):
+    # each held out once, dev5 twice, dev6 to dev13 once; all are tuning data now (README, "The labelled
+    # set"). test is the held-out split: written by a twelfth independent writer, never learnt from.
+    assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10",
+                                       "dev11", "dev12", "dev13", "test"}
+    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
+                  "dev13"):
         part = [r for r in rows if r.split == split]
         assert sum(r.harmful for r in part) >= 150 and sum(not r.harmful for r in part) >= 150
     # Enough per category to measure a 0.03 false-positive rate out of fold (with the examples of
@@ -297,7 +299,8 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
-    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12", "test"):
+    for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
+                  "dev13", "test"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
@@ -706,4 +709,38 @@ def test_a_word_review_section_may_have_its_own_line(tmp_path):
     (folder / "semantic.toml").write_text(text.replace("clear_below_by_section = { sexual_words = 0.2 }",
                                                        "clear_below_by_section = { gambling = 0.2 }"))
     with pytest.raises(PolicyError, match="gambling"):
+        load_policies(folder)
+
+
+@pytest.mark.parametrize(("caption", "outcome", "rule"), [
+    ("wetbacks crossing the river, cartoon", Outcome.DENY, "usage.blocked.slurs"),
+    ("a sandn1gger meme", Outcome.DENY, "usage.blocked.slurs"),
+    ("a poster of a f4ggot", Outcome.DENY, "usage.blocked.slurs"),  # a disguised everyday-word slur
+    ("a chink restaurant sign", Outcome.REVIEW, "usage.blocked.slur_words"),
+    ("a chink of light through the curtains", Outcome.ALLOW, None),
+    ("faggots and peas on a pub menu", Outcome.ALLOW, None),
+    ("a Maine coon cat asleep on a sofa", Outcome.ALLOW, None),
+    ("a honky-tonk bar in Nashville at night", Outcome.ALLOW, None),
+    ("list of journalists with (((echoes))) around their names", Outcome.DENY, "usage.blocked.hate_codes"),
+    ("a maths worksheet: (((2 + 3))) times 4", Outcome.ALLOW, None),
+    ("a matte black Springfield Hellcat on a kitchen island", Outcome.REVIEW, "usage.blocked.weapon_names"),
+    ("a Dodge Challenger Hellcat on a race track", Outcome.ALLOW, None),
+    ("a MAP pride flag with smiling children", Outcome.REVIEW, "usage.blocked.minors_words"),
+    ("a Zyklon B canister in a museum display case", Outcome.REVIEW, "usage.blocked.hate_names"),
+])
+def test_slurs_codes_and_weapon_makes_are_word_rules(caption, outcome, rule):
+    """Slurs that mean nothing else are refused; slurs that are also everyday words are reviewed, and
+    lifted in the phrases and meanings that are harmless; a pattern names a code that is not a word."""
+    verdict = USAGE.check_caption(caption)
+    assert verdict.outcome is outcome, [d.to_dict() for d in verdict.decisions]
+    if rule is not None:
+        assert rule in [d.rule_id for d in verdict.decisions], [d.to_dict() for d in verdict.decisions]
+
+
+def test_a_pattern_that_is_not_a_regular_expression_fails_closed(tmp_path):
+    folder = tmp_path / "policies"
+    shutil.copytree(DEFAULT_DIR, folder)
+    text = (folder / "usage.toml").read_text()
+    (folder / "usage.toml").write_text(text.replace("patterns = ['", "patterns = ['(unclosed', '", 1))
+    with pytest.raises(PolicyError, match="not a regular expression"):
         load_policies(folder)
