@@ -744,3 +744,15 @@ def test_a_pattern_that_is_not_a_regular_expression_fails_closed(tmp_path):
     (folder / "usage.toml").write_text(text.replace("patterns = ['", "patterns = ['(unclosed', '", 1))
     with pytest.raises(PolicyError, match="not a regular expression"):
         load_policies(folder)
+
+
+@pytest.mark.parametrize(("caption", "denied"), [
+    ("a bloodbath on the stock market, newspaper front page", False),
+    ("election night bloodbath for the ruling party, news graphic", False),
+    ("a bloodbath in a school hallway, bodies and blood everywhere", True),
+    ("a bl00dbath in a church", True),
+])
+def test_a_word_the_news_uses_figuratively_is_judged_by_its_meaning(caption, denied):
+    """"Bloodbath" is written of markets and elections: reviewed as a violent word, lifted or denied by
+    the meaning, and refused when disguised."""
+    assert USAGE.check_caption(caption).denied is denied
