@@ -270,6 +270,44 @@ def test_the_admin_verify_page_shares_the_api_rate_per_person(db, users, setting
     assert other.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")}).status_code == 200  # another person
 
 
+
+def signed_by_a_stranger(tmp_path, assertions: list[dict]) -> bytes:
+    """A PNG whose C2PA manifest anyone could make: their own CA, any assertion under any label."""
+    import c2pa
+
+    from stackgan_django.provenance.signers import DevelopmentSigner
+
+    source = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(source, "PNG")
+    created = {"label": "c2pa.actions", "data": {"actions": [{
+        "action": "c2pa.created",
+        "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"}]}}
+    manifest = {"claim_generator_info": [{"name": "stranger", "version": "1"}], "title": "x.png",
+                "format": "image/png", "assertions": [created, *assertions]}
+    context = c2pa.Context.from_dict({"version": 1, "builder": {"thumbnail": {"enabled": False}}})
+    signed = io.BytesIO()
+    with c2pa.Builder(manifest, context=context) as builder:
+        builder.sign(DevelopmentSigner(tmp_path / "stranger-ca").c2pa_signer(), "image/png",
+                     io.BytesIO(source.getvalue()), signed)
+    return signed.getvalue()
+
+
+@pytest.mark.parametrize("datasets", [["twemoji"], {"name": "twemoji"}, "twemoji", [["twemoji"]], 7])
+def test_the_admin_verify_page_shows_a_strangers_training_data_assertion_as_text(db, users, tmp_path, datasets):
+    """Our assertion label on a stranger's manifest holds whatever they wrote: the page shows it
+    (a 500 before, when "datasets" was not a list of objects)."""
+    data = signed_by_a_stranger(tmp_path, [{"label": "org.stackgan-django.training-data",
+                                            "data": {"datasets": datasets}}])
+    client = Client()
+    client.force_login(users[1])
+    upload = io.BytesIO(data)
+    upload.name = "stranger.png"
+    response = client.post(VERIFY_PAGE, {"file": upload})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Not one of our assets." in body and "Training data" in body
+    assert "twemoji" in body or "7" in body
+
 # -- keys and permissions ---------------------------------------------------------------------------
 
 def test_expired_revoked_unknown_and_malformed_keys_are_401(db, users, api_key_for):
