@@ -164,6 +164,42 @@ def test_other_hostile_images_are_refused(db, client_with_all_scopes, data, stat
     assert response.status_code == status and words in json.dumps(response.json()), response.content
 
 
+def many_chunks_png(count: int) -> bytes:
+    """A small valid PNG with ``count`` empty text chunks before its pixels (12 bytes each)."""
+    real = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(real, format="PNG")
+    data = real.getvalue()
+    header_end = 8 + 25  # signature + IHDR
+    return data[:header_end] + png_chunk(b"tEXt", b"a\x00b") * count + data[header_end:]
+
+
+def many_segments_jpeg(count: int, segment: bytes = b"\xff\xfe\x00\x02") -> bytes:
+    """A small valid JPEG with ``count`` copies of ``segment`` (an empty comment) after its SOI."""
+    real = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(real, format="JPEG")
+    return real.getvalue()[:2] + segment * count + real.getvalue()[2:]
+
+
+@pytest.mark.parametrize("data", [many_chunks_png(30_000), many_segments_jpeg(30_000),
+                                  many_segments_jpeg(30_000, b"\xff\x00")], ids=["png", "jpeg", "jpeg-padding"])
+def test_an_upload_of_countless_empty_chunks_is_refused_before_parsing(db, client_with_all_scopes, monkeypatch, data):
+    """Each chunk or segment is a step of Python in Pillow's header parser and of the C2PA reader:
+    20 MB of them cost 20 s of CPU per upload (30 uploads a minute per key). Refused by count, before
+    any parser runs."""
+    from stackgan_django import services
+
+    monkeypatch.setattr(services, "verify_file", lambda *args, **kwargs: pytest.fail("parsed"))
+    response = verify(client_with_all_scopes, data)
+    assert response.status_code == 400
+    assert "more than 20000" in response.json()["file"][0]
+
+
+def test_files_with_a_few_chunks_are_still_verified(db, client_with_all_scopes):
+    for data in (many_chunks_png(100), many_segments_jpeg(100)):
+        response = verify(client_with_all_scopes, data)
+        assert response.status_code == 200 and response.json()["state"] == "No manifest"
+
+
 def test_an_upload_over_the_size_limit_is_413(db, client_with_all_scopes, settings):
     settings.STACKGAN = {**settings.STACKGAN, "VERIFY_MAX_BYTES": 50_000}
     noise = io.BytesIO()
