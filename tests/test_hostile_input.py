@@ -344,6 +344,20 @@ def test_the_admin_verify_page_shows_a_strangers_training_data_assertion_as_text
     assert "Not one of our assets." in body and "Training data" in body
     assert "twemoji" in body or "7" in body
 
+
+@pytest.mark.parametrize("page", ["asset", "generationrequest", "auditevent"])
+def test_an_admin_search_of_a_thousand_words_is_bounded(db, users, page):
+    """Each word of an admin search is one more condition: 1,200 made SQLite refuse the query (a
+    500); only the first words count, as in the API's caption filter."""
+    from django.contrib.auth.models import Permission
+
+    editor, reviewer = users
+    reviewer.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client = Client()
+    client.force_login(reviewer if page == "auditevent" else editor)
+    response = client.get(f"/admin/stackgan_django/{page}/", {"q": " ".join(["ab"] * 1200)})
+    assert response.status_code == 200
+
 # -- keys and permissions ---------------------------------------------------------------------------
 
 def test_expired_revoked_unknown_and_malformed_keys_are_401(db, users, api_key_for):
