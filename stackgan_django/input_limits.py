@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from PIL import Image, UnidentifiedImageError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
@@ -199,3 +200,35 @@ def check_image_header(upload: Any) -> ImageHeader:
         raise ImageRefused(f"The image declares {width} x {height} pixels; the limit is {max_pixels} pixels.",
                            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     return ImageHeader(fmt, width, height)
+
+
+# -- request bodies ---------------------------------------------------------------------------------
+
+MULTIPART_ENVELOPE_BYTES = 64 * 1024
+
+
+def max_request_body_bytes() -> int:
+    return app_settings.MAX_REQUEST_BODY_BYTES or app_settings.VERIFY_MAX_BYTES + MULTIPART_ENVELOPE_BYTES
+
+
+class RequestBodyLimitMiddleware:
+    """413 for a body declared larger than any page takes, on every path, before any layer reads
+    it. Django bounds form fields (DATA_UPLOAD_MAX_MEMORY_SIZE) but streams uploaded files to a
+    temporary file of any size, for anyone: the CSRF middleware parses the body of an anonymous
+    POST to the log-in page. The API's views have tighter limits of their own (api_errors)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return HttpResponse("The Content-Length header is not a number.", status=400, content_type="text/plain")
+        limit = max_request_body_bytes()
+        if declared > limit:
+            response = HttpResponse(f"The request body is {declared} bytes; the largest this site takes is {limit}.",
+                                    status=413, content_type="text/plain")
+            response["Connection"] = "close"
+            return response
+        return self.get_response(request)

@@ -358,6 +358,29 @@ def test_an_admin_search_of_a_thousand_words_is_bounded(db, users, page):
     response = client.get(f"/admin/stackgan_django/{page}/", {"q": " ".join(["ab"] * 1200)})
     assert response.status_code == 200
 
+
+@pytest.mark.parametrize("path", ["/admin/login/", VERIFY_PAGE, "/admin/stackgan_django/policy-evaluation/"])
+def test_a_body_larger_than_any_page_takes_is_refused_before_it_is_read(db, users, settings, path):
+    """Django streams uploaded files to a temporary file of any size, for anyone: the CSRF check
+    parses an anonymous log-in POST. A body declared larger than any page takes is a 413 unread."""
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_MAX_BYTES": 10_000}
+    client = Client()
+    client.force_login(users[0])
+    parsed = []
+
+    class Unreadable(io.BytesIO):
+        def read(self, *args):
+            parsed.append(1)
+            return super().read(*args)
+
+    body = Unreadable(b"--XX--\r\n")
+    response = client.generic("POST", path, data=b"", content_type="multipart/form-data; boundary=XX",
+                              CONTENT_LENGTH=str(10_000 + 64 * 1024 + 1), **{"wsgi.input": body})
+    assert response.status_code == 413 and parsed == []
+    # Up to the limit, the page itself answers (the form's own checks apply).
+    small = client.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")})
+    assert small.status_code == 200
+
 # -- keys and permissions ---------------------------------------------------------------------------
 
 def test_expired_revoked_unknown_and_malformed_keys_are_401(db, users, api_key_for):
