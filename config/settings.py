@@ -85,6 +85,8 @@ else:
 MIDDLEWARE = [
     # Outermost, so no HTML error page from any layer below leaves /api/ (issue 11).
     "stackgan_django.api_errors.ApiJsonErrorsMiddleware",
+    # Next, so an oversized body is refused before any layer reads it (on every path).
+    "stackgan_django.input_limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

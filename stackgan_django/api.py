@@ -43,6 +43,7 @@ from stackgan_django.files import (
     signed_url_token,
 )
 from stackgan_django.input_limits import (
+    MULTIPART_ENVELOPE_BYTES,
     BoundedJSONParser,
     ImageRefused,
     OversizedInteger,
@@ -585,7 +586,7 @@ class VerifyView(APIView):
     @classmethod
     def body_limit(cls) -> int:
         """The middleware refuses a larger body from its Content-Length before the view reads it."""
-        return app_settings.VERIFY_MAX_BYTES + 64 * 1024  # the file plus the multipart envelope
+        return app_settings.VERIFY_MAX_BYTES + MULTIPART_ENVELOPE_BYTES  # the file plus the multipart envelope
 
     @extend_schema(summary="Is this file ours, approved, unaltered?",
                    request={"multipart/form-data": VerifySerializer},

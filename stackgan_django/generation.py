@@ -84,11 +84,42 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+class CheckpointChanged(RuntimeError):
+    """The files in a model version's folder are not the ones it was registered with."""
+
+
+def check_checkpoint_unchanged(model_version) -> None:
+    """Refuse a model version whose folder now holds other weights or config than it was registered
+    (and activated) with: the data policy accepted the lineage recorded then, and every manifest
+    names the registered hash. The folder is only a path: a fine-tune run again with FORCE=1, or a
+    promotion copying a new model into models/default, replaces the files under a version whose
+    record still says otherwise."""
+    from generator.checkpoint import CheckpointError, checkpoint_sha256
+
+    folder = Path(model_version.checkpoint_path)
+    try:
+        found = checkpoint_sha256(folder)
+    except (OSError, CheckpointError) as exc:
+        logger.error("model version %s: checkpoint folder %s unreadable: %s", model_version.name, folder, exc)
+        raise CheckpointChanged(f"The checkpoint of model version {model_version.name!r} cannot be read "
+                                f"({type(exc).__name__}); an administrator must restore it.") from exc
+    if found != model_version.checkpoint_sha256:
+        logger.error("model version %s: %s holds checkpoint %s, registered as %s", model_version.name, folder, found,
+                     model_version.checkpoint_sha256)
+        raise CheckpointChanged(
+            f"The files of model version {model_version.name!r} were replaced after it was registered (checkpoint "
+            f"{found[:12]}, registered {model_version.checkpoint_sha256[:12]}), so their training data was never "
+            "checked; nothing is drawn with them. An administrator must register them as a new model version "
+            "and activate it, or restore the registered files.")
+
+
 def backend_for(model_version) -> GeneratorBackend:
-    """The process's backend for a model version, loaded on first use and kept."""
+    """The process's backend for a model version, loaded on first use and kept; only from the files
+    it was registered with (check_checkpoint_unchanged)."""
     key = (model_version.pk, model_version.checkpoint_sha256)
     with _lock:
         if key not in _backends:
             _backends.clear()  # one model in memory at a time: a GPU holds one well
+            check_checkpoint_unchanged(model_version)
             _backends[key] = app_settings.GENERATOR_BACKEND.load(model_version)
         return _backends[key]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from PIL import Image, UnidentifiedImageError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
@@ -112,6 +113,44 @@ class ImageRefused(ValueError):
         self.status_code = status_code
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG markers that stand alone (no length field): TEM, RST0-7, SOI.
+_JPEG_STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}
+
+
+def container_steps(data: bytes, stop_above: int) -> int:
+    """How many chunks a PNG holds, or how many segments and stray bytes a JPEG holds before its
+    first scan: the steps Pillow's parsers (in Python) and the C2PA reader walk one by one. Stops
+    counting once past ``stop_above``, so counting costs at most that many steps too. 0 for
+    anything else."""
+    steps = 0
+    if data.startswith(PNG_SIGNATURE):
+        position = len(PNG_SIGNATURE)
+        while position + 8 <= len(data) and steps <= stop_above:
+            length = int.from_bytes(data[position:position + 4], "big")
+            steps += 1
+            if data[position + 4:position + 8] == b"IEND":
+                break
+            position += 12 + length
+    elif data.startswith(b"\xff\xd8"):
+        position = 2
+        while position + 1 < len(data) and steps <= stop_above:
+            steps += 1
+            if data[position] != 0xFF:  # stray byte: Pillow skips it, one read at a time
+                position += 1
+                continue
+            marker = data[position + 1]
+            if marker == 0xFF:  # fill byte
+                position += 1
+            elif marker == 0x00 or marker in _JPEG_STANDALONE:
+                position += 2
+            elif marker in (0xDA, 0xD9):  # start of scan, end of image: the header ends here
+                break
+            else:
+                position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return steps
+
+
 def check_image_header(upload: Any) -> ImageHeader:
     """Format and dimensions from the header only (Pillow's ``open`` is lazy): a 17 KB PNG declaring
     12,000 x 12,000 pixels is refused here, in microseconds, before any decompression."""
@@ -124,6 +163,16 @@ def check_image_header(upload: Any) -> ImageHeader:
         upload.seek(0)
     if not head:
         raise ImageRefused("The file is empty.")
+    max_steps = app_settings.VERIFY_MAX_SEGMENTS
+    if head.startswith((PNG_SIGNATURE, b"\xff\xd8")):
+        # Before Pillow reads the header: its own header parser walks these one by one.
+        data = upload.read(max_bytes + 1) if hasattr(upload, "read") else bytes(upload)
+        if hasattr(upload, "seek"):
+            upload.seek(0)
+        if container_steps(data, max_steps) > max_steps:
+            kind = "chunks" if head.startswith(PNG_SIGNATURE) else "segments before its image data"
+            raise ImageRefused(f"The file holds more than {max_steps} {kind}; no image we made or a camera "
+                               "writes holds that many.")
     source = upload if hasattr(upload, "read") else io.BytesIO(upload)
     try:
         # Pillow's own bomb guard (a warning, or an error past twice its limit) must not speak for
@@ -151,3 +200,35 @@ def check_image_header(upload: Any) -> ImageHeader:
         raise ImageRefused(f"The image declares {width} x {height} pixels; the limit is {max_pixels} pixels.",
                            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     return ImageHeader(fmt, width, height)
+
+
+# -- request bodies ---------------------------------------------------------------------------------
+
+MULTIPART_ENVELOPE_BYTES = 64 * 1024
+
+
+def max_request_body_bytes() -> int:
+    return app_settings.MAX_REQUEST_BODY_BYTES or app_settings.VERIFY_MAX_BYTES + MULTIPART_ENVELOPE_BYTES
+
+
+class RequestBodyLimitMiddleware:
+    """413 for a body declared larger than any page takes, on every path, before any layer reads
+    it. Django bounds form fields (DATA_UPLOAD_MAX_MEMORY_SIZE) but streams uploaded files to a
+    temporary file of any size, for anyone: the CSRF middleware parses the body of an anonymous
+    POST to the log-in page. The API's views have tighter limits of their own (api_errors)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return HttpResponse("The Content-Length header is not a number.", status=400, content_type="text/plain")
+        limit = max_request_body_bytes()
+        if declared > limit:
+            response = HttpResponse(f"The request body is {declared} bytes; the largest this site takes is {limit}.",
+                                    status=413, content_type="text/plain")
+            response["Connection"] = "close"
+            return response
+        return self.get_response(request)

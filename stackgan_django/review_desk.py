@@ -90,6 +90,16 @@ def _action_rows(data: Any) -> list[dict[str, str]]:
     return rows
 
 
+def _dataset_names(data: Any) -> list[str]:
+    """The dataset names a training-data assertion declares. Any file uploaded to "Check a file"
+    may carry an assertion under our label, signed by anyone, with any JSON in it: what is not
+    shaped like ours is shown as text, never trusted to be a list of objects."""
+    datasets = data.get("datasets") if isinstance(data, dict) else None
+    if not isinstance(datasets, list):
+        return [] if datasets in (None, "", []) else [_readable_value(datasets)]
+    return [str(d.get("name", "?")) if isinstance(d, dict) else _readable_value(d) for d in datasets]
+
+
 def provenance_panel(report: dict[str, Any] | None) -> dict[str, Any]:
     """The verification report stored on the asset as rows a person can read."""
     report = report or {}
@@ -103,9 +113,8 @@ def provenance_panel(report: dict[str, Any] | None) -> dict[str, Any]:
                 actions.extend(_action_rows(data))
             elif label == "org.stackgan-django.training-data":
                 # The table under "Training data" shows this from the model's lineage schema.
-                names = [d.get("name", "?") for d in (data or {}).get("datasets", [])] if isinstance(data, dict) else []
                 others.append({"label": ASSERTION_NAMES[label], "code": label,
-                               "rows": [("datasets", ", ".join(names) or "none declared")]})
+                               "rows": [("datasets", ", ".join(_dataset_names(data)) or "none declared")]})
             else:
                 others.append({"label": ASSERTION_NAMES.get(label, label), "code": label, "rows": _flatten(data)})
         manifests.append({"title": manifest.get("title") or manifest.get("label"), "signed_by": manifest.get("signed_by"),

@@ -142,18 +142,23 @@ def test_the_admin_shows_a_new_key_once(db, users):
 # -- webhooks ---------------------------------------------------------------------------------------
 
 class Receiver:
-    """A real HTTP endpoint on loopback that records each POST and answers with the given status."""
+    """A real HTTP endpoint on loopback that records each request and answers with the given
+    status (and ``location``, for a redirect)."""
 
-    def __init__(self, status: int = 204):
+    def __init__(self, status: int = 204, location: str | None = None):
         self.received: list[tuple[dict, bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.received.append(({k: v for k, v in self.headers.items()}, body))
                 self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
                 self.end_headers()
+
+            do_GET = do_POST
 
             def log_message(self, *args):
                 pass
@@ -228,6 +233,45 @@ def test_failed_webhooks_are_recorded_and_retried_until_the_limit(db, active_mod
         assert len(failing.received) == 3  # a finished delivery is never sent again
     finally:
         failing.close()
+
+
+def test_webhooks_do_not_follow_redirects(db, active_model, no_broker, users, settings,
+                                          django_capture_on_commit_callbacks):
+    """A receiver that answers 302 (compromised, or a moved endpoint) cannot send our POST, with
+    its signature headers, on to another address (an internal service, plain http): the redirect
+    is a failed attempt."""
+    internal = Receiver()
+    redirecting = Receiver(status=302, location=internal.url)
+    try:
+        settings.STACKGAN = {**settings.STACKGAN, "WEBHOOKS": [{"url": redirecting.url, "secret": "k"}]}
+        asset = make_assets(users[0], 1)[0]
+        with django_capture_on_commit_callbacks():
+            services.approve_asset(asset.pk, users[1])
+        delivery = WebhookDelivery.objects.get()
+        outcome = services.deliver_webhook(delivery.pk)
+        assert len(redirecting.received) == 1 and internal.received == []
+        assert outcome.state == "pending"
+        attempt = delivery.attempt_records.get()
+        assert attempt.status_code == 302 and "not followed" in attempt.error
+    finally:
+        internal.close()
+        redirecting.close()
+
+
+def test_a_webhook_endpoint_removed_from_the_settings_gets_nothing_more(db, active_model, no_broker, users, settings,
+                                                                        receiver, django_capture_on_commit_callbacks):
+    """Deliveries queued before an endpoint was removed (a decommissioned receiver, a domain that
+    may change hands) are not sent there, nor signed with an empty key."""
+    settings.STACKGAN = {**settings.STACKGAN, "WEBHOOKS": [{"url": receiver.url, "secret": "k"}]}
+    asset = make_assets(users[0], 1)[0]
+    with django_capture_on_commit_callbacks():
+        services.approve_asset(asset.pk, users[1])
+    settings.STACKGAN = {**settings.STACKGAN, "WEBHOOKS": []}
+    delivery = WebhookDelivery.objects.get()
+    outcome = services.deliver_webhook(delivery.pk)
+    assert receiver.received == []
+    assert outcome.state == "failed" and outcome.retry_in is None
+    assert "no longer configured" in delivery.attempt_records.get().error
 
 
 def test_webhook_settings_are_checked(settings):

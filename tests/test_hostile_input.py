@@ -164,6 +164,42 @@ def test_other_hostile_images_are_refused(db, client_with_all_scopes, data, stat
     assert response.status_code == status and words in json.dumps(response.json()), response.content
 
 
+def many_chunks_png(count: int) -> bytes:
+    """A small valid PNG with ``count`` empty text chunks before its pixels (12 bytes each)."""
+    real = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(real, format="PNG")
+    data = real.getvalue()
+    header_end = 8 + 25  # signature + IHDR
+    return data[:header_end] + png_chunk(b"tEXt", b"a\x00b") * count + data[header_end:]
+
+
+def many_segments_jpeg(count: int, segment: bytes = b"\xff\xfe\x00\x02") -> bytes:
+    """A small valid JPEG with ``count`` copies of ``segment`` (an empty comment) after its SOI."""
+    real = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(real, format="JPEG")
+    return real.getvalue()[:2] + segment * count + real.getvalue()[2:]
+
+
+@pytest.mark.parametrize("data", [many_chunks_png(30_000), many_segments_jpeg(30_000),
+                                  many_segments_jpeg(30_000, b"\xff\x00")], ids=["png", "jpeg", "jpeg-padding"])
+def test_an_upload_of_countless_empty_chunks_is_refused_before_parsing(db, client_with_all_scopes, monkeypatch, data):
+    """Each chunk or segment is a step of Python in Pillow's header parser and of the C2PA reader:
+    20 MB of them cost 20 s of CPU per upload (30 uploads a minute per key). Refused by count, before
+    any parser runs."""
+    from stackgan_django import services
+
+    monkeypatch.setattr(services, "verify_file", lambda *args, **kwargs: pytest.fail("parsed"))
+    response = verify(client_with_all_scopes, data)
+    assert response.status_code == 400
+    assert "more than 20000" in response.json()["file"][0]
+
+
+def test_files_with_a_few_chunks_are_still_verified(db, client_with_all_scopes):
+    for data in (many_chunks_png(100), many_segments_jpeg(100)):
+        response = verify(client_with_all_scopes, data)
+        assert response.status_code == 200 and response.json()["state"] == "No manifest"
+
+
 def test_an_upload_over_the_size_limit_is_413(db, client_with_all_scopes, settings):
     settings.STACKGAN = {**settings.STACKGAN, "VERIFY_MAX_BYTES": 50_000}
     noise = io.BytesIO()
@@ -269,6 +305,81 @@ def test_the_admin_verify_page_shares_the_api_rate_per_person(db, users, setting
     other.force_login(users[1])
     assert other.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")}).status_code == 200  # another person
 
+
+
+def signed_by_a_stranger(tmp_path, assertions: list[dict]) -> bytes:
+    """A PNG whose C2PA manifest anyone could make: their own CA, any assertion under any label."""
+    import c2pa
+
+    from stackgan_django.provenance.signers import DevelopmentSigner
+
+    source = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(source, "PNG")
+    created = {"label": "c2pa.actions", "data": {"actions": [{
+        "action": "c2pa.created",
+        "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"}]}}
+    manifest = {"claim_generator_info": [{"name": "stranger", "version": "1"}], "title": "x.png",
+                "format": "image/png", "assertions": [created, *assertions]}
+    context = c2pa.Context.from_dict({"version": 1, "builder": {"thumbnail": {"enabled": False}}})
+    signed = io.BytesIO()
+    with c2pa.Builder(manifest, context=context) as builder:
+        builder.sign(DevelopmentSigner(tmp_path / "stranger-ca").c2pa_signer(), "image/png",
+                     io.BytesIO(source.getvalue()), signed)
+    return signed.getvalue()
+
+
+@pytest.mark.parametrize("datasets", [["twemoji"], {"name": "twemoji"}, "twemoji", [["twemoji"]], 7])
+def test_the_admin_verify_page_shows_a_strangers_training_data_assertion_as_text(db, users, tmp_path, datasets):
+    """Our assertion label on a stranger's manifest holds whatever they wrote: the page shows it
+    (a 500 before, when "datasets" was not a list of objects)."""
+    data = signed_by_a_stranger(tmp_path, [{"label": "org.stackgan-django.training-data",
+                                            "data": {"datasets": datasets}}])
+    client = Client()
+    client.force_login(users[1])
+    upload = io.BytesIO(data)
+    upload.name = "stranger.png"
+    response = client.post(VERIFY_PAGE, {"file": upload})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Not one of our assets." in body and "Training data" in body
+    assert "twemoji" in body or "7" in body
+
+
+@pytest.mark.parametrize("page", ["asset", "generationrequest", "auditevent"])
+def test_an_admin_search_of_a_thousand_words_is_bounded(db, users, page):
+    """Each word of an admin search is one more condition: 1,200 made SQLite refuse the query (a
+    500); only the first words count, as in the API's caption filter."""
+    from django.contrib.auth.models import Permission
+
+    editor, reviewer = users
+    reviewer.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    client = Client()
+    client.force_login(reviewer if page == "auditevent" else editor)
+    response = client.get(f"/admin/stackgan_django/{page}/", {"q": " ".join(["ab"] * 1200)})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/admin/login/", VERIFY_PAGE, "/admin/stackgan_django/policy-evaluation/"])
+def test_a_body_larger_than_any_page_takes_is_refused_before_it_is_read(db, users, settings, path):
+    """Django streams uploaded files to a temporary file of any size, for anyone: the CSRF check
+    parses an anonymous log-in POST. A body declared larger than any page takes is a 413 unread."""
+    settings.STACKGAN = {**settings.STACKGAN, "VERIFY_MAX_BYTES": 10_000}
+    client = Client()
+    client.force_login(users[0])
+    parsed = []
+
+    class Unreadable(io.BytesIO):
+        def read(self, *args):
+            parsed.append(1)
+            return super().read(*args)
+
+    body = Unreadable(b"--XX--\r\n")
+    response = client.generic("POST", path, data=b"", content_type="multipart/form-data; boundary=XX",
+                              CONTENT_LENGTH=str(10_000 + 64 * 1024 + 1), **{"wsgi.input": body})
+    assert response.status_code == 413 and parsed == []
+    # Up to the limit, the page itself answers (the form's own checks apply).
+    small = client.post(VERIFY_PAGE, {"file": io.BytesIO(b"GIF89a")})
+    assert small.status_code == 200
 
 # -- keys and permissions ---------------------------------------------------------------------------
 

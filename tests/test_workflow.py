@@ -292,6 +292,33 @@ def test_the_worker_refuses_a_model_version_that_was_deactivated(db, active_mode
     assert not request.assets.exists()
 
 
+def test_the_worker_refuses_a_model_version_whose_files_were_replaced(db, no_broker, tiny_checkpoint, tmp_path):
+    """The data policy accepted the lineage registered with these weights, and manifests name their
+    hash: a folder written over since (a fine-tune with FORCE=1, a promotion into models/default)
+    is not drawn with under the old record."""
+    import shutil
+
+    from stackgan_django import generation
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, folder)
+    model_version = services.register_model_version("tiny-replaced", folder, activate=True)
+    request = services.submit_request(caption="a red apple", num_images=1)
+    config = folder / "config.json"
+    config.write_text(config.read_text() + "\n")  # other files now: what is drawn is not what was vetted
+    generation._backends.clear()
+    try:
+        with pytest.raises(generation.CheckpointChanged, match="replaced after it was registered"):
+            generation.backend_for(model_version)
+        assert services.process_request(request.pk) == "failed"
+    finally:
+        generation._backends.clear()
+    request.refresh_from_db()
+    assert request.state in (State.QUEUED, State.FAILED) and "replaced after it was registered" in request.error
+    assert str(folder) not in request.error  # editors see the request's error: no server paths
+    assert not request.assets.exists()
+
+
 def test_a_retry_passes_the_quota_again_counting_its_own_images_once(db, active_model, no_broker, users):
     editor = users[0]
     failed = _failed_request(editor, num_images=4)

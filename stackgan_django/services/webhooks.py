@@ -73,11 +73,23 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def _secret_for(url: str) -> str:
+def _secret_for(url: str) -> str | None:
+    """The secret of the endpoint configured for ``url`` now, or None when none is (any more)."""
     for endpoint in app_settings.WEBHOOKS or []:
-        if isinstance(endpoint, dict) and endpoint.get("url") == url:
-            return str(endpoint.get("secret") or "")
-    return ""
+        if isinstance(endpoint, dict) and endpoint.get("url") == url and endpoint.get("secret"):
+            return str(endpoint["secret"])
+    return None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the failure it is for a webhook: urllib would otherwise follow it
+    to any host, internal addresses and plain http included, with the signature headers."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
 
 
 def deliver_webhook(delivery_id: int) -> DeliveryOutcome:
@@ -85,21 +97,29 @@ def deliver_webhook(delivery_id: int) -> DeliveryOutcome:
     delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
     if delivery is None or delivery.state != WebhookDelivery.State.PENDING:
         return DeliveryOutcome(delivery.state if delivery else "unknown")
-    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
-    timestamp = int(time.time())
-    headers = {"Content-Type": "application/json", "User-Agent": "stackgan-django-webhooks",
-               "X-Stackgan-Event": delivery.event, "X-Stackgan-Delivery": str(delivery.pk),
-               SIGNATURE_HEADER: signature(_secret_for(delivery.url), timestamp, body)}
+    secret = _secret_for(delivery.url)
     started, began = timezone.now(), time.perf_counter()
     status_code, error = None, ""
-    try:
-        request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=app_settings.WEBHOOK_TIMEOUT_SECONDS) as response:
-            status_code = response.status
-    except urllib.error.HTTPError as exc:
-        status_code, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+    if secret is None:
+        # The endpoint was removed from STACKGAN["WEBHOOKS"] (or its URL changed) since the event:
+        # its events no longer go there, and never signed with an empty key.
+        error = "The endpoint is no longer configured in STACKGAN['WEBHOOKS']; not sent."
+    else:
+        body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+        timestamp = int(time.time())
+        headers = {"Content-Type": "application/json", "User-Agent": "stackgan-django-webhooks",
+                   "X-Stackgan-Event": delivery.event, "X-Stackgan-Delivery": str(delivery.pk),
+                   SIGNATURE_HEADER: signature(secret, timestamp, body)}
+        try:
+            request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
+            with _opener.open(request, timeout=app_settings.WEBHOOK_TIMEOUT_SECONDS) as response:
+                status_code = response.status
+        except urllib.error.HTTPError as exc:
+            status_code, error = exc.code, f"HTTP {exc.code}"
+            if 300 <= exc.code < 400:
+                error += f": redirects are not followed (Location: {exc.headers.get('Location', '')})"[:2000]
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:2000]
     duration_ms = int((time.perf_counter() - began) * 1000)
     succeeded = status_code is not None and 200 <= status_code < 300
     with transaction.atomic():
@@ -109,7 +129,7 @@ def deliver_webhook(delivery_id: int) -> DeliveryOutcome:
                                       status_code=status_code, error=error, duration_ms=duration_ms)
         if succeeded:
             delivery.state, delivery.delivered_at = WebhookDelivery.State.DELIVERED, timezone.now()
-        elif delivery.attempts >= app_settings.WEBHOOK_MAX_ATTEMPTS:
+        elif secret is None or delivery.attempts >= app_settings.WEBHOOK_MAX_ATTEMPTS:
             delivery.state = WebhookDelivery.State.FAILED
         delivery.save(update_fields=["attempts", "state", "delivered_at"])
     if delivery.state == WebhookDelivery.State.PENDING:
