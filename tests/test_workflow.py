@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 from policies import Decision, Outcome, Verdict
 from stackgan_django import services
 from stackgan_django.audit import verify_chain
-from stackgan_django.models import AppendOnlyError, Asset, AuditEvent, GenerationRequest, PolicyDecision
+from stackgan_django.models import AppendOnlyError, Asset, AuditEvent, GenerationRequest, ModelVersion, PolicyDecision
 from tests.conftest import SHAPES_LINEAGE
 
 State = GenerationRequest.State
@@ -352,3 +353,28 @@ def test_the_requester_may_not_review_their_own_image_unless_allowed(db, active_
     settings.STACKGAN = separated
     with pytest.raises(services.TransitionError):  # another reviewer, on a decided asset: the state says so first
         services.reject_asset(asset.pk, reviewer, note="late")
+
+
+def test_the_demo_bootstrap_registers_a_shipped_model_replaced_since(db, tmp_path, monkeypatch):
+    """After scripts/promote-run.py writes a new model into models/default, `make run` registers and
+    activates it (the old record's files are gone, and workers refuse to draw under it)."""
+    import shutil
+
+    from django.core.management import call_command
+
+    from generator.checkpoint import checkpoint_sha256
+    from stackgan_django.management.commands import bootstrap_demo
+
+    shipped = tmp_path / "default"
+    shutil.copytree(bootstrap_demo.SHIPPED_MODEL_DIR, shipped)
+    monkeypatch.setattr(bootstrap_demo, "SHIPPED_MODEL_DIR", shipped)
+    call_command("bootstrap_demo", stdout=io.StringIO())
+    first = ModelVersion.objects.get(is_active=True)
+    assert first.checkpoint_sha256 == checkpoint_sha256(shipped)
+    config = json.loads((shipped / "config.json").read_text())
+    (shipped / "config.json").write_text(json.dumps(config, indent=3) + "\n\n")  # other bytes: another hash
+    call_command("bootstrap_demo", stdout=io.StringIO())
+    active = ModelVersion.objects.get(is_active=True)
+    assert active.pk != first.pk and active.checkpoint_sha256 == checkpoint_sha256(shipped)
+    call_command("bootstrap_demo", stdout=io.StringIO())  # unchanged files: nothing new
+    assert ModelVersion.objects.get(is_active=True).pk == active.pk

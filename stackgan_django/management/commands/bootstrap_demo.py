@@ -75,8 +75,14 @@ class Command(BaseCommand):
 
         folder, name, notes = model_source()
         active = ModelVersion.objects.filter(is_active=True).first()
-        # A trained model replaces an untrained placeholder; a model someone chose stays.
-        if active is None or (not active.trained and name != active.name):
+        # A trained model replaces an untrained placeholder; a model someone chose stays. The shipped
+        # model is named by its content: when scripts/promote-run.py has replaced models/default since,
+        # the active version's files are not the ones it was registered with, and workers refuse to
+        # draw with them, so the new files are registered (the data policy checks their lineage) and
+        # activated in its place.
+        replaced = (active is not None and folder == SHIPPED_MODEL_DIR and name != active.name
+                    and Path(active.checkpoint_path).resolve() == folder.resolve())
+        if active is None or (not active.trained and name != active.name) or replaced:
             services.register_model_version(name, folder, notes=notes, activate=True)
         active = ModelVersion.objects.get(is_active=True)
         self.stdout.write(f"model version in use: {active.name} ({active.notes or active.checkpoint_path})")
