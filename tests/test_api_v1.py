@@ -113,6 +113,10 @@ def test_the_command_creates_lists_and_revokes_keys(db, users):
     assert client.get("/api/v1/assets/").status_code == 401
     with pytest.raises(CommandError, match="no user"):
         call_command("api_keys", "create", "nobody", "x", "--scope", "verify", stdout=StringIO())
+    for days in ("0", "999999999"):  # the second overflowed the calendar with a traceback
+        with pytest.raises(CommandError, match="between 1 and"):
+            call_command("api_keys", "create", "editor", "x", "--scope", "verify", "--expires-in-days", days,
+                         stdout=StringIO())
     with pytest.raises(CommandError, match="no API key"):
         call_command("api_keys", "revoke", "zzzzzzzz", stdout=StringIO())
 

@@ -12,6 +12,9 @@ from django.utils import timezone
 from stackgan_django import services
 from stackgan_django.models import ApiKey
 
+# About 100 years: any longer is "no expiry", which leaving the option out already says.
+MAX_EXPIRY_DAYS = 36_500
+
 
 class Command(BaseCommand):
     help = "Create, list and revoke API keys (scopes: " + ", ".join(ApiKey.Scope.values) + ")."
@@ -35,8 +38,10 @@ class Command(BaseCommand):
             if user is None:
                 raise CommandError(f"There is no user {options['username']!r}.")
             days = options["expires_in_days"]
-            if days is not None and days < 1:
-                raise CommandError("--expires-in-days must be at least 1.")
+            # An expiry past the calendar's end (a huge N) would overflow: leave it out for no expiry.
+            if days is not None and not 1 <= days <= MAX_EXPIRY_DAYS:
+                raise CommandError(f"--expires-in-days must be between 1 and {MAX_EXPIRY_DAYS} "
+                                   "(leave it out for a key that does not expire).")
             expires = timezone.now() + timedelta(days=days) if days else None
             try:
                 api_key, secret = services.create_api_key(user, options["name"], options["scope"], expires, actor="command")
