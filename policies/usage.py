@@ -172,9 +172,7 @@ class UsagePolicy:
         # Codes that are not words ("(((name)))", the far right's "echo" around a Jewish name): regular
         # expressions on the normalised text. A match is never one of the terms as plainly written,
         # so it counts as a disguised form: denied under a review section's disguised_as.
-        extra = spec.get("patterns", [])
-        if not isinstance(extra, list) or not all(isinstance(p, str) and p for p in extra):
-            raise ValueError(f"usage.toml: {rule_id} patterns must be a list of regular expressions")
+        extra = spec.get("patterns", [])  # a list of strings: the loader's schema checks the type
         for expression in extra:
             try:
                 re.compile(expression)

@@ -145,12 +145,22 @@ def test_import_csv_refuses_a_file_without_the_columns(tmp_path):
         import_csv(tmp_path, tmp_path / "bad.csv", tmp_path / "out")
 
 
-def test_import_csv_refuses_to_write_over_an_existing_dataset_unless_told(tmp_path):
+def _photos_folder(tmp_path):
+    """An images folder holding one good photo, good.jpg."""
     images = tmp_path / "photos"
     images.mkdir()
     Image.new("RGB", (64, 64), (10, 120, 200)).save(images / "good.jpg")
-    write_csv(tmp_path / "photos.csv", [{"file": "good.jpg", "captions": "a blue square", "license": "CC0-1.0",
-                                         "source": "studio", "attribution": "", "training_permission": "allowed"}])
+    return images
+
+
+def _row(**fields):
+    return {"file": "good.jpg", "captions": "a blue square", "license": "CC0-1.0", "source": "studio",
+            "attribution": "", "training_permission": "allowed", **fields}
+
+
+def test_import_csv_refuses_to_write_over_an_existing_dataset_unless_told(tmp_path):
+    images = _photos_folder(tmp_path)
+    write_csv(tmp_path / "photos.csv", [_row()])
     out = tmp_path / "data" / "twemoji"
     out.mkdir(parents=True)
     (out / "manifest.jsonl").write_text("the shipped manifest\n")
@@ -205,9 +215,6 @@ def test_training_refuses_to_write_into_the_model_it_fine_tunes(tmp_path, capsys
     assert "is the --init-from model" in capsys.readouterr().err
 
 
-def _row(**fields):
-    return {"file": "good.jpg", "captions": "a blue square", "license": "CC0-1.0", "source": "studio",
-            "attribution": "", "training_permission": "allowed", **fields}
 
 
 def test_import_csv_reports_a_csv_that_is_not_utf8_as_an_error(tmp_path):
@@ -217,9 +224,7 @@ def test_import_csv_reports_a_csv_that_is_not_utf8_as_an_error(tmp_path):
 
 
 def test_import_csv_refuses_symlinks_out_of_the_folder_and_skips_duplicate_rows(tmp_path):
-    images = tmp_path / "photos"
-    images.mkdir()
-    Image.new("RGB", (64, 64), (10, 120, 200)).save(images / "good.jpg")
+    images = _photos_folder(tmp_path)
     Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "private.jpg")
     (images / "link.jpg").symlink_to(tmp_path / "private.jpg")
     write_csv(tmp_path / "photos.csv", [_row(), _row(file="link.jpg"), _row(), _row(file="./good.jpg")])
