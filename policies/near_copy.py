@@ -15,6 +15,7 @@ shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIn
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Sequence
@@ -135,7 +136,7 @@ class NearCopyIndex:
         self.details = np.asarray(details, dtype=np.uint8).reshape(len(names), DETAIL, DETAIL)
         floats = self.thumbnails.astype(np.float32)
         coarse = floats.reshape(len(names), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
-        self._coarse = _centre(coarse).reshape(len(names), -1)
+        self._coarse = _centre(coarse).reshape(len(names), COARSE * COARSE * 3)  # explicit: an index may be empty
         self._spreads: dict[int, np.ndarray] = {}  # by query size, filled by _window_spreads
 
     def __len__(self) -> int:
@@ -196,10 +197,20 @@ class NearCopyIndex:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = path.read_bytes()
+        except OSError as exc:
             raise NearCopyIndexError(f"{path} cannot be read: {exc}") from exc
-        return cls.from_json(data)
+        return cls.loads(data, str(path))
+
+    @classmethod
+    def loads(cls, data: bytes, source: str = "the near-copy index") -> NearCopyIndex | LegacyHashIndex:
+        """An index from the bytes of its file (a caller that checked those bytes' hash parses
+        exactly what it checked)."""
+        try:
+            parsed = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NearCopyIndexError(f"{source} cannot be read: {exc}") from exc
+        return cls.from_json(parsed)
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -485,6 +496,16 @@ def _window_sums(integral: np.ndarray, size: int, span: int) -> np.ndarray:
     """Sums over every size x size window whose corner lies in [0, span) x [0, span)."""
     return (integral[..., size : size + span, size : size + span] - integral[..., :span, size : size + span]
             - integral[..., size : size + span, :span] + integral[..., :span, :span])
+
+
+def near_copy_index_sha256(folder: str | Path) -> str:
+    """SHA-256 of a checkpoint folder's index file, "" when it has none. A model version records it
+    when registered, and a worker refuses an index that differs: replacing or deleting the file
+    would otherwise change, or switch off, the near-copy check under a vetted model."""
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass

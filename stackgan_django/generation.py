@@ -14,6 +14,7 @@ from typing import Protocol
 from PIL import Image
 
 from stackgan_django.conf import app_settings
+from stackgan_django.services.errors import ExplainedFailure
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-class CheckpointChanged(RuntimeError):
+class CheckpointChanged(ExplainedFailure, RuntimeError):
     """The files in a model version's folder are not the ones it was registered with."""
 
 

@@ -18,6 +18,8 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=100, unique=True)
     checkpoint_path = models.CharField(max_length=500, help_text="folder with config.json and generator.safetensors")
     checkpoint_sha256 = models.CharField(max_length=64)
+    near_copy_index_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the folder's near_copies.json when registered; empty if it had none")
     config = models.JSONField(default=dict, blank=True)
     lineage = models.JSONField(default=dict, blank=True, help_text="datasets, licences and training run")
     trained = models.BooleanField(default=True, help_text="False for a randomly initialised network")

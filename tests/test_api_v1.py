@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -276,6 +277,49 @@ def test_a_webhook_endpoint_removed_from_the_settings_gets_nothing_more(db, acti
     assert receiver.received == []
     assert outcome.state == "failed" and outcome.retry_in is None
     assert "no longer configured" in delivery.attempt_records.get().error
+
+
+def test_a_receiver_that_trickles_its_reply_cannot_hold_the_webhook_worker(db, active_model, no_broker, users,
+                                                                           settings, django_capture_on_commit_callbacks):
+    """The timeout bounds the whole reply, not each read: a receiver sending a byte every 0.2 s
+    (each read well inside the timeout) is cut off at WEBHOOK_TIMEOUT_SECONDS, and the attempt is a
+    failure to retry."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 204 No Content\r\n" + b"X-Slow: " + b"x" * 1000:
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        settings.STACKGAN = {**settings.STACKGAN, "WEBHOOK_TIMEOUT_SECONDS": 1.5,
+                             "WEBHOOKS": [{"url": url, "secret": "k"}]}
+        asset = make_assets(users[0], 1)[0]
+        with django_capture_on_commit_callbacks():
+            services.approve_asset(asset.pk, users[1])
+        delivery = WebhookDelivery.objects.get()
+        began = time.monotonic()
+        outcome = services.deliver_webhook(delivery.pk)
+        assert time.monotonic() - began < 6  # 1.5 s allowed; the trickle alone would take 200 s
+        assert outcome.state == "pending" and outcome.retry_in is not None
+        attempt = delivery.attempt_records.get()
+        assert attempt.status_code is None and "timeout" in attempt.error.lower()
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
 
 
 def test_webhook_settings_are_checked(settings):

@@ -320,6 +320,77 @@ def test_the_worker_refuses_a_model_version_whose_files_were_replaced(db, no_bro
     assert not request.assets.exists()
 
 
+@pytest.mark.parametrize("change", ["replaced", "removed", "added"])
+def test_the_worker_refuses_a_near_copy_index_changed_after_registration(db, no_broker, tiny_checkpoint, tmp_path,
+                                                                         change):
+    """The near-copy index is what stops a memorised training image from being released: an index
+    emptied, deleted or slipped in after registration would change that check under a vetted model."""
+    import shutil
+
+    from policies import NearCopyIndex
+    from stackgan_django.services import worker
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, folder)
+    index_file = folder / "near_copies.json"
+    if change != "added":
+        NearCopyIndex.build([("red", Image.new("RGB", (64, 64), (200, 30, 30)))]).save(index_file)
+    model_version = services.register_model_version(f"tiny-index-{change}", folder, activate=True)
+    assert services.near_copy_index(model_version) is not None or change == "added"
+    if change == "replaced":
+        NearCopyIndex.build([]).save(index_file)
+    elif change == "removed":
+        index_file.unlink()
+    else:
+        NearCopyIndex.build([("blue", Image.new("RGB", (64, 64), (30, 30, 200)))]).save(index_file)
+    worker._near_copy_indexes.clear()
+    request = services.submit_request(caption="a red apple", num_images=1)
+    with pytest.raises(worker.NearCopyIndexChanged):
+        services.near_copy_index(model_version)
+    assert services.process_request(request.pk) == "failed"
+    request.refresh_from_db()
+    assert "near-copy index" in request.error and str(folder) not in request.error
+    assert not request.assets.exists()
+    # Registering the folder as it is now, under a new name, is the way back.
+    worker._near_copy_indexes.clear()
+    again = services.register_model_version(f"tiny-index-{change}-2", folder, activate=True)
+    assert (services.near_copy_index(again) is None) == (change == "removed")
+    with pytest.raises(services.WorkflowError, match="near-copy index"):
+        services.register_model_version(f"tiny-index-{change}", folder)
+
+
+@pytest.mark.parametrize(("raised", "summary"), [
+    (RuntimeError("cannot open /srv/models/secret/generator.safetensors: permission denied"), "internal error"),
+    (ValueError("connection to db.internal:5432 failed: password=hunter2"), "internal error"),
+    (MemoryError("Tried to allocate 2.00 GiB on /dev/shm/torch_1234"), "out of memory"),
+    (FileNotFoundError(2, "No such file or directory", "/var/lib/stackgan/media/x.png"), "No such file or directory"),
+])
+def test_a_failed_request_shows_its_editor_a_reference_never_the_exception(db, active_model, no_broker, settings,
+                                                                           monkeypatch, raised, summary):
+    """Editors read the request's error in the admin, the API and webhooks; exception text can name
+    server paths, hosts and credentials. They get a summary and a reference; staff find the exception
+    under that reference in the audit event (and the worker's log)."""
+    from stackgan_django import generation
+
+    class BrokenBackend:
+        def generate(self, caption, seeds):
+            raise raised
+
+    settings.STACKGAN = {"MAX_ATTEMPTS": 1}
+    monkeypatch.setattr(generation, "backend_for", lambda model_version: BrokenBackend())
+    request = services.submit_request(caption="a red apple", num_images=1)
+    assert services.process_request(request.pk) == "failed"
+    request.refresh_from_db()
+    assert request.state == State.FAILED and summary in request.error
+    for secret in ("/srv", "/var/lib", "/dev/shm", "db.internal", "hunter2", type(raised).__name__):
+        assert secret not in request.error
+    reference = request.error.split("Reference ")[1].split(":")[0]
+    event = AuditEvent.objects.filter(action="request.failed").latest("pk")
+    assert event.data["error"] == request.error[:500]
+    assert event.data["detail"].startswith(f"[{reference}] {type(raised).__name__}: ")
+    assert str(raised) in event.data["detail"]
+
+
 def test_a_retry_passes_the_quota_again_counting_its_own_images_once(db, active_model, no_broker, users):
     editor = users[0]
     failed = _failed_request(editor, num_images=4)

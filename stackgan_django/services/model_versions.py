@@ -11,6 +11,7 @@ from django.db import transaction
 
 from lineage import LINEAGE_FILE, Lineage, LineageError
 from policies import PolicyError
+from policies.near_copy import near_copy_index_sha256
 from stackgan_django.audit import record_event
 from stackgan_django.governance import current_policies
 from stackgan_django.models import ModelVersion
@@ -43,19 +44,24 @@ def register_model_version(name: str, checkpoint_path: str | Path, user: Any = N
     try:
         _, raw = read_config(folder)
         sha = checkpoint_sha256(folder)
+        index_sha = near_copy_index_sha256(folder)
     except (CheckpointError, OSError) as exc:
         raise WorkflowError(f"{folder} is not a usable checkpoint: {exc}") from exc
     lineage, trained = _read_lineage_for_record(folder)
     with transaction.atomic():
         model_version, created = ModelVersion.objects.get_or_create(
             name=name,
-            defaults={"checkpoint_path": str(folder), "checkpoint_sha256": sha, "config": raw, "lineage": lineage,
-                      "trained": trained, "notes": notes},
+            defaults={"checkpoint_path": str(folder), "checkpoint_sha256": sha, "near_copy_index_sha256": index_sha,
+                      "config": raw, "lineage": lineage, "trained": trained, "notes": notes},
         )
         if not created and model_version.checkpoint_sha256 != sha:
             raise WorkflowError(f"a model version named {name!r} already exists with other weights; choose a new name")
+        if not created and model_version.near_copy_index_sha256 != index_sha:
+            raise WorkflowError(f"a model version named {name!r} already exists with another near-copy index "
+                                "(near_copies.json); choose a new name")
         if created:
-            record_event("model.registered", model_version, user, checkpoint_sha256=sha, path=str(folder))
+            record_event("model.registered", model_version, user, checkpoint_sha256=sha,
+                         near_copy_index_sha256=index_sha, path=str(folder))
     if activate:
         activate_model_version(model_version.pk, user)
         model_version.refresh_from_db()

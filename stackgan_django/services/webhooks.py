@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
+import io
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -89,7 +92,61 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx status
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+class _DeadlineReader(io.RawIOBase):
+    """The response side of a connection with one deadline for the whole reply: a socket timeout
+    bounds each read, so a receiver sending its status line a byte at a time would otherwise hold
+    the webhook worker for as long as it liked."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the receiver did not answer within the webhook timeout")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """A connected socket whose replies are read through _DeadlineReader; everything else is the socket."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str = "r", *args: Any, **kwargs: Any):
+        if "w" in mode:
+            return self._sock.makefile(mode, *args, **kwargs)
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _with_deadline(connection_class: type[http.client.HTTPConnection]):
+    class Connection(connection_class):
+        def connect(self) -> None:
+            super().connect()  # TLS included, for https: the deadline wraps the socket that is read
+            if isinstance(self.timeout, (int, float)):
+                self.sock = _DeadlineSocket(self.sock, time.monotonic() + self.timeout)
+    return Connection
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_with_deadline(http.client.HTTPConnection), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_with_deadline(http.client.HTTPSConnection), req, context=self._context)
+
+
+# WEBHOOK_TIMEOUT_SECONDS bounds connecting, and then the whole reply (status line and headers).
+_opener = urllib.request.build_opener(_NoRedirects, _DeadlineHTTPHandler, _DeadlineHTTPSHandler)
 
 
 def deliver_webhook(delivery_id: int) -> DeliveryOutcome:
@@ -118,7 +175,7 @@ def deliver_webhook(delivery_id: int) -> DeliveryOutcome:
             status_code, error = exc.code, f"HTTP {exc.code}"
             if 300 <= exc.code < 400:
                 error += f": redirects are not followed (Location: {exc.headers.get('Location', '')})"[:2000]
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
     duration_ms = int((time.perf_counter() - began) * 1000)
     succeeded = status_code is not None and 200 <= status_code < 300

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
@@ -22,14 +23,14 @@ from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
-from policies import NearCopyIndex, Verdict
+from policies import NearCopyIndex, NearCopyIndexError, Verdict
 from stackgan_django.audit import record_event, record_events
 from stackgan_django.conf import app_settings
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest, ModelVersion, PolicyDecision, asset_storage
 from stackgan_django.services import delivery
 from stackgan_django.services.decisions import decision_rows, store_decisions
-from stackgan_django.services.errors import TransitionError, WorkflowError
+from stackgan_django.services.errors import ExplainedFailure, TransitionError, WorkflowError
 
 logger = logging.getLogger(__name__)
 State = GenerationRequest.State
@@ -514,9 +515,10 @@ def remove_unowned_files(request_id: int) -> list[str]:
     return removed
 
 
-def fail_request(request_id: int, error: str, attempt: int | None = None) -> GenerationRequest:
+def fail_request(request_id: int, error: str, attempt: int | None = None, detail: str = "") -> GenerationRequest:
     """RUNNING -> QUEUED again while attempts remain (with a delay), else FAILED with the reason.
-    With ``attempt``, a request another worker took over is left alone (TransitionError)."""
+    With ``attempt``, a request another worker took over is left alone (TransitionError). ``error``
+    is shown to the editor; ``detail`` (the exception, for staff) goes to the audit event only."""
     with transaction.atomic():
         request = _locked_running(request_id, attempt)
         retry = request.attempts < app_settings.MAX_ATTEMPTS
@@ -528,7 +530,7 @@ def fail_request(request_id: int, error: str, attempt: int | None = None) -> Gen
         request.sent_at = None
         request.save(update_fields=["state", "error", "queued_at", "finished_at", "lease_expires_at", "sent_at"])
         record_event("request.retrying" if retry else "request.failed", request, "worker",
-                     attempt=request.attempts, error=error[:500])
+                     attempt=request.attempts, error=error[:500], **({"detail": detail[:2000]} if detail else {}))
         if retry:
             transaction.on_commit(lambda: delivery.enqueue(request.pk, countdown=5 * request.attempts))
         else:
@@ -543,7 +545,9 @@ def defer_request(request_id: int, reason: str, countdown: float = 60, attempt: 
         request = _locked_running(request_id, attempt)
         request.state = State.QUEUED
         request.attempts = max(0, request.attempts - 1)
-        request.error = f"signing pending: {reason}"[:2000]
+        # The reason names the timestamp authority's address and the library's words: staff read it in
+        # the audit event; the editor is told what happens next.
+        request.error = "signing pending: the timestamp service could not be reached; the request will run again"
         request.queued_at = timezone.now()
         request.lease_expires_at = None
         request.sent_at = None
@@ -658,15 +662,39 @@ def sweep_stale_requests(now: datetime | None = None) -> list[int]:
 _near_copy_indexes: dict[tuple[int, str], Any] = {}
 
 
+class NearCopyIndexChanged(ExplainedFailure, RuntimeError):
+    """The checkpoint folder's near_copies.json is not the one the model version was registered with."""
+
+
 def near_copy_index(model_version: ModelVersion) -> Any:
-    """The training-image index shipped beside the checkpoint (None if it has none). A damaged
-    index raises policies.NearCopyIndexError, which fails the request: an image is never let through
-    unchecked because its check could not be read."""
-    key = (model_version.pk, model_version.checkpoint_sha256)
+    """The training-image index shipped beside the checkpoint (None if it had none when the model
+    version was registered). A damaged index raises policies.NearCopyIndexError and one replaced,
+    added or deleted since registration NearCopyIndexChanged; both fail the request: an image is
+    never let through unchecked, or checked against an index nobody vetted."""
+    key = (model_version.pk, model_version.checkpoint_sha256, model_version.near_copy_index_sha256)
     if key not in _near_copy_indexes:
         _near_copy_indexes.clear()
-        _near_copy_indexes[key] = NearCopyIndex.load(model_version.checkpoint_path)
+        _near_copy_indexes[key] = _registered_near_copy_index(model_version)
     return _near_copy_indexes[key]
+
+
+def _registered_near_copy_index(model_version: ModelVersion) -> Any:
+    from policies.near_copy import INDEX_FILE
+
+    path = Path(model_version.checkpoint_path) / INDEX_FILE
+    try:
+        data = path.read_bytes() if path.is_file() else None
+    except OSError as exc:
+        raise NearCopyIndexError(f"{path} cannot be read: {exc}") from exc
+    found = hashlib.sha256(data).hexdigest() if data is not None else ""
+    if found != model_version.near_copy_index_sha256:
+        logger.error("model version %s: %s is %s, registered as %s", model_version.name, path, found or "missing",
+                     model_version.near_copy_index_sha256 or "absent")
+        raise NearCopyIndexChanged(
+            f"The near-copy index of model version {model_version.name!r} was replaced, added or removed after the "
+            "model was registered, so the check against its training images cannot be trusted; nothing is "
+            "released. An administrator must restore the registered files or register them as a new model version.")
+    return NearCopyIndex.loads(data, str(path)) if data is not None else None
 
 
 def _show_progress(request_ids: int | list[int], stage: str) -> None:
@@ -796,12 +824,36 @@ def _outcome_of_failure(request: GenerationRequest, attempt: int, exc: BaseExcep
         logger.warning("request %s: signing pending (%s); it will run again", request.pk, exc)
         return _record_failure(lambda: defer_request(request.pk, str(exc), attempt=attempt), request.pk,
                                "signing pending")
-    logger.error("request %s failed", request.pk, exc_info=exc)
     if isinstance(exc, SoftTimeLimitExceeded):
-        reason = "Generation took longer than the worker's time limit and was stopped."
+        logger.error("request %s failed", request.pk, exc_info=exc)
+        reason, detail = "Generation took longer than the worker's time limit and was stopped.", ""
     else:
-        reason = f"{type(exc).__name__}: {exc}"
-    return _record_failure(lambda: fail_request(request.pk, reason, attempt=attempt), request.pk, "failed")
+        reason, detail = reason_for_editors(exc)
+        logger.error("request %s failed: %s", request.pk, reason, exc_info=exc)
+    return _record_failure(lambda: fail_request(request.pk, reason, attempt=attempt, detail=detail), request.pk,
+                           "failed")
+
+
+def reason_for_editors(exc: BaseException) -> tuple[str, str]:
+    """What the editor is told about a failed attempt, and the internal detail kept for staff.
+
+    The request's error is shown to its editor (admin pages, API, webhooks), so it carries only what
+    is written for them: an ExplainedFailure's message, the operating system's wording of a file
+    error (never the path), or a reference that the worker's log and the request's audit event
+    ("detail") hold the exception under. Exception text can hold server paths, hostnames, SQL and
+    library internals."""
+    if isinstance(exc, ExplainedFailure):
+        return str(exc), ""
+    detail = f"{type(exc).__name__}: {exc}"[:2000]
+    reference = secrets.token_hex(4)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        summary = "The worker ran out of memory while generating."
+    elif isinstance(exc, OSError) and exc.errno:
+        summary = f"The worker could not read or write a file ({os.strerror(exc.errno)})."
+    else:
+        summary = "An internal error stopped the worker."
+    return (f"{summary} Reference {reference}: an administrator finds the details under it in the worker's log "
+            "and the request's audit trail.", f"[{reference}] {detail}")
 
 
 def _check_items(items: list[_BatchItem]) -> None:

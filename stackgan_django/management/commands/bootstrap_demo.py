@@ -1,5 +1,6 @@
 """Demo accounts and a model version, so a fresh checkout has a working admin."""
 
+import hashlib
 import secrets
 from pathlib import Path
 
@@ -34,9 +35,14 @@ def model_source() -> tuple[Path, str, str]:
         return folder, folder.name, "configured in STACKGAN['MODEL_DIR']"
     if (SHIPPED_MODEL_DIR / "config.json").is_file():
         from generator.checkpoint import checkpoint_sha256
+        from policies.near_copy import near_copy_index_sha256
 
-        # Named by content, so a retrained shipped model becomes a new version, not a clash.
+        # Named by content (weights, config and near-copy index), so a retrained shipped model, or a
+        # rebuilt index, becomes a new version, not a clash.
         sha = checkpoint_sha256(SHIPPED_MODEL_DIR)
+        index_sha = near_copy_index_sha256(SHIPPED_MODEL_DIR)
+        if index_sha:
+            sha = hashlib.sha256(f"{sha}:{index_sha}".encode()).hexdigest()
         return SHIPPED_MODEL_DIR, f"shipped-{sha[:12]}", "the model shipped in the repository (models/default)"
     folder = Path(settings.VAR_DIR) / "models" / "untrained-v2"
     if not (folder / "config.json").is_file():
