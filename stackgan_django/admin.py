@@ -554,6 +554,27 @@ class ModelVersionAdmin(DeskMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Only a version that never served may go (services.delete_model_version says why not).
+        if obj is not None and (obj.is_active or GenerationRequest.objects.filter(model_version=obj).exists()):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, through the service and its audit event
+        return actions
+
+    def delete_model(self, request, obj):
+        services.delete_model_version(obj.pk, request.user)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except services.WorkflowError as exc:  # it became active or served between the page and the click
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect(reverse("admin:stackgan_django_modelversion_changelist"))
+
     @admin.action(description="Activate (checks the training-data lineage against the data policy)",
                   permissions=["change"])
     def activate_selected(self, request, queryset):

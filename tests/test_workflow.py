@@ -449,3 +449,34 @@ def test_the_demo_bootstrap_registers_a_shipped_model_replaced_since(db, tmp_pat
     assert active.pk != first.pk and active.checkpoint_sha256 == checkpoint_sha256(shipped)
     call_command("bootstrap_demo", stdout=io.StringIO())  # unchanged files: nothing new
     assert ModelVersion.objects.get(is_active=True).pk == active.pk
+
+
+def test_a_model_version_is_deleted_only_unused_and_inactive_and_the_deletion_is_audited(
+        db, active_model, no_broker, tiny_checkpoint, tmp_path, admin_client):
+    import shutil
+
+    spare_folder = tmp_path / "spare"
+    shutil.copytree(tiny_checkpoint, spare_folder)
+    (spare_folder / "config.json").write_text((spare_folder / "config.json").read_text() + "\n")
+    spare = services.register_model_version("spare", spare_folder)
+    services.submit_request(caption="a red apple", num_images=1)
+    # The active version, which has also served a request, is not offered and not deleted.
+    with pytest.raises(services.WorkflowError, match="active"):
+        services.delete_model_version(active_model.pk)
+    page = admin_client.get(f"/admin/stackgan_django/modelversion/{active_model.pk}/delete/")
+    assert page.status_code == 403
+    services.activate_model_version(spare.pk)
+    with pytest.raises(services.WorkflowError, match="generated requests"):
+        services.delete_model_version(active_model.pk)
+    assert admin_client.post(f"/admin/stackgan_django/modelversion/{active_model.pk}/delete/",
+                             {"post": "yes"}).status_code == 403
+    # An unused, inactive version goes, from its page, with an audit event saying what it was.
+    services.activate_model_version(active_model.pk)
+    listing = admin_client.get("/admin/stackgan_django/modelversion/")
+    assert b"delete_selected" not in listing.content
+    response = admin_client.post(f"/admin/stackgan_django/modelversion/{spare.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and not ModelVersion.objects.filter(pk=spare.pk).exists()
+    event = AuditEvent.objects.get(action="model.deleted")
+    assert event.actor == "user:admin" and event.object_id == str(spare.pk)
+    assert event.data["name"] == "spare" and event.data["checkpoint_sha256"] == spare.checkpoint_sha256
+    assert verify_chain().ok

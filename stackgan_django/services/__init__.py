@@ -8,7 +8,12 @@ from stackgan_django.services.api_keys import KEY_SCOPES, InvalidApiKey, create_
 from stackgan_django.services.delivery import GENERATE_TASK, MAINTENANCE_TASK, enqueue, queue_depth, send_pending_requests
 from stackgan_django.services.editor import resubmit_once, resubmit_request, submit_once
 from stackgan_django.services.errors import TransitionError, WorkflowError
-from stackgan_django.services.model_versions import activate_model_version, model_lineage, register_model_version
+from stackgan_django.services.model_versions import (
+    activate_model_version,
+    delete_model_version,
+    model_lineage,
+    register_model_version,
+)
 from stackgan_django.services.progress import PROGRESS_STAGES, progress_steps, queue_position, record_progress
 from stackgan_django.services.review import (
     REVIEW_TRANSITIONS,
@@ -62,7 +67,7 @@ __all__ = [
     "GENERATE_TASK", "REVIEW_TRANSITIONS", "GeneratedOutput", "InvalidSubmission", "NoActiveModel", "TransitionError",
     "UnknownRequest", "WorkflowError", "activate_model_version", "active_model_version", "app_settings", "approve_asset",
     "check_usage", "clean_caption", "defer_request", "enqueue", "fail_request", "finish_request", "group_images_today",
-    "images_requested_today", "model_lineage", "near_copy_index", "new_mark_id", "process_request", "register_model_version",
+    "images_requested_today", "delete_model_version", "model_lineage", "near_copy_index", "new_mark_id", "process_request", "register_model_version",
     "reject_asset", "render_and_check", "retry_request", "revoke_asset", "stamp_output", "start_request", "submit_request",
     "sweep_stale_requests", "validate_submission", "verify_file",
     # reliability (issue 13)

@@ -88,6 +88,30 @@ def activate_model_version(model_version_id: int, user: Any = None) -> ModelVers
         return model_version
 
 
+def delete_model_version(model_version_id: int, user: Any = None) -> None:
+    """Remove a model version that never served: not the active one (activate another first), not
+    one any request names (its manifests and audit events cite it). The deletion is itself an audit
+    event carrying what the row held, so the log still says which weights and data it vouched for."""
+    from stackgan_django.models import GenerationRequest
+
+    with transaction.atomic():
+        model_version = ModelVersion.objects.select_for_update().filter(pk=model_version_id).first()
+        if model_version is None:
+            raise WorkflowError("This model version no longer exists.")
+        if model_version.is_active:
+            raise WorkflowError(f"{model_version.name} is the active model version; activate another one "
+                                "before deleting it.")
+        if GenerationRequest.objects.filter(model_version=model_version).exists():
+            raise WorkflowError(f"{model_version.name} generated requests, whose records and manifests cite it; "
+                                "it is kept. Deactivated, it serves nothing.")
+        record_event("model.deleted", model_version, user, name=model_version.name,
+                     checkpoint_sha256=model_version.checkpoint_sha256,
+                     near_copy_index_sha256=model_version.near_copy_index_sha256,
+                     path=model_version.checkpoint_path, trained=model_version.trained,
+                     lineage=model_version.lineage)
+        model_version.delete()
+
+
 def model_lineage(model_version: ModelVersion | None) -> Lineage | None:
     """The parsed lineage of a model version (None when it has none that parses)."""
     return model_version.parsed_lineage if model_version is not None else None
