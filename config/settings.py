@@ -50,7 +50,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # First, so an anonymous request is answered 401 with WWW-Authenticate: Api-Key.
         "stackgan_django.api_keys.ApiKeyAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "stackgan_django.api_keys.StaffSessionAuthentication",  # the admin's session, staff only
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["stackgan_django.input_limits.BoundedJSONParser"],

@@ -47,6 +47,18 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return KEYWORD
 
 
+class StaffSessionAuthentication(authentication.SessionAuthentication):
+    """The admin's log-in session, for staff only. The admin refuses a user whose staff status was
+    removed; the API shares the session cookie, so without this such a user would keep every API
+    permission their groups give until the session expired."""
+
+    def authenticate(self, request):
+        found = super().authenticate(request)
+        if found is None or not found[0].is_staff:
+            return None
+        return found
+
+
 class ScopeAndModelPermission(permissions.BasePermission):
     """The view's ``required_scopes`` / ``required_perms`` (per HTTP method, ``"*"`` for any): a key
     must carry the scope, and its user (or the session's user) must hold the Django permissions."""
@@ -79,3 +91,14 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     def get_security_definition(self, auto_schema) -> dict[str, str]:
         return {"type": "apiKey", "in": "header", "name": "Authorization",
                 "description": "`Api-Key <prefix>.<secret>`, from the admin or `manage.py api_keys create`"}
+
+
+class StaffSessionScheme(OpenApiAuthenticationExtension):
+    """The session cookie as drf-spectacular documents its parent class."""
+
+    target_class = "stackgan_django.api_keys.StaffSessionAuthentication"
+    name = "cookieAuth"
+
+    def get_security_definition(self, auto_schema) -> dict[str, str]:
+        return {"type": "apiKey", "in": "cookie", "name": "sessionid",
+                "description": "the admin's session (staff users only), with the CSRF token on writes"}

@@ -122,6 +122,22 @@ def test_the_command_creates_lists_and_revokes_keys(db, users):
         call_command("api_keys", "revoke", "zzzzzzzz", stdout=StringIO())
 
 
+def test_a_session_gives_api_access_only_while_its_user_is_staff(db, users):
+    """The API accepts the admin's session; a user whose staff status is taken away is out of the
+    admin at once, and must be out of the API at once too, not when the session expires."""
+    editor = users[0]
+    browser = Client()
+    browser.force_login(editor)
+    assert browser.get("/api/v1/assets/").status_code == 200
+    assert browser.get("/api/v1/requests/").status_code == 200
+    editor.is_staff = False
+    editor.save(update_fields=["is_staff"])
+    for path in ("/api/v1/assets/", "/api/v1/requests/"):
+        response = browser.get(path)
+        assert response.status_code == 401 and response.json()["detail"]
+    assert browser.get("/admin/").status_code == 302  # the admin sends them to its log-in page too
+
+
 def test_the_admin_shows_a_new_key_once(db, users):
     from django.contrib.auth import get_user_model
 
