@@ -480,3 +480,27 @@ def test_a_model_version_is_deleted_only_unused_and_inactive_and_the_deletion_is
     assert event.actor == "user:admin" and event.object_id == str(spare.pk)
     assert event.data["name"] == "spare" and event.data["checkpoint_sha256"] == spare.checkpoint_sha256
     assert verify_chain().ok
+
+
+def test_a_retried_old_request_counts_in_todays_quota(db, active_model, no_broker, users):
+    """Today's quota counted requests by when they were made: a request made days ago, failed and
+    retried today generated its images outside every later count, so an editor with old failed
+    requests could draw past the daily limit by retrying them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    editor = users[0]
+    failed = _failed_request(editor, num_images=4)
+    days_ago = timezone.now() - timedelta(days=3)
+    GenerationRequest.objects.filter(pk=failed.pk).update(created_at=days_ago, queued_at=days_ago)
+    assert services.images_requested_today(editor) == 0
+    assert services.retry_request(failed.pk).state == State.QUEUED
+    assert services.images_requested_today(editor) == 4  # asked for again today
+    GenerationRequest.objects.create(caption="earlier", num_images=496, seed=1, requested_by=editor,
+                                     model_version=active_model, state=State.DONE)
+    over = services.submit_request(caption="a blue bird", num_images=1, user=editor)
+    assert over.state == State.POLICY_DENIED and over.decisions.get().rule_id == "usage.quota.user"
+    # Retried again today (it failed once more), its images still count once.
+    GenerationRequest.objects.filter(pk=failed.pk).update(state=State.FAILED)
+    assert services.retry_request(failed.pk).state == State.QUEUED  # 500 of 500
