@@ -305,7 +305,8 @@ def test_a_file_written_over_in_storage_is_not_served_under_the_asset(db, active
     staff = Client()
     staff.force_login(reviewer)
     for response in (client.get(f"/api/v1/assets/{asset.public_id}/file/"), APIClient().get(signed),
-                     staff.get(f"/admin/stackgan_django/asset/{asset.pk}/image/?file=approved")):
+                     staff.get(f"/admin/stackgan_django/asset/{asset.pk}/image/?file=approved"),
+                     client.get(f"/api/v1/assets/{asset.public_id}/manifest/")):
         assert response.status_code == 404
         assert b"another picture" not in body_of(response)
     assert "does not match" in caplog.text
