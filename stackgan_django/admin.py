@@ -525,9 +525,18 @@ def verify_verdict(report: dict) -> dict:
         return {"css": "rejected", "headline": "NOT an approved asset: it carries a mark of ours, but its picture "
                                                "is not the asset's.",
                 "detail": asset.get("message", "") + " Do not publish it."}
-    if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted":
+    if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted" and asset.get("exact_file"):
         return {"css": "approved", "headline": f"Approved asset #{asset['id']} of ours, unaltered.",
                 "detail": "It may be published under the asset's terms."}
+    if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted":
+        # Found by the watermark alone, yet a trusted signature: not ours (our signature on the
+        # approved pixels is the approved file, found by its hash), but another certificate our
+        # anchors vouch for, over pixels that are only near the asset's (an edit the picture check
+        # does not see, such as a line of text, can be among them).
+        return {"css": "pending", "headline": f"NOT the file we approved: it carries the mark of our approved asset "
+                                              f"#{asset['id']}, but another signer's manifest.",
+                "detail": "Its picture is close to the asset's, yet it was changed and signed again after we approved it; "
+                          "compare it with the approved file before using it."}
     if asset and asset.get("state") == Asset.State.APPROVED:
         return {"css": "pending", "headline": f"Approved asset #{asset['id']} of ours, but this copy's provenance is {state}.",
                 "detail": "The file was found by its " + asset["found_by"] + "; it may have been re-encoded or altered."}

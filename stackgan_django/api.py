@@ -4,6 +4,7 @@ session; every bound and status code is in the OpenAPI schema at /api/v1/schema/
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, time
 from typing import Any
@@ -369,9 +370,12 @@ class AssetViewSet(viewsets.GenericViewSet):
         asset = self.get_object()
         try:
             with asset.approved_file.open("rb") as handle:
-                store = read_manifest_store(handle.read())
+                data = handle.read()
         except (OSError, ValueError) as exc:  # as the file/ action: a missing file is 404, never a 500
             raise NotFound("The asset's file is missing from storage.") from exc
+        if hashlib.sha256(data).hexdigest() != asset.approved_sha256:  # as the file/ action: written over
+            raise NotFound("The file in storage does not match the asset's record.")
+        store = read_manifest_store(data)
         if store is None:
             raise NotFound("The file carries no readable manifest.")
         return Response(store)

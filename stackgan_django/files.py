@@ -4,6 +4,9 @@ asset allows it. Revocation takes effect on the next request: nothing is cached 
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +19,8 @@ from django.views.decorators.http import require_safe
 
 from stackgan_django.conf import app_settings
 from stackgan_django.models import Asset
+
+logger = logging.getLogger(__name__)
 
 SIGNED_URL_SALT = "stackgan_django.files.signed-url"
 REVIEW_PERMISSION = "stackgan_django.review_asset"
@@ -60,7 +65,8 @@ def asset_file_url(asset: Asset, user: Any = None, approved: bool | None = None)
 
 
 def file_response(request: HttpRequest, asset: Asset, approved_file: bool, *, inline: bool = False) -> HttpResponse:
-    """The file with a strong ETag (its SHA-256), Last-Modified, conditional GET (304 / 412) and a
+    """The file with a strong ETag (its SHA-256, checked against the stored bytes on every download:
+    a file written over in storage is 404), Last-Modified, conditional GET (304 / 412) and a
     Content-Disposition naming it by the asset's public id (never by its storage name); ``inline``
     for pages that show the image rather than download it."""
     field = asset.approved_file if approved_file else asset.file
@@ -74,11 +80,18 @@ def file_response(request: HttpRequest, asset: Asset, approved_file: bool, *, in
             conditional["Cache-Control"] = "private, no-cache"
         return conditional
     try:
-        handle = field.open("rb")
-    except (FileNotFoundError, OSError) as exc:
+        with field.open("rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, OSError, ValueError) as exc:
         raise Http404("The file is missing from storage.") from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        # Written over in storage since it was recorded: whatever it is now, it is not this asset's
+        # file, and must not leave under its name, its ETag and its approval.
+        logger.error("asset %s: the %s file in storage does not match its recorded SHA-256; not served",
+                     asset.pk, "approved" if approved_file else "generated")
+        raise Http404("The file in storage does not match the asset's record.")
     suffix = "" if approved_file else "-generated"
-    response = FileResponse(handle, content_type="image/png", as_attachment=not inline,
+    response = FileResponse(io.BytesIO(data), content_type="image/png", as_attachment=not inline,
                             filename=f"{asset.public_id}{suffix}.png")
     response["ETag"] = etag
     response["Last-Modified"] = http_date(last_modified)

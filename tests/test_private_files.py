@@ -286,3 +286,32 @@ def test_pages_show_a_withdrawn_image_as_withdrawn_not_broken(db, active_model, 
     client.force_login(reviewer)
     asset_page = client.get(f"/admin/stackgan_django/asset/{revoked.pk}/change/").content.decode()
     assert f"/admin/stackgan_django/asset/{revoked.pk}/image/" in asset_page
+
+
+def test_a_file_written_over_in_storage_is_not_served_under_the_asset(db, active_model, no_broker, users, api_key_for,
+                                                                     caplog):
+    """Every door serves the file with its recorded SHA-256 as ETag; a file written over in storage
+    since (another picture under the approved file's name) went out as the approved asset, through
+    the API, signed URLs and the admin alike. Now a file whose hash is not the recorded one is 404,
+    and the mismatch is logged for the operator."""
+    editor, reviewer = users
+    asset = services.approve_asset(make_assets(editor, 1)[0].pk, reviewer)
+    client = api_key_for(editor, "assets:read")
+    signed = client.get(f"/api/v1/assets/{asset.public_id}/").json()["signed_url"].replace("http://testserver", "")
+    storage = asset.approved_file.storage
+    original = storage.open(asset.approved_file.name).read()
+    storage.delete(asset.approved_file.name)
+    storage.save(asset.approved_file.name, ContentFile(PNG_MAGIC + b"another picture"))
+    staff = Client()
+    staff.force_login(reviewer)
+    for response in (client.get(f"/api/v1/assets/{asset.public_id}/file/"), APIClient().get(signed),
+                     staff.get(f"/admin/stackgan_django/asset/{asset.pk}/image/?file=approved"),
+                     client.get(f"/api/v1/assets/{asset.public_id}/manifest/")):
+        assert response.status_code == 404
+        assert b"another picture" not in body_of(response)
+    assert "does not match" in caplog.text
+    storage.delete(asset.approved_file.name)
+    storage.save(asset.approved_file.name, ContentFile(original))
+    served = client.get(f"/api/v1/assets/{asset.public_id}/file/")
+    assert served.status_code == 200 and body_of(served) == original
+    assert served["ETag"] == f'"{asset.approved_sha256}"'

@@ -337,3 +337,41 @@ def test_a_watermark_match_whose_asset_file_is_missing_is_not_confirmed(generate
     data = encoded(Image.open(io.BytesIO(file_bytes(generated_asset))).convert("RGB"), "JPEG", quality=90)
     generated_asset.file.storage.delete(generated_asset.file.name)
     assert services.verify_file(data)["asset"]["state"] == "unconfirmed"
+
+
+def test_an_altered_copy_signed_by_another_trusted_signer_is_not_reported_unaltered(generated_asset, users, settings,
+                                                                                     tmp_path):
+    """A certificate our trust anchors vouch for need not be ours (a previous CA in TRUST_ANCHORS,
+    another team's certificate from the CA that issued ours). Its holder edits an approved picture
+    (a line of text written on it: the watermark and the picture check survive that) and signs the result:
+    the file is Trusted and found by the mark, but it is not the file we approved."""
+    from PIL import ImageDraw
+
+    from stackgan_django.admin import verify_verdict
+
+    asset = services.approve_asset(generated_asset.pk, users[1], note="ok")
+    with asset.approved_file.open("rb") as handle:
+        image = Image.open(io.BytesIO(handle.read())).convert("RGB")
+    ImageDraw.Draw(image).text((6, 6), "FAKE NEWS: 1,000 DEAD", fill=(0, 0, 0))  # the alteration
+    ours = dict(settings.STACKGAN)
+    other = tmp_path / "other-ca"
+    make_development_ca(other)
+    settings.STACKGAN = {**ours, "SIGNER": "stackgan_django.provenance.signers.PemFileSigner",
+                         "SIGNER_OPTIONS": {"certificate_chain": str(other / "chain.pem"),
+                                            "private_key": str(other / "key.pem"), "trust_anchor": str(other / "ca.pem")}}
+    manifests.reset_cache()
+    forged = manifests._sign({"claim_generator_info": [manifests.CLAIM_GENERATOR], "title": "x.png",
+                              "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                                  {"action": "c2pa.created", "digitalSourceType": provenance.DIGITAL_SOURCE_TYPE}]}}]},
+                             encoded(image), "image/png")
+    settings.STACKGAN = {**ours, "TRUST_ANCHORS": [str(other / "ca.pem")]}
+    manifests.reset_cache()
+    report = services.verify_file(forged)
+    assert report["state"] == "Trusted"  # the other signer is trusted: that is what TRUST_ANCHORS is for
+    assert report["asset"]["state"] == "approved" and report["asset"]["found_by"] == "watermark"
+    assert report["asset"]["exact_file"] is False
+    verdict = verify_verdict(report)
+    assert "unaltered" not in verdict["headline"] and verdict["css"] != "approved", verdict
+    # The approved file itself still reads as the approved asset, unaltered.
+    with asset.approved_file.open("rb") as handle:
+        assert "unaltered" in verify_verdict(services.verify_file(handle.read()))["headline"]

@@ -480,3 +480,57 @@ def test_a_model_version_is_deleted_only_unused_and_inactive_and_the_deletion_is
     assert event.actor == "user:admin" and event.object_id == str(spare.pk)
     assert event.data["name"] == "spare" and event.data["checkpoint_sha256"] == spare.checkpoint_sha256
     assert verify_chain().ok
+
+
+def test_a_retried_old_request_counts_in_todays_quota(db, active_model, no_broker, users):
+    """Today's quota counted requests by when they were made: a request made days ago, failed and
+    retried today generated its images outside every later count, so an editor with old failed
+    requests could draw past the daily limit by retrying them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    editor = users[0]
+    failed = _failed_request(editor, num_images=4)
+    days_ago = timezone.now() - timedelta(days=3)
+    GenerationRequest.objects.filter(pk=failed.pk).update(created_at=days_ago, queued_at=days_ago)
+    assert services.images_requested_today(editor) == 0
+    assert services.retry_request(failed.pk).state == State.QUEUED
+    assert services.images_requested_today(editor) == 4  # asked for again today
+    GenerationRequest.objects.create(caption="earlier", num_images=496, seed=1, requested_by=editor,
+                                     model_version=active_model, state=State.DONE)
+    over = services.submit_request(caption="a blue bird", num_images=1, user=editor)
+    assert over.state == State.POLICY_DENIED and over.decisions.get().rule_id == "usage.quota.user"
+    # Retried again today (it failed once more), its images still count once.
+    GenerationRequest.objects.filter(pk=failed.pk).update(state=State.FAILED)
+    assert services.retry_request(failed.pk).state == State.QUEUED  # 500 of 500
+
+
+def test_approval_refuses_a_generated_file_changed_in_storage_since_the_worker_stored_it(db, active_model, no_broker,
+                                                                                        users):
+    """Approval signs the stored generated file as the review manifest's parent. A file written over
+    in storage since (any picture: no generator drew it, no output policy checked it) would come
+    out as our approved, Trusted asset; now the hash the worker recorded must still hold."""
+    from stackgan_django import provenance
+
+    editor, reviewer = users
+    request = services.submit_request(caption="a red apple", num_images=1, user=editor)
+    services.start_request(request.pk)
+    asset = services.finish_request(request.pk, [stamped_output(request, 0)], 0.1)[0]
+    storage = asset.file.storage
+    original = storage.open(asset.file.name).read()
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(buffer, "PNG")
+    storage.delete(asset.file.name)
+    storage.save(asset.file.name, io.BytesIO(buffer.getvalue()))
+    with pytest.raises(services.WorkflowError, match="changed in storage"):
+        services.approve_asset(asset.pk, reviewer, note="looks fine")
+    refused = Asset.objects.get(pk=asset.pk)
+    assert refused.state == Asset.State.PENDING_REVIEW and not refused.approved_file
+    # The file put back as the worker stored it, the approval goes through.
+    storage.delete(asset.file.name)
+    storage.save(asset.file.name, io.BytesIO(original))
+    approved = services.approve_asset(asset.pk, reviewer, note="looks fine")
+    assert approved.state == Asset.State.APPROVED
+    with approved.approved_file.open("rb") as handle:
+        assert provenance.verify_bytes(handle.read()).state == "Trusted"

@@ -99,6 +99,13 @@ def _sign_approval(asset: Asset, reviewer: Any, note: str) -> None:
                             f"({getattr(exc, 'strerror', None) or type(exc).__name__}), so the approval cannot be "
                             "signed; it stays pending. Restore the file (manage.py check_storage lists missing "
                             "files) or reject the asset.") from exc
+    if hashlib.sha256(generated).hexdigest() != asset.sha256:
+        # The review manifest takes this file as its parent and our signature vouches for the
+        # result: a file written over in storage since the worker recorded its hash (pixels no
+        # generator drew and no output policy checked) would leave as our approved asset.
+        raise WorkflowError(f"Asset {asset.pk}'s generated file changed in storage since the worker stored it (its "
+                            "SHA-256 is not the one recorded), so it cannot be approved; it stays pending. Restore "
+                            "the original file or reject the asset.")
     reviewer_id = provenance.pseudonym("user", reviewer.pk) if getattr(reviewer, "pk", None) else "system"
     try:
         approved = provenance.sign_review(generated, asset_public_id=str(asset.public_id), decision="approve",

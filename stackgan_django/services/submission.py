@@ -6,11 +6,11 @@ import hashlib
 import logging
 import secrets
 import unicodedata
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from policies import Decision, Outcome, PolicyError, UsageContext, UsagePolicy, Verdict
@@ -90,9 +90,16 @@ def active_model_version() -> ModelVersion:
 QUOTA_WINDOW = timedelta(days=1)
 
 
+def asked_for_since(since: datetime) -> Q:
+    """Requests asked for since ``since``: made then, or queued again then (a person's retry, or a
+    worker's, queues an old request anew). By creation alone, a request made days ago and retried
+    today drew its images outside every count, and retrying old failed requests passed the quota."""
+    return Q(created_at__gte=since) | Q(queued_at__gte=since)
+
+
 def _images_since(**filters: Any) -> int:
     since = timezone.now() - QUOTA_WINDOW
-    return (GenerationRequest.objects.filter(created_at__gte=since, **filters)
+    return (GenerationRequest.objects.filter(asked_for_since(since), **filters)
             .exclude(state=State.POLICY_DENIED).aggregate(total=Sum("num_images"))["total"] or 0)
 
 

@@ -569,6 +569,7 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
         QUOTA_WINDOW,
         active_model_version,
         add_quota_decisions,
+        asked_for_since,
         judge_caption,
         lock_quota,
     )
@@ -585,8 +586,10 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
             raise TransitionError(f"Only failed requests can be retried; this one is {request.get_state_display()}.")
         requester = request.requested_by
         lock_quota(requester)
-        # This request's own images are in the quota's totals already when it was made in its window.
-        counted = request.num_images if request.created_at >= timezone.now() - QUOTA_WINDOW else 0
+        # This request's own images are in the quota's totals already when it was made or queued in
+        # its window (the totals count it so).
+        counted = request.num_images if GenerationRequest.objects.filter(
+            asked_for_since(timezone.now() - QUOTA_WINDOW), pk=request.pk).exists() else 0
         add_quota_decisions(verdict, usage, request.num_images, requester, already_counted=counted)
         if verdict.denied:
             reasons = " ".join(d.message for d in verdict.decisions if d.outcome.value == "deny")
