@@ -15,9 +15,22 @@ class ApiKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple,
                                        help_text="what the key may do; its user's permissions apply as well")
 
+    # Set by ApiKeyAdmin.get_form: the person creating the key.
+    request_user = None
+
     class Meta:
         model = ApiKey
         fields = ("name", "user", "scopes", "expiry_date", "revoked")
+
+    def clean_user(self):
+        user = self.cleaned_data.get("user")
+        creator = self.request_user
+        if user is not None and creator is not None and not creator.is_superuser and user.pk != creator.pk:
+            # Whoever holds a key acts as its user: a key for someone else would let its creator act
+            # with that person's permissions (a superuser's, say).
+            raise forms.ValidationError("Only a superuser may create a key for another user; create one for "
+                                        "yourself.")
+        return user
 
 
 @admin.register(ApiKey)
@@ -32,6 +45,11 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     @admin.display(description="scopes")
     def scope_list(self, obj: ApiKey) -> str:
         return ", ".join(obj.scopes or [])
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)  # a new class for each request
+        form.request_user = request.user
+        return form
 
     def get_readonly_fields(self, request, obj: ApiKey | None = None) -> tuple[str, ...]:
         fields = tuple(super().get_readonly_fields(request, obj))

@@ -11,6 +11,10 @@ class StackGANConfig(AppConfig):
         from stackgan_django.conf import connect_signals
 
         connect_signals()
+        # Who may do what: users' flags, groups and permissions are audit events too.
+        from stackgan_django.access_audit import connect_signals as connect_access_signals
+
+        connect_access_signals()
         # API v1 (issue 11): failed admin log-ins counted for the throttle; the API key admin.
         from stackgan_django import admin_api_keys  # noqa: F401  (registers the ModelAdmin)
         from stackgan_django.throttling import connect_signals as connect_throttle_signals

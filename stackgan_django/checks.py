@@ -258,3 +258,19 @@ def check_webhooks(app_configs=None, **kwargs):
         if problem:
             errors.append(Error(f"STACKGAN['WEBHOOKS'] entry {number} {problem}", id="stackgan_django.E114"))
     return errors
+
+
+# -- the audit log of access changes ---------------------------------------------------------------
+
+@register(Tags.security)
+def check_access_audit_middleware(app_configs=None, **kwargs):
+    """Without the middleware, changes of users, groups and permissions are still audit events, but
+    recorded as made by "system" whoever made them in the admin."""
+    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    name = "stackgan_django.access_audit.CurrentActorMiddleware"
+    auth = "django.contrib.auth.middleware.AuthenticationMiddleware"
+    if name not in middleware or (auth in middleware and middleware.index(name) < middleware.index(auth)):
+        return [Warning(f"{name} is not in MIDDLEWARE after AuthenticationMiddleware; the audit log would record "
+                        "changes of users, groups and permissions as made by 'system'",
+                        hint=f"Add '{name}' to MIDDLEWARE after '{auth}'.", id="stackgan_django.W140")]
+    return []

@@ -160,6 +160,29 @@ def test_the_admin_shows_a_new_key_once(db, users):
     assert secret.encode() not in page.content  # never shown again
 
 
+def test_only_a_superuser_creates_a_key_for_another_user(db, users):
+    """A key acts as its user: staff who may add keys create them for themselves only, or anyone
+    holding add_apikey could act as a superuser through a key made in the superuser's name."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    root = get_user_model().objects.create_superuser("root", password="pw-root-123")
+    clerk = users[1]
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["add_apikey", "view_apikey"]))
+    browser = Client()
+    browser.force_login(clerk)
+    form = {"name": "as-root", "user": root.pk, "scopes": ["assets:read"], "expiry_date_0": "", "expiry_date_1": ""}
+    response = browser.post("/admin/stackgan_django/apikey/add/", form)
+    assert response.status_code == 200 and b"Only a superuser may create a key for another user" in response.content
+    assert not ApiKey.objects.filter(name="as-root").exists()
+    response = browser.post("/admin/stackgan_django/apikey/add/", {**form, "name": "mine", "user": clerk.pk})
+    assert response.status_code == 302 and ApiKey.objects.get(name="mine").user == clerk
+    admin_browser = Client()
+    admin_browser.force_login(root)
+    response = admin_browser.post("/admin/stackgan_django/apikey/add/", {**form, "name": "for-clerk", "user": clerk.pk})
+    assert response.status_code == 302 and ApiKey.objects.get(name="for-clerk").user == clerk
+
+
 # -- webhooks ---------------------------------------------------------------------------------------
 
 class Receiver:
