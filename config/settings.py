@@ -238,6 +238,8 @@ STACKGAN = {
     "STORAGE": os.environ.get("STACKGAN_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
     "STORAGE_OPTIONS": json.loads(os.environ.get("STACKGAN_STORAGE_OPTIONS", "{}"))
     or {"location": str(VAR_DIR / "private")},
+    # The audit chain's head, anchored outside the database (verify_audit_chain checks it).
+    "AUDIT_ANCHOR_FILE": os.environ.get("STACKGAN_AUDIT_ANCHOR_FILE") or str(VAR_DIR / "audit-anchors.jsonl"),
 }
 
 LOGGING = {

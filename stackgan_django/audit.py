@@ -1,17 +1,29 @@
-"""The tamper-evident audit log: append an event (inside the caller's transaction) and verify the
-hash chain."""
+"""The tamper-evident audit log: append an event (inside the caller's transaction), verify the
+hash chain, and anchor its head outside the database.
+
+The chain shows an edited or removed event in the middle, but not the newest events deleted (or
+the chain rewritten from some point on by someone with database access): what is left is still a
+valid chain. Anchors close that door: the maintenance task appends the head's sequence and hash to
+a file outside the database (``STACKGAN["AUDIT_ANCHOR_FILE"]``) and to the log every
+``AUDIT_ANCHOR_SECONDS`` when it moved, and verification checks every anchor against the chain."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from stackgan_django.models import AuditEvent
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 MAX_RACE_RETRIES = 20
@@ -102,15 +114,27 @@ class ChainReport:
     checked: int
     broken_at: int | None = None
     problem: str = ""
+    anchored: int | None = None  # anchors checked, when an anchor file was given
 
     def __str__(self) -> str:
         if self.ok:
-            return f"audit chain verified: {self.checked} events, no broken link"
+            anchors = f"; all {self.anchored} anchors found" if self.anchored is not None else ""
+            return f"audit chain verified: {self.checked} events, no broken link{anchors}"
+        if self.broken_at is None:
+            return f"audit chain NOT verified: {self.problem} ({self.checked} events checked)"
         return f"audit chain BROKEN at event #{self.broken_at}: {self.problem} ({self.checked} events checked before it)"
 
 
-def verify_chain() -> ChainReport:
-    """Recompute every hash and link; name the first event whose content or link does not match."""
+def verify_chain(anchor_file: str | os.PathLike | None = None) -> ChainReport:
+    """Recompute every hash and link; name the first event whose content or link does not match.
+    With ``anchor_file``, every anchor in it must name an event of the chain with the same hash."""
+    report = _verify_links()
+    if not report.ok or anchor_file is None:
+        return report
+    return _verify_anchors(Path(anchor_file), report)
+
+
+def _verify_links() -> ChainReport:
     previous_hash = GENESIS_HASH
     expected_sequence = 1
     checked = 0
@@ -125,3 +149,86 @@ def verify_chain() -> ChainReport:
         expected_sequence += 1
         checked += 1
     return ChainReport(True, checked)
+
+
+def read_anchors(anchor_file: str | os.PathLike) -> list[dict[str, Any]]:
+    """The anchors of a file, oldest first; a file that does not exist has none. A line that is not
+    an anchor is an error: the file is evidence, and a damaged one must be looked at."""
+    path = Path(anchor_file)
+    if not path.exists():
+        return []
+    anchors = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            anchor = json.loads(line)
+            anchor = {"sequence": int(anchor["sequence"]), "hash": str(anchor["hash"]), "at": str(anchor.get("at", ""))}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}, line {number}: not an audit anchor ({exc})") from exc
+        anchors.append(anchor)
+    return anchors
+
+
+def _verify_anchors(path: Path, report: ChainReport) -> ChainReport:
+    try:
+        anchors = read_anchors(path)
+    except (OSError, ValueError) as exc:
+        return ChainReport(False, report.checked, None, f"the anchor file cannot be read: {exc}")
+    hashes = dict(AuditEvent.objects.filter(sequence__in=[a["sequence"] for a in anchors])
+                  .values_list("sequence", "hash"))
+    for anchor in anchors:
+        found = hashes.get(anchor["sequence"])
+        if found is None:
+            return ChainReport(False, report.checked, anchor["sequence"],
+                               f"event #{anchor['sequence']}, anchored at {anchor['at']}, is missing: the log was "
+                               f"cut short after #{report.checked}")
+        if found != anchor["hash"]:
+            return ChainReport(False, report.checked, anchor["sequence"],
+                               f"event #{anchor['sequence']} is not the one anchored at {anchor['at']}: the chain "
+                               "was rewritten from there on")
+    return ChainReport(True, report.checked, anchored=len(anchors))
+
+
+def anchor_head(anchor_file: str | os.PathLike, min_seconds: float, now: datetime | None = None) -> dict[str, Any] | None:
+    """Append the chain's head to the anchor file (and the log) when it moved since the last anchor
+    and at least ``min_seconds`` have passed; the anchor written, or None."""
+    head = AuditEvent.objects.order_by("-sequence").values("sequence", "hash").first()
+    if head is None:
+        return None
+    path = Path(anchor_file)
+    now = now or timezone.now()
+    last = _last_anchor(path)
+    if last is not None:
+        if last["sequence"] == head["sequence"] and last["hash"] == head["hash"]:
+            return None
+        try:
+            if (now - datetime.fromisoformat(last["at"])).total_seconds() < min_seconds:
+                return None
+        except (TypeError, ValueError):
+            pass  # an anchor without a readable time: anchor again
+    anchor = {"sequence": head["sequence"], "hash": head["hash"], "at": now.isoformat(timespec="seconds")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(anchor, sort_keys=True) + "\n"
+    # One write in append mode: lines of concurrent writers never interleave.
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+    logger.info("audit chain head anchored: #%s %s", anchor["sequence"], anchor["hash"])
+    return anchor
+
+
+def _last_anchor(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 4096))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            anchor = json.loads(line)
+            return {"sequence": int(anchor["sequence"]), "hash": str(anchor["hash"]), "at": str(anchor.get("at", ""))}
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None

@@ -141,6 +141,12 @@ DEFAULTS: dict[str, Any] = {
     # First retry after this many seconds, doubling each time; the queue a worker must consume.
     "WEBHOOK_RETRY_BASE_SECONDS": 30,
     "WEBHOOK_QUEUE": "webhooks",
+    # Anchors of the audit chain's head, outside the database (stackgan_django.audit): a file the
+    # maintenance task appends to, every AUDIT_ANCHOR_SECONDS while the chain grows. None: no anchors.
+    # Keep it where the database's administrators cannot rewrite it (or ship the log lines it also
+    # writes, "audit chain head anchored", to a log store); verify_audit_chain checks them.
+    "AUDIT_ANCHOR_FILE": None,
+    "AUDIT_ANCHOR_SECONDS": 300,
     # Extra image checks of the output policy, by dotted path: callables image -> [policies.Decision].
     "OUTPUT_CHECKS": [],
 }

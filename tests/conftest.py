@@ -88,7 +88,11 @@ def signing_dir(settings, tmp_path_factory):
     from stackgan_django.provenance import manifests
 
     folder = tmp_path_factory.getbasetemp() / "signing"
-    settings.STACKGAN = {**getattr(settings, "STACKGAN", {}), "SIGNER_OPTIONS": {"folder": str(folder)}}
+    # Each test's audit anchors in a file of its own: the repository's var/ file names events of
+    # other databases, which a test's chain does not hold.
+    anchors = tmp_path_factory.mktemp("audit-anchors") / "audit-anchors.jsonl"
+    settings.STACKGAN = {**getattr(settings, "STACKGAN", {}), "SIGNER_OPTIONS": {"folder": str(folder)},
+                         "AUDIT_ANCHOR_FILE": str(anchors)}
     manifests.reset_cache()
     yield folder
     manifests.reset_cache()

@@ -192,6 +192,59 @@ def test_audit_chain_detects_a_removed_event(db, active_model, no_broker):
     assert not report.ok and report.broken_at == 2 and "missing" in report.problem
 
 
+def test_audit_anchors_reveal_the_newest_events_deleted_or_the_chain_rewritten(db, active_model, no_broker,
+                                                                              settings, tmp_path):
+    """Deleting the newest events leaves a valid chain; the head anchored outside the database by
+    the maintenance task shows it, and a chain rewritten from some event on too."""
+    anchors = tmp_path / "anchors" / "audit-anchors.jsonl"
+    settings.STACKGAN = {"AUDIT_ANCHOR_FILE": str(anchors), "AUDIT_ANCHOR_SECONDS": 300}
+    start = timezone.now()
+    services.submit_request(caption="a red apple", num_images=1)
+    services.run_maintenance(start)
+    head = AuditEvent.objects.order_by("-sequence").first()
+    first = json.loads(anchors.read_text().splitlines()[-1])
+    assert (first["sequence"], first["hash"]) == (head.sequence, head.hash)
+    services.run_maintenance(start + timedelta(seconds=10))  # the head did not move: nothing written
+    services.submit_request(caption="a blue bird", num_images=1)
+    services.run_maintenance(start + timedelta(seconds=60))  # it moved, but too soon after the last anchor
+    assert len(anchors.read_text().splitlines()) == 1
+    services.run_maintenance(start + timedelta(seconds=301))
+    lines = anchors.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["sequence"] == AuditEvent.objects.order_by("-sequence").first().sequence
+    report = verify_chain(anchors)
+    assert report.ok and report.anchored == 2 and "all 2 anchors found" in str(report)
+    out = io.StringIO()
+    call_command("verify_audit_chain", stdout=out)
+    assert "all 2 anchors found" in out.getvalue()
+    # The newest events deleted straight in the database: the links alone still verify.
+    newest = json.loads(lines[1])["sequence"]
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM stackgan_django_auditevent WHERE sequence >= %s", [newest])
+    assert verify_chain().ok
+    report = verify_chain(anchors)
+    assert not report.ok and report.broken_at == newest and "cut short" in report.problem
+    with pytest.raises(CommandError, match="cut short"):
+        call_command("verify_audit_chain", stdout=io.StringIO())
+    call_command("verify_audit_chain", "--no-anchors", stdout=io.StringIO())  # links only: intact
+    # A chain rewritten from the first anchored event on (valid links, other content) is not the one anchored.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE stackgan_django_auditevent SET hash = %s WHERE sequence = %s",
+                       ["f" * 64, first["sequence"]])
+    report = verify_chain(anchors)
+    assert not report.ok  # the links break here first; with them rewritten too, the anchor would
+    fake = tmp_path / "rewritten.jsonl"
+    fake.write_text(json.dumps({"sequence": first["sequence"], "hash": "0" * 64, "at": "then"}) + "\n")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE stackgan_django_auditevent SET hash = %s WHERE sequence = %s",
+                       [first["hash"], first["sequence"]])
+    report = verify_chain(fake)
+    assert not report.ok and "rewritten" in report.problem
+    # A damaged anchor file is reported, not ignored.
+    fake.write_text("not json\n")
+    report = verify_chain(fake)
+    assert not report.ok and "cannot be read" in str(report)
+
+
 def test_model_activation_checks_lineage_against_the_data_policy(db, tiny_checkpoint, tmp_path):
     import json
     import shutil

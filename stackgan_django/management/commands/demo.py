@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from stackgan_django import services
 from stackgan_django.audit import verify_chain
+from stackgan_django.conf import app_settings
 from stackgan_django.models import GenerationRequest
 
 CAPTIONS = [
@@ -82,7 +83,7 @@ class Command(BaseCommand):
             raise CommandError("no assets were created")
         approved = services.approve_asset(assets[0], reviewer, note="demo approval")
         self.stdout.write(f"asset {approved.pk} approved by reviewer ({approved.file.name})")
-        report = verify_chain()
+        report = verify_chain(app_settings.AUDIT_ANCHOR_FILE)
         if not report.ok:
             raise CommandError(str(report))
         self.stdout.write(self.style.SUCCESS(
