@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -78,6 +79,67 @@ def _valid_iban_prefix(match: re.Match) -> Span | None:
         if iban_valid(text[:end]):
             return Span(match.start(), match.start() + end)
     return None
+
+
+# Short words that make a blocked term when joined to the next or last word ("put a" is "puta",
+# "hero in" is "heroin"); longer pieces are checked against the text encoder's word list.
+SHORT_WORDS = frozenset("a i an in on at to of is it by up my me we he so no or as do go be us am if".split())
+POSSESSIVE = re.compile(r"[^\W\d_]+['’][sS]")
+
+
+@functools.lru_cache(maxsize=1)
+def _known_words() -> frozenset[str]:
+    """Whole words of the text encoder's vocabulary (all-MiniLM-L6-v2's ~22,000): the product's own
+    list of ordinary English words. Without it (no encoder package), nothing counts as ordinary and
+    every spaced match stands: the rules fail strict, never open."""
+    try:
+        from policies.embedding import default_model_folder
+
+        lines = (default_model_folder() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    except Exception:  # the package missing or unreadable: strict, as above
+        return frozenset()
+    return frozenset(w for w in lines if w.isalpha() and w.isascii() and not w.startswith("##"))
+
+
+def _ordinary_words(piece: str) -> bool:
+    return piece in SHORT_WORDS or (len(piece) >= 3 and piece in _known_words())
+
+
+def _joins_ordinary_words(quoted: str, terms: tuple[str, ...]) -> bool:
+    """Whether a match is only ordinary words that happen to spell a term when joined: "put a pie
+    in the oven" is not "puta", "a war hero in a wheelchair" not "heroin", "a car ding repair" not
+    "carding". A term written with its own space ("rule 34", "towel head" where listed) stands, as
+    does one split into letters or pieces that are no words ("n u d e", "her oin", "h e r o in"),
+    or held apart by anything but spaces ("her.oin"): those are spellings made to get past a filter."""
+    plain = " ".join(quoted.casefold().split())
+    if " " not in plain or any(plain.replace("-", " ") == term.casefold().replace("-", " ") for term in terms):
+        return False
+    pieces = plain.split(" ")
+    return all(piece.isascii() and piece.isalpha() and _ordinary_words(piece) for piece in pieces)
+
+
+# Numbers the caption says are something else: a label right before them ("ISBN 978-0-14-044913-6",
+# "barcode 5 012345 678900", "serial no. 4471 2290 11"), or runs of years ("1914 - 1918 - 1939").
+NUMBER_LABEL = re.compile(r"\b(?:isbn(?:-1[03])?|issn|ean(?:-13)?|upc|gtin|barcode(?:\s+number)?|serial(?:\s+number)?|"
+                          r"serial\s+no\.?|s/n|sku|part(?:\s+number|\s+no\.?)?|model(?:\s+number|\s+no\.?)?|"
+                          r"order(?:\s+number|\s+no\.?)?|invoice(?:\s+number|\s+no\.?)?|tracking(?:\s+number)?|"
+                          r"lot(?:\s+number|\s+no\.?)?|batch(?:\s+number|\s+no\.?)?)\s*[:#]?\s*$", re.IGNORECASE)
+YEAR_RUN = re.compile(r"(?:1[0-9]|20)\d{2}(?:\s*[-/–—,]\s*(?:1[0-9]|20)\d{2})+")
+
+
+def _other_kind_of_number(text: str, match: re.Match) -> bool:
+    """Whether a phone-shaped number is labelled as another kind, or is a run of years."""
+    return bool(NUMBER_LABEL.search(text[max(0, match.start() - 24) : match.start()])
+                or YEAR_RUN.fullmatch(match.group().strip()))
+
+
+def _not_the_term(quoted: str, terms: tuple[str, ...]) -> bool:
+    """Matches that are ordinary writing, not the term: ordinary words that join into it, or a
+    possessive whose apostrophe the matcher read as a separator ("a blue tit's nest" is not
+    "tits", "Louisville, Ky's riverfront" not "kys")."""
+    if POSSESSIVE.fullmatch(quoted.strip()) and not any(quoted.strip().casefold() == t.casefold() for t in terms):
+        return True
+    return _joins_ordinary_words(quoted, terms)
 
 
 def _is_evasion(quoted: str, terms: tuple[str, ...]) -> bool:
@@ -260,7 +322,8 @@ class UsagePolicy:
 
     @staticmethod
     def _match(rule: TermRule, caption: str, normalised: NormalisedText) -> Decision | None:
-        matches = list(rule.pattern.finditer(normalised.text))
+        matches = [m for m in rule.pattern.finditer(normalised.text)
+                   if not _not_the_term(normalised.original_span(caption, m.start(), m.end())[2], rule.terms)]
         if matches and rule.harmless_phrases is not None:
             names = [m.span() for m in rule.harmless_phrases.finditer(normalised.text)]
             matches = [m for m in matches if not any(a <= m.start() and m.end() <= b for a, b in names)
@@ -314,7 +377,7 @@ class UsagePolicy:
             for m in PHONE.finditer(text):
                 digits = re.sub(r"\D", "", m.group())
                 overlaps = any(m.start() < e and s < m.end() for s, e in taken)
-                if 9 <= len(digits) <= 15 and not overlaps:
+                if 9 <= len(digits) <= 15 and not overlaps and not _other_kind_of_number(text, m):
                     found.append(("phone", m))
         labels = {"email": "an e-mail address", "phone": "a phone number", "payment_card": "a payment card number",
                   "iban": "a bank account number (IBAN)"}
