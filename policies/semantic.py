@@ -79,6 +79,10 @@ GENERAL_HARMLESS = ("", "(none)")
 NEGATED_PHRASE = re.compile(r"\b(?:no|without(?:\s+any)?|not\s+(?:showing\s+)?any|free\s+of|never)"
                             r"((?:\s+[\w'’-]+){1,3})(?=\s*(?:[,.;:!?()]|$))")
 MAX_NEGATIONS = 4
+# A negated garment is nudity, the harm itself ("no clothes at all", "without a shirt or pants"):
+# whatever the encoder makes of "clothes" alone, such a negation never softens a denial.
+NEGATED_GARMENT = re.compile(r"\b(?:clothes|clothing|clothed|garments?|shirts?|pants|trousers|underwear|underpants|"
+                             r"knickers|panties|bra|bras|tops?|dress|swimsuit|bikini|outfit|attire|stitch)\b")
 
 
 # Example captions' vectors by encoder folder, shared by every policy loaded in this process.
@@ -706,7 +710,7 @@ class SemanticLayer:
             return decisions
         text = " ".join(normalise(caption).text.split())
         found = list(NEGATED_PHRASE.finditer(text))[:MAX_NEGATIONS]
-        if not found:
+        if not found or any(NEGATED_GARMENT.search(m.group(1)) for m in found):
             return decisions
         rest = NEGATED_PHRASE.sub(" ", text)
         try:
