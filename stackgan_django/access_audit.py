@@ -63,8 +63,10 @@ def _flags(user: Any) -> dict[str, Any]:
     return {name: getattr(user, name) for name in WATCHED_FLAGS if hasattr(user, name)}
 
 
-def _remember_before(sender, instance, raw=False, **kwargs) -> None:
-    if raw or instance.pk is None:
+def _remember_before(sender, instance, raw=False, update_fields=None, **kwargs) -> None:
+    # A save of other fields only (every log-in saves last_login) changes no access: no query.
+    if raw or instance.pk is None or (update_fields is not None
+                                      and not set(update_fields) & {*WATCHED_FLAGS, "password"}):
         return
     before = sender.objects.filter(pk=instance.pk).values(*_flags(instance), "password").first()
     instance._access_before = before

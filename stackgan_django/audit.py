@@ -162,12 +162,16 @@ def read_anchors(anchor_file: str | os.PathLike) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            anchor = json.loads(line)
-            anchor = {"sequence": int(anchor["sequence"]), "hash": str(anchor["hash"]), "at": str(anchor.get("at", ""))}
+            anchors.append(_parse_anchor(line))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}, line {number}: not an audit anchor ({exc})") from exc
-        anchors.append(anchor)
     return anchors
+
+
+def _parse_anchor(line: str) -> dict[str, Any]:
+    """One line of an anchor file; raises ValueError, KeyError or TypeError when it is not one."""
+    anchor = json.loads(line)
+    return {"sequence": int(anchor["sequence"]), "hash": str(anchor["hash"]), "at": str(anchor.get("at", ""))}
 
 
 def _verify_anchors(path: Path, report: ChainReport) -> ChainReport:
@@ -227,8 +231,7 @@ def _last_anchor(path: Path) -> dict[str, Any] | None:
         return None
     for line in reversed(lines):
         try:
-            anchor = json.loads(line)
-            return {"sequence": int(anchor["sequence"]), "hash": str(anchor["hash"]), "at": str(anchor.get("at", ""))}
+            return _parse_anchor(line)
         except (ValueError, KeyError, TypeError):
             continue
     return None
