@@ -108,7 +108,7 @@ DEFAULTS: dict[str, Any] = {
     # -- API v1 (issue 11) --
     # Lifetime of a signed download URL handed to an API client.
     "SIGNED_URL_MAX_AGE": 300,
-    # Per API key (or user) and per scope, counted in the default cache; DRF's "N/second|minute|hour|day".
+    # Per person (a key counts for its owner) and per scope, counted in the default cache; DRF's "N/second|minute|hour|day".
     "API_THROTTLE_RATES": {"assets": "600/minute", "files": "300/minute", "requests": "30/minute",
                            "verify": "30/minute", "anonymous": "60/minute"},
     # Admin log-in (stackgan_django/throttling.py says why so): failures for one username from one

@@ -1,5 +1,5 @@
-"""Rate limits on the shared cache (local memory by default, Redis when configured): per API key (or
-user, or address) and per scope for the API (and the admin pages that do the same work), and failed
+"""Rate limits on the shared cache (local memory by default, Redis when configured): per person (the
+API key's owner, the signed-in user, or the address) and per scope for the API (and the admin pages that do the same work), and failed
 admin log-ins."""
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from stackgan_django.conf import app_settings
 
 
 class ApiKeyScopeThrottle(SimpleRateThrottle):
-    """The view's ``throttle_scope`` picks the rate in STACKGAN["API_THROTTLE_RATES"]; each key
-    counts on its own, so one client's burst never uses up another's allowance."""
+    """The view's ``throttle_scope`` picks the rate in STACKGAN["API_THROTTLE_RATES"]; each person
+    counts on their own, so one client's burst never uses up another's allowance.
+
+    The allowance belongs to the key's owner, not to the key: a user who holds (or creates) several
+    keys shares one allowance among them and their own session, as GitHub counts a user's tokens
+    together. Counting per key let anyone with the right to make keys multiply their rate."""
 
     def __init__(self) -> None:  # the rate depends on the view, known only in allow_request
         pass
@@ -45,8 +49,9 @@ class ApiKeyScopeThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view) -> str:
         from stackgan_django.models import ApiKey
 
-        if isinstance(getattr(request, "auth", None), ApiKey):  # an admin page's HttpRequest has no .auth
-            ident = f"key:{request.auth.prefix}"
+        key = getattr(request, "auth", None)  # an admin page's HttpRequest has no .auth
+        if isinstance(key, ApiKey):
+            ident = f"user:{key.user_id}"
         elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:

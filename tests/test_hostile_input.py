@@ -421,13 +421,15 @@ def test_out_of_scope_keys_and_missing_permissions_are_403(db, active_model, no_
 
 # -- rate limits ------------------------------------------------------------------------------------
 
-def test_rate_limits_count_per_key_and_per_scope(db, users, api_key_for, settings):
+def test_rate_limits_count_per_person_and_per_scope(db, users, api_key_for, settings):
     settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"assets": "3/minute", "verify": "2/minute"}}
     first, second = api_key_for(users[0]), api_key_for(users[0])
     assert [first.get("/api/v1/assets/").status_code for _ in range(3)] == [200, 200, 200]
     limited = first.get("/api/v1/assets/")
     assert limited.status_code == 429 and int(limited["Retry-After"]) > 0 and "detail" in limited.json()
-    assert second.get("/api/v1/assets/").status_code == 200  # another key, its own allowance
+    # A second key of the same person shares the allowance: making keys never multiplies the rate.
+    assert second.get("/api/v1/assets/").status_code == 429
+    assert api_key_for(users[1]).get("/api/v1/assets/").status_code == 200  # another person, their own
     assert verify(first, b"not an image").status_code == 400  # another scope, its own allowance
     assert verify(first, b"not an image").status_code == 400
     assert verify(first, b"not an image").status_code == 429
