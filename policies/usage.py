@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
+
 from policies.decisions import Decision, Outcome, Verdict
 from policies.language import LanguageRule
 from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, terms_pattern
 from policies.semantic import SemanticLayer
+
+logger = logging.getLogger(__name__)
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
 PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{7,20}\d(?!\w)")
@@ -169,6 +174,51 @@ class TermRule:
     # Names and set phrases in which a term is harmless ("Gore-Tex", "Al Gore"), matched on the
     # normalised text; a term written plainly inside one is not a match (a disguised one still is).
     harmless_phrases: re.Pattern | None = None
+    # The section's own regular expressions (``patterns``), written by whoever edits the policy;
+    # matched apart from the terms, each under a time limit (see AUTHOR_PATTERN_SECONDS).
+    author_patterns: tuple[regex.Pattern, ...] = ()
+
+
+# A regular expression written into a policy file may backtrack catastrophically ("(a+)+$" takes
+# seconds on thirty letters), and a policy folder can be proposed by compliance staff on the admin's
+# evaluation page. The terms' own pattern is built by us and cannot backtrack that way; an author's
+# pattern is compiled with the `regex` module, whose matching stops at a deadline, and is tried at
+# load on hostile texts, so a slow one is refused with a message before it is ever in force.
+AUTHOR_PATTERN_SECONDS = 0.05
+AUTHOR_PATTERN_LOAD_SECONDS = 0.1
+_HOSTILE_PROBES = tuple(
+    text[:500] for text in (
+        "a" * 500, "a " * 250, "1" * 500, " " * 500, "(" * 500, "(((" + "a" * 497, "(((" + "a(" * 250, "aA1 (_.-" * 63,
+        "@" * 500, "a@" * 250, "x." * 250, "ab" * 250, "a-" * 250, ")))" * 167, "((( " + "word " * 99,
+    )
+)
+
+
+class PatternTooSlow(RuntimeError):
+    """An author's pattern ran past its deadline on a caption: the check cannot be completed."""
+
+
+def _compile_author_pattern(rule_id: str, expression: str) -> regex.Pattern:
+    try:
+        pattern = regex.compile(expression, flags=regex.VERSION0)  # VERSION0: re's syntax and meaning
+        re.compile(expression)  # the syntax documented for policy authors is Python's re
+    except (re.error, regex.error) as exc:
+        raise ValueError(f"usage.toml: {rule_id} pattern {expression!r} is not a regular expression: {exc}") from exc
+    # Runs of each character the expression names: "(x|x.)*y" backtracks only on x's.
+    own = sorted({c for c in expression if c.isalnum() or c in "()[]{}<>@._-:/ "})[:40]
+    for probe in (*_HOSTILE_PROBES, *(c * 500 for c in own)):
+        for text in (probe, probe + "!"):  # a failing end is what makes a nested repetition try every split
+            try:
+                for _ in pattern.finditer(text, timeout=AUTHOR_PATTERN_LOAD_SECONDS):
+                    pass
+            except TimeoutError:
+                raise ValueError(
+                    f"usage.toml: {rule_id} pattern {expression!r} takes longer than "
+                    f"{AUTHOR_PATTERN_LOAD_SECONDS * 1000:.0f} ms on a 500-character text ({text[:12]!r}...): it "
+                    "backtracks (a repetition inside a repetition, or alternatives that overlap, such as "
+                    "(a+)+ or (a|a)*). Write it so that each character can be matched one way only."
+                ) from None
+    return pattern
 
 
 @dataclass
@@ -230,20 +280,13 @@ class UsagePolicy:
     @staticmethod
     def _compile(rule_id: str, name: str, spec: dict[str, Any], terms: tuple[str, ...], default_message: str,
                  suffixes: bool) -> TermRule:
-        pattern = terms_pattern(terms, suffixes)
         # Codes that are not words ("(((name)))", the far right's "echo" around a Jewish name): regular
         # expressions on the normalised text. A match is never one of the terms as plainly written,
         # so it counts as a disguised form: denied under a review section's disguised_as.
         extra = spec.get("patterns", [])  # a list of strings: the loader's schema checks the type
-        for expression in extra:
-            try:
-                re.compile(expression)
-            except re.error as exc:
-                raise ValueError(f"usage.toml: {rule_id} pattern {expression!r} is not a regular expression: {exc}") from exc
-        if extra:
-            pattern = "|".join([f"(?:{pattern})", *(f"(?:{p})" for p in extra)])
+        author_patterns = tuple(_compile_author_pattern(rule_id, expression) for expression in extra)
         return TermRule(rule_id, name, Outcome.parse(spec.get("outcome", "deny")), spec.get("message", default_message),
-                        terms, re.compile(pattern))
+                        terms, re.compile(terms_pattern(terms, suffixes)), author_patterns=author_patterns)
 
     def check_caption(self, caption: str, context: UsageContext | None = None, *, count_quotas: bool = True) -> Verdict:
         """Every rule's decision on a caption. ``count_quotas=False`` leaves the quotas out, for a
@@ -267,7 +310,15 @@ class UsagePolicy:
             return verdict
         normalised = limit_runs(normalise(caption))
         for rule in self.term_rules + self.name_rules:
-            decision = self._match(rule, caption, normalised)
+            try:
+                decision = self._match(rule, caption, normalised)
+            except PatternTooSlow as exc:
+                # Fails closed, as a broken policy file does: a caption the rules could not finish
+                # reading is not accepted. The load-time probes make this rare; the log says which.
+                logger.error("usage policy %s: %s", self.version, exc)
+                decision = Decision(Outcome.DENY, "usage.pattern.unavailable",
+                                    "The caption could not be checked completely, so it is not accepted; "
+                                    "tell the site administrator.", {"rule": rule.rule_id})
             if decision:
                 verdict.decisions.append(decision)
         verdict.decisions.extend(self._check_personal_data(caption))
@@ -322,7 +373,15 @@ class UsagePolicy:
 
     @staticmethod
     def _match(rule: TermRule, caption: str, normalised: NormalisedText) -> Decision | None:
-        matches = [m for m in rule.pattern.finditer(normalised.text)
+        found = list(rule.pattern.finditer(normalised.text))
+        for pattern in rule.author_patterns:
+            try:
+                found.extend(pattern.finditer(normalised.text, timeout=AUTHOR_PATTERN_SECONDS))
+            except TimeoutError:
+                raise PatternTooSlow(f"{rule.rule_id}: the pattern {pattern.pattern!r} ran past "
+                                     f"{AUTHOR_PATTERN_SECONDS * 1000:.0f} ms") from None
+        found.sort(key=lambda m: m.start())
+        matches = [m for m in found
                    if not _not_the_term(normalised.original_span(caption, m.start(), m.end())[2], rule.terms)]
         if matches and rule.harmless_phrases is not None:
             names = [m.span() for m in rule.harmless_phrases.finditer(normalised.text)]

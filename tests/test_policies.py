@@ -274,6 +274,41 @@ def test_malformed_policy_files_name_the_file_and_key(tmp_path, file, text, expe
     assert expected in str(info.value)
 
 
+def with_pattern(tmp_path, expression: str):
+    text = (DEFAULT_DIR / "usage.toml").read_text()
+    anchor = "[blocked.slurs]"
+    addition = f"[blocked.codes]\noutcome = 'deny'\nterms = ['zzcode']\npatterns = ['{expression}']\n\n"
+    return broken_policy_dir(tmp_path, "usage.toml", text.replace(anchor, addition + anchor, 1))
+
+
+@pytest.mark.parametrize("expression", [r"(a+)+$", r"(?:a|aa)+b", r"^(([a-z])+.)+[A-Z]([a-z])+$", r"(?:\(|\(\()+x"])
+def test_a_policy_pattern_that_backtracks_is_refused_at_load(tmp_path, expression):
+    """A folder proposed on the admin's evaluation page may carry any regular expression; one that
+    backtracks catastrophically on hostile text is refused with the rule and the reason, quickly."""
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(PolicyError, match=r"usage.blocked.codes pattern .* backtracks"):
+        load_policies(with_pattern(tmp_path, expression))
+    assert time.perf_counter() - started < 30  # not hanging: each probe stops at its deadline
+
+
+def test_a_policy_pattern_that_runs_past_its_deadline_on_a_caption_fails_closed(tmp_path, caplog):
+    """The load-time probes cannot foresee every text: a pattern that backtracks only after "zq" gets
+    past them, and on such a caption the match stops at its deadline and the caption is denied
+    (fails closed, as a broken policy does) instead of holding the process."""
+    from policies.usage import AUTHOR_PATTERN_SECONDS, UsagePolicy
+
+    folder = with_pattern(tmp_path, r"zq(?:[a-y]|[a-y]{2})+0")
+    usage = UsagePolicy(tomllib.loads((folder / "usage.toml").read_text()), "test")  # word rules only
+    assert usage.check_caption("a zq7 sign").outcome is Outcome.ALLOW  # the pattern works on ordinary text
+    assert usage.check_caption("a zqab0 sign").denied  # and matches what it should
+    verdict = usage.check_caption("zq" + "abcdefghij" * 4 + " a painted sign")
+    decision = next(d for d in verdict.decisions if d.rule_id == "usage.pattern.unavailable")
+    assert verdict.denied and decision.evidence == {"rule": "usage.blocked.codes"}
+    assert "zq(?:" in caplog.text and f"{AUTHOR_PATTERN_SECONDS * 1000:.0f} ms" in caplog.text
+
+
 def test_missing_policy_file_and_folder(tmp_path):
     with pytest.raises(PolicyError, match="does not exist"):
         load_policies(tmp_path / "nope")
@@ -456,9 +491,8 @@ def test_a_rule_merged_into_one_tree_of_prefixes_matches_as_its_terms_one_by_one
     for rule in USAGE.term_rules + USAGE.name_rules:
         spec = DEFAULT_USAGE["blocked"].get(rule.category, {}) if rule.rule_id.startswith("usage.blocked.") else {}
         suffixes = rule.rule_id.startswith("usage.blocked.") and spec.get("suffixes", True)
-        # A section's own regular expressions ("patterns") are alternatives beside its terms' tree.
-        one_by_one = re.compile("|".join([f"(?:{term_pattern(term, suffixes)})" for term in rule.terms]
-                                         + [f"(?:{p})" for p in spec.get("patterns", [])]))
+        # A section's own regular expressions ("patterns") are matched apart (author_patterns).
+        one_by_one = re.compile("|".join(f"(?:{term_pattern(term, suffixes)})" for term in rule.terms))
         for text in texts:
             normalised = limit_runs(normalise(text)).text
             expected = [m.span() for m in one_by_one.finditer(normalised)]
