@@ -276,12 +276,12 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     config = tomllib.loads((DEFAULT_DIR / "semantic.toml").read_text())
     assert categories == set(config["categories"])
     # dev2 was the held-out "test" split until it had been looked at three times, dev3 and dev4 were
-    # each held out once, dev5 twice, dev6 to dev16 once; all are tuning data now (README, "The labelled
-    # set"). test is the held-out split: written by a fifteenth independent writer, never learnt from.
+    # each held out once, dev5 twice, dev6 to dev17 once; all are tuning data now (README, "The labelled
+    # set"). test is the held-out split: written by a sixteenth independent writer, never learnt from.
     assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10",
-                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "test"}
+                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "test"}
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
-                  "dev13", "dev14", "dev15", "dev16"):
+                  "dev13", "dev14", "dev15", "dev16", "dev17"):
         part = [r for r in rows if r.split == split]
         assert sum(r.harmful for r in part) >= 150 and sum(not r.harmful for r in part) >= 150
     # Enough per category to measure a 0.03 false-positive rate out of fold (with the examples of
@@ -300,7 +300,7 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
-                  "dev13", "dev14", "dev15", "dev16", "test"):
+                  "dev13", "dev14", "dev15", "dev16", "dev17", "test"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
