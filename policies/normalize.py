@@ -3,6 +3,7 @@ characters so that evidence can quote what the user actually typed."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -47,8 +48,24 @@ class NormalisedText:
         return first, last, original[first:last]
 
 
+# A Latin letter with a stroke, hook, bar or tail ("ŧ", "ƀ", "ɱ", "ƙ") keeps its base letter in its
+# Unicode name but not in its decomposition, so NFD cannot strip it the way it strips accents.
+_MARKED_LATIN = re.compile(r"LATIN (?:SMALL |CAPITAL )?LETTER (?:SMALL CAPITAL )?([A-Z])(?: WITH .+)?")
+
+
+@functools.lru_cache(maxsize=4096)
+def _base_letter(char: str) -> str:
+    """The plain letter a marked Latin letter is written on, by its Unicode name; other characters
+    as they are (a turned or reversed letter is not mapped: it is another shape)."""
+    if char.isascii() or not char.isalpha():
+        return char
+    match = _MARKED_LATIN.fullmatch(unicodedata.name(char, ""))
+    return match.group(1).lower() if match else char
+
+
 def normalise(original: str) -> NormalisedText:
-    """NFKC, case folding, invisible characters removed, diacritics stripped, confusables mapped."""
+    """NFKC, case folding, invisible characters removed, diacritics stripped, confusables and marked
+    Latin letters mapped to plain ones."""
     out: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(original):
@@ -59,9 +76,22 @@ def normalise(original: str) -> NormalisedText:
             if unicodedata.combining(piece):
                 continue
             for mapped in piece.translate(CONFUSABLES):
-                out.append(mapped)
+                out.append(_base_letter(mapped))
                 origin.append(index)
     return NormalisedText("".join(out), tuple(origin))
+
+
+# Three or more single letters joined by one punctuation mark ("w-o-m-a-n", "n.u.d.e", "k*i*l*l"):
+# a word spelled out to get past a filter. The word rules match such spellings term by term; the
+# sentence encoder reads them as separate letters, so the semantic layer gets the word back.
+_SPELLED_OUT = re.compile(r"(?<![^\W\d_])[^\W\d_]([\-.·•*_/~'`^:;,+|])(?:[^\W\d_]\1)+[^\W\d_](?![^\W\d_])")
+
+
+def plain_text(normalised: str) -> str:
+    """Normalised text as the sentence encoder should read it: runs of white space made one space,
+    words spelled out letter by letter joined back into words."""
+    text = " ".join(normalised.split())
+    return _SPELLED_OUT.sub(lambda match: match.group().replace(match.group(1), ""), text)
 
 
 # Every letter of a blocked term may repeat ("nuuude", "n.u.u.d.e") up to this many extra times, and

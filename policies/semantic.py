@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from policies.decisions import Decision, Outcome
 from policies.embedding import Embedder, EncoderUnavailable, MiniLMEncoder, shared_encoder, vector_cache
 from policies.instructions import FramedAct, framed_acts
-from policies.normalize import normalise
+from policies.normalize import normalise, plain_text
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class CategoryScore:
 def caption_segments(caption: str) -> list[str]:
     """The caption itself when it is short; otherwise its distinct overlapping windows of words (at
     most MAX_WINDOWS, spread over the whole caption so that its end is never skipped)."""
-    text = " ".join(normalise(caption).text.split())
+    text = plain_text(normalise(caption).text)
     return list(dict.fromkeys(text[start:end] for start, end in window_spans(text)))
 
 
@@ -466,7 +466,7 @@ class SemanticLayer:
         texts, vectors = self._examples
         if not captions:
             return []
-        similarity = self._embed([" ".join(normalise(c).text.split()) for c in captions]) @ vectors.T
+        similarity = self._embed([plain_text(normalise(c).text) for c in captions]) @ vectors.T
         best = similarity.argmax(axis=1)
         return [(float(similarity[i, j]), texts[j]) for i, j in enumerate(best)]
 
@@ -547,7 +547,7 @@ class SemanticLayer:
         """Per category, the highest score over the caption's segments with its evidence; and, with
         [instructions], the most harmful act that an instruction frame of the caption introduces."""
         _, _, owner, _ = self._prepare()
-        text = " ".join(normalise(caption).text.split())
+        text = plain_text(normalise(caption).text)
         acts: list[FramedAct] = framed_acts(text) if self._acts is not None else []
         segments = caption_segments(caption)
         token_states = getattr(self._embedder, "token_states", None)
@@ -655,7 +655,7 @@ class SemanticLayer:
         try:
             self._prepare()
             counter = self._token_counter()
-            tokens = counter(" ".join(normalise(caption).text.split())) if counter else 0
+            tokens = counter(plain_text(normalise(caption).text)) if counter else 0
             if tokens > TOKEN_LIMIT:
                 return Assessment([Decision(Outcome.DENY, "usage.semantic.unreadable",
                                             f"The caption is {tokens} word pieces long for its {len(caption)} characters: too "
@@ -708,7 +708,7 @@ class SemanticLayer:
                   and d.evidence.get("category") in by_name]
         if not denied:
             return decisions
-        text = " ".join(normalise(caption).text.split())
+        text = plain_text(normalise(caption).text)
         found = list(NEGATED_PHRASE.finditer(text))[:MAX_NEGATIONS]
         if not found or any(NEGATED_GARMENT.search(m.group(1)) for m in found):
             return decisions
@@ -762,10 +762,10 @@ def _context(caption: str, decision: Decision) -> str:
     """The matched word of a word rule's decision with CONTEXT_WORDS words either side, normalised."""
     span = decision.evidence.get("span")
     if not span:
-        return " ".join(normalise(caption).text.split())
+        return plain_text(normalise(caption).text)
     before = caption[: span[0]].split()[-CONTEXT_WORDS:]
     after = caption[span[1]:].split()[:CONTEXT_WORDS]
-    return " ".join(normalise(" ".join([*before, caption[span[0]:span[1]], *after])).text.split())
+    return plain_text(normalise(" ".join([*before, caption[span[0]:span[1]], *after])).text)
 
 
 def example_key(text: str) -> str:
