@@ -8,6 +8,12 @@ geometric edits are undone by search: the image and its mirror, shrunk by 0-12% 
 what remains), at every offset within a few cells (shifts, and which side the crop took). A cheap
 8x8 comparison picks the candidates first, so the cost stays flat as the index grows.
 
+Colour changes that mix the channels (a greyscale copy, a sepia or a hue-turned one) are what the
+per-channel correlation cannot cancel; a second search compares **luminance** alone, the query's
+grey against the training images' grey (made from the same thumbnails, so the index file is
+unchanged), with stricter thresholds: colour keeps apart drawings that differ by colour alone
+(flags), which luminance partly cannot.
+
 The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
 shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
 """
@@ -15,6 +21,7 @@ shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIn
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import zlib
@@ -93,6 +100,19 @@ def _high_pass(grey: np.ndarray) -> np.ndarray:
     return fine - _box3(_box3(fine))
 
 
+# The search in grey keeps a match only when the image has at most this share of its training
+# image's colourfulness: a greyscale copy has none, a sepia one about a quarter to a third.
+LUMINANCE_COLOUR_SHARE = 0.5
+
+
+def colourfulness(thumbnails: np.ndarray) -> np.ndarray | float:
+    """How colourful, 0-255: the mean over pixels of the spread between the largest and smallest
+    channel (0 for any grey). ``(..., h, w, 3)`` in, one value per leading index out."""
+    spread = thumbnails.max(axis=-1) - thumbnails.min(axis=-1)
+    means = spread.mean(axis=(-2, -1))
+    return float(means) if np.ndim(means) == 0 else means
+
+
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     a = a - a.mean()
     b = b - b.mean()
@@ -123,6 +143,8 @@ class NearCopyMatch:
     # False when the search stopped before verifying (``nearest(..., verify_from=...)``): the
     # colour layout was already too far from every training image; ``detail`` is then 0.
     verified: bool = True
+    # "colour": the images were compared in colour; "luminance": in grey (``nearest_luminance_many``).
+    compared: str = "colour"
 
 
 class NearCopyIndex:
@@ -138,6 +160,9 @@ class NearCopyIndex:
         coarse = floats.reshape(len(names), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
         self._coarse = _centre(coarse).reshape(len(names), COARSE * COARSE * 3)  # explicit: an index may be empty
         self._spreads: dict[int, np.ndarray] = {}  # by query size, filled by _window_spreads
+        self._luminance: NearCopyIndex | None = None  # made on the first luminance search
+        self._chroma: np.ndarray | None = None  # each thumbnail's colourfulness, on first use
+        self._rows: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -310,6 +335,49 @@ class NearCopyIndex:
             best_where = np.where(better, where, best_where)
         return [self._best_match(rgb, top[i], best_score[i], best_query[i], best_where[i], queries, side, verify_from)
                 if usable[i].any() else None for i, rgb in enumerate(rgbs)]
+
+    def luminance_index(self) -> NearCopyIndex:
+        """The same training images in grey: each thumbnail's luma (ITU-R 601, as Pillow's "L"; an
+        area average of luma is the luma of the area average), in all three channels, and the same
+        grey detail thumbnails. Made once, from what the index file already holds."""
+        if self._luminance is None:
+            luma = self.thumbnails.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            grey = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+            self._luminance = type(self)(self.names, np.repeat(grey[..., None], 3, axis=-1), self.details)
+        return self._luminance
+
+    def nearest_luminance_many(self, images: Sequence[Image.Image | np.ndarray],
+                               verify_from: float | None = None) -> list[NearCopyMatch | None]:
+        """``nearest_many`` in grey, for the images whose colour was taken away (greyscale, sepia, a
+        faded print): each one's luminance against the training images'. A match is kept only
+        when the image is at most LUMINANCE_COLOUR_SHARE as colourful as the training image it
+        matches: in grey, drawings that differ by colour alone (flags, the same figure with other
+        hair) look alike, and an image as colourful as its match was not drained of colour, so
+        the colour search has already judged it. None where nothing qualifies."""
+        rgbs = [as_rgb(image) for image in images]
+        chroma = [colourfulness(thumbnail(rgb)) for rgb in rgbs]
+        if not self.names:
+            return [None] * len(rgbs)
+        # An image more colourful than that share of the most colourful training image can match
+        # none of them: not searched (most generated images are colourful, so this is the usual case).
+        ceiling = LUMINANCE_COLOUR_SHARE * float(self._colourfulness().max())
+        wanted = [number for number, value in enumerate(chroma) if value <= ceiling]
+        found: list[NearCopyMatch | None] = [None] * len(rgbs)
+        greys = [rgbs[number].convert("L").convert("RGB") for number in wanted]
+        for number, match in zip(wanted, self.luminance_index().nearest_many(greys, verify_from), strict=True):
+            if match is not None and chroma[number] <= LUMINANCE_COLOUR_SHARE * self.colourfulness_of(match.name):
+                found[number] = dataclasses.replace(match, compared="luminance")
+        return found
+
+    def _colourfulness(self) -> np.ndarray:
+        if self._chroma is None:
+            self._chroma = colourfulness(self.thumbnails.astype(np.float32))
+            self._rows = {name: row for row, name in enumerate(self.names)}
+        return self._chroma
+
+    def colourfulness_of(self, name: str) -> float:
+        """``colourfulness`` of a training image's thumbnail."""
+        return float(self._colourfulness()[self._rows[name]])
 
     def _window_spreads(self, size: int) -> np.ndarray:
         """(M, span, span) float64: for every training image on its padded canvas, the spread (root

@@ -76,6 +76,10 @@ class OutputPolicy:
         near = config.get("near_copy", {})
         self.min_similarity = float(near.get("min_similarity", 0.9))
         self.min_copy_detail = float(near.get("min_detail", 0.7))
+        # The search in grey (greyscale, sepia, hue-turned copies): stricter than the colour search,
+        # since drawings that differ by colour alone look more alike in grey.
+        self.min_luminance_similarity = float(near.get("min_luminance_similarity", 0.98))
+        self.min_luminance_detail = float(near.get("min_luminance_detail", 0.97))
         self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
         self.extra_checks = list(extra_checks or [])
@@ -140,15 +144,40 @@ class OutputPolicy:
                              if distance <= self.max_distance else [])
             return found
         matches = index.nearest_many(pils, verify_from=self.min_similarity - VERIFY_MARGIN)
-        return [[Decision(self.near_copy_outcome, "output.near_copy", message, {
-            "similarity": round(match.similarity, 4), "minimum": self.min_similarity, "detail": round(match.detail, 4),
-            "minimum_detail": self.min_copy_detail, "training_item": match.name,
-            "mirrored": match.mirrored, "scale": round(match.scale, 3), "offset_cells": list(match.offset),
-        })] if self.is_near_copy(match) else [] for match in matches]
+        # Only the images the colour search let through are searched again, in grey.
+        unflagged = [number for number, match in enumerate(matches) if not self.is_near_copy(match)]
+        if unflagged:
+            in_grey = index.nearest_luminance_many([pils[number] for number in unflagged],
+                                                   verify_from=self.min_luminance_similarity - VERIFY_MARGIN)
+            for number, match in zip(unflagged, in_grey, strict=True):
+                if self.is_near_copy(match):
+                    matches[number] = match
+        decisions = []
+        for match in matches:
+            if not self.is_near_copy(match):
+                decisions.append([])
+                continue
+            minimum, minimum_detail = self.thresholds(match)
+            decisions.append([Decision(self.near_copy_outcome, "output.near_copy", message, {
+                "similarity": round(match.similarity, 4), "minimum": minimum, "detail": round(match.detail, 4),
+                "minimum_detail": minimum_detail, "training_item": match.name, "compared": match.compared,
+                "mirrored": match.mirrored, "scale": round(match.scale, 3), "offset_cells": list(match.offset),
+            })])
+        return decisions
+
+    def thresholds(self, match: NearCopyMatch) -> tuple[float, float]:
+        """(similarity, detail) a match must reach: the colour search's or the luminance search's."""
+        if match.compared == "luminance":
+            return self.min_luminance_similarity, self.min_luminance_detail
+        return self.min_similarity, self.min_copy_detail
 
     def is_near_copy(self, match: NearCopyMatch | None) -> bool:
-        """Both the colour layout and the fine features agree with a training image."""
-        return match is not None and match.similarity >= self.min_similarity and match.detail >= self.min_copy_detail
+        """Both the layout and the fine features agree with a training image, in colour or in grey,
+        each under its own thresholds."""
+        if match is None:
+            return False
+        minimum, minimum_detail = self.thresholds(match)
+        return match.similarity >= minimum and match.detail >= minimum_detail
 
     @staticmethod
     def _run_extra(check: ImageCheck, pil: Image.Image) -> list[Decision]:

@@ -170,6 +170,34 @@ def test_index_round_trips_through_json_and_folder(tmp_path):
     assert NearCopyIndex.load(tmp_path / "elsewhere") is None  # a checkpoint without an index
 
 
+@pytest.mark.parametrize("kind", ["greyscale", "greyscale + crop 8% + jpeg q70"])
+def test_copies_drained_of_colour_are_caught_in_grey(kind):
+    """The colour search cancels brightness and tint (per-channel offsets and scales) but not the
+    loss of colour; the search in grey finds such copies, and only because the image is far less
+    colourful than its match (a colourful image is never judged in grey)."""
+    never = {**POLICY.config["near_copy"], "min_luminance_similarity": 2.0}
+    colour_only = OutputPolicy({**POLICY.config, "near_copy": never}, "the search in grey switched off")
+    rng = np.random.default_rng(3)
+    caught = by_colour_alone = 0
+    for name, image in TRAINING[:8]:
+        edited = EDITS[kind](image, rng)
+        decision = next((d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"), None)
+        caught += decision is not None and decision.evidence["training_item"] == name
+        by_colour_alone += colour_only.check_image(edited, INDEX).denied
+    assert caught >= 6 and by_colour_alone < caught, (caught, by_colour_alone)
+
+
+def test_a_colourful_image_is_never_judged_in_grey():
+    """Drawings that differ by colour alone look alike in grey; an image as colourful as the
+    training image it resembles in grey is left to the colour search."""
+    name, image = TRAINING[4]
+    recoloured = Image.fromarray(np.asarray(image)[:, :, ::-1])  # the channels swapped: as colourful
+    assert INDEX.nearest_luminance_many([recoloured]) == [None]
+    greyscale = EDITS["greyscale"](image, None)
+    match = INDEX.nearest_luminance_many([greyscale])[0]
+    assert match is not None and match.name == name and match.compared == "luminance"
+
+
 @pytest.mark.parametrize("content", [
     "not json", json.dumps({"format": "something-else"}), json.dumps([1, 2]),
     json.dumps({**INDEX.to_json(), "count": 3}), json.dumps({**INDEX.to_json(), "thumbnails": "@@@"}),
