@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import unicodedata
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth import signals as auth_signals
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
@@ -86,12 +88,36 @@ def page_throttle_wait(request: HttpRequest, scope: str) -> int:
 #   failed themselves within the window are refused, so an attacker with many addresses gets one
 #   guess per address, and the owner, typing the right password from a clean address, gets in.
 #
-# Usernames count as the log-in form would see them typed: case and surrounding spaces ignored.
+# Usernames count as authentication resolves them (``login_username``): the log-in form strips and
+# NFKC-normalises what was typed before the password check, so "ｅｄｉｔｏｒ" (fullwidth) signs in as
+# "editor" and must count as "editor", or every look-alike spelling is another five guesses. Case is
+# folded as well, although the default user lookup is case-sensitive: a coarser bucket can only put
+# two names under one lock, never split one account's failures across two.
 
 def _client_address(request: HttpRequest) -> str:
     # REMOTE_ADDR only: X-Forwarded-For is the client's to forge unless a proxy the operator trusts
     # rewrites it (then the proxy should set REMOTE_ADDR, e.g. gunicorn --forwarded-allow-ips).
     return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def login_username(typed: str | None) -> str:
+    """The name the log-in counters use for ``typed``: stripped and NFKC-normalised as Django's
+    log-in form (``UsernameField``) and ``AbstractBaseUser.normalize_username`` do, then case-folded.
+
+    The same for the raw POST (checked before the form runs) and for the form's already normalised
+    name (``user_login_failed``), so both sides count in one bucket."""
+    name = (typed or "").strip()
+    limit = _username_max_length()
+    if len(name) > limit:
+        # The form refuses it before any password check (and skips the normalisation, slow on some
+        # platforms for a long text): it can sign in as nobody.
+        return name[:limit]
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold()).strip()
+
+
+def _username_max_length() -> int:
+    model = get_user_model()
+    return model._meta.get_field(model.USERNAME_FIELD).max_length or 254  # as AuthenticationForm
 
 
 def _digest(text: str) -> str:
@@ -111,7 +137,7 @@ def _counters(request: HttpRequest, username: str | None) -> dict[str, _Counter]
     window = app_settings.ADMIN_LOGIN_WINDOW_SECONDS
     counters = {"address": _Counter(f"stackgan:login-failures:addr:{_digest(address)}",
                                     app_settings.ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS, window)}
-    name = (username or "").strip().lower()[:150]
+    name = login_username(username)
     if name:
         counters["pair"] = _Counter(f"stackgan:login-failures:pair:{_digest(name + chr(0) + address)}",
                                     app_settings.ADMIN_LOGIN_MAX_FAILURES, window)

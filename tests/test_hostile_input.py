@@ -453,6 +453,24 @@ def test_admin_login_locks_the_failing_client_not_the_account(db, users, setting
     assert login("203.0.113.9", "editor", "pw-editor-1") == 302
 
 
+def test_admin_login_counts_a_username_as_authentication_resolves_it(db, users, settings):
+    """The log-in form normalises usernames with NFKC before the password check, so the fullwidth
+    and mathematical-bold spellings of "editor" sign in as editor: they must count, and be locked,
+    as editor too, or each spelling is five more guesses."""
+    spellings = ["\uff45\uff44\uff49\uff54\uff4f\uff52", "\U0001d41e\U0001d41d\U0001d422\U0001d42d\U0001d428\U0001d42b"]
+    assert login("198.51.100.2", spellings[0], "pw-editor-1") == 302  # the premise: it is editor's name
+    for _ in range(5):
+        assert login("203.0.113.30", "editor", "guess") == 200
+    for spelling in spellings:
+        assert login("203.0.113.30", spelling, "guess") == 429
+        assert login("203.0.113.30", spelling, "pw-editor-1") == 429
+    # And the other way round: failures under a look-alike spelling lock the plain name.
+    for _ in range(5):
+        assert login("203.0.113.31", spellings[1], "guess") == 200
+    assert login("203.0.113.31", "editor", "pw-editor-1") == 429
+    assert login("198.51.100.3", "editor", "pw-editor-1") == 302  # the owner, elsewhere, unaffected
+
+
 def test_admin_login_limits_an_address_trying_many_usernames(db, users, settings):
     settings.STACKGAN = {**settings.STACKGAN, "ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS": 4}
     for name in ("alice", "bob", "carol", "dave"):
