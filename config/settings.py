@@ -58,6 +58,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["stackgan_django.throttling.ApiKeyScopeThrottle"],
     "EXCEPTION_HANDLER": "stackgan_django.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # How many reverse proxies of ours append to X-Forwarded-For in front of this server. 0: rate
+    # limits count by REMOTE_ADDR and ignore the header, which any client can write (DRF's default,
+    # None, trusts all of it).
+    "NUM_PROXIES": int(os.environ.get("DJANGO_TRUSTED_PROXIES", "0")),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "stackgan-django API", "VERSION": "1.0.0",
@@ -66,6 +70,8 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_INCLUDE_SCHEMA": False,
+    # The verify answer's "file": named for what it is rather than drf-spectacular's "FileEnum".
+    "ENUM_NAME_OVERRIDES": {"VerifiedFileEnum": "stackgan_django.services.verification.FILE_VERDICTS"},
     # Swagger UI from the installed sidecar package: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR",
 }

@@ -516,38 +516,60 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         self._apply(request, queryset, services.revoke_asset, "revoked")
 
 
+def _asset_name(asset: dict) -> str | None:
+    """How the page names the asset: its row for reviewers, its public id for editors (who see no
+    row ids), nothing when neither is disclosed."""
+    if asset.get("id"):
+        return f"#{asset['id']}"
+    return str(asset["public_id"]) if asset.get("public_id") else None
+
+
 def verify_verdict(report: dict) -> dict:
     """The first thing the verify page says: is this file an approved asset of ours?"""
     asset = report.get("asset")
     state = report.get("state")
+    name = _asset_name(asset) if asset else None
     if asset and asset.get("state") == "unconfirmed":
         # A mark of ours on another picture (services.verification): never headline it as the asset.
         return {"css": "rejected", "headline": "NOT an approved asset: it carries a mark of ours, but its picture "
                                                "is not the asset's.",
                 "detail": asset.get("message", "") + " Do not publish it."}
-    if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted" and asset.get("exact_file"):
-        return {"css": "approved", "headline": f"Approved asset #{asset['id']} of ours, unaltered.",
-                "detail": "It may be published under the asset's terms."}
+    if asset and asset.get("state") == Asset.State.APPROVED and asset.get("exact_file"):
+        if state == "Trusted":
+            return {"css": "approved", "headline": f"Approved asset {name} of ours, unaltered.",
+                    "detail": "It may be published under the asset's terms."}
+        return {"css": "pending", "headline": f"Approved asset {name} of ours, but this file's provenance is {state}.",
+                "detail": "It is byte for byte the file we approved (found by its hash), yet its manifest no longer "
+                          "verifies against our trust anchors; check the signing configuration."}
     if asset and asset.get("state") == Asset.State.APPROVED and state == "Trusted":
         # Found by the watermark alone, yet a trusted signature: not ours (our signature on the
         # approved pixels is the approved file, found by its hash), but another certificate our
         # anchors vouch for, over pixels that are only near the asset's (an edit the picture check
         # does not see, such as a line of text, can be among them).
         return {"css": "pending", "headline": f"NOT the file we approved: it carries the mark of our approved asset "
-                                              f"#{asset['id']}, but another signer's manifest.",
+                                              f"{name}, but another signer's manifest.",
                 "detail": "Its picture is close to the asset's, yet it was changed and signed again after we approved it; "
                           "compare it with the approved file before using it."}
     if asset and asset.get("state") == Asset.State.APPROVED:
-        return {"css": "pending", "headline": f"Approved asset #{asset['id']} of ours, but this copy's provenance is {state}.",
-                "detail": "The file was found by its " + asset["found_by"] + "; it may have been re-encoded or altered."}
+        # Found by the watermark (and the picture check): it says where the pixels came from, not
+        # that nothing was added to them, so the asset's approval is never this file's.
+        return {"css": "pending", "headline": f"A copy derived from approved asset {name}; this file itself is not the "
+                                              "approved file and carries no valid provenance.",
+                "detail": f"Found by its watermark; its provenance is {state}. It may have been re-encoded or altered "
+                          "(text or marks drawn on it): compare it with the approved file, and publish that instead."}
     if asset and asset.get("state") == Asset.State.REVOKED:
-        return {"css": "rejected", "headline": f"NOT approved: our asset #{asset['id'] or asset['public_id']} was revoked.",
+        revoked = f"our asset {name}" if name else "the asset of ours it comes from"
+        return {"css": "rejected", "headline": f"NOT approved: {revoked} was revoked.",
                 "detail": f"Revoked {asset.get('revoked_at') or ''}: {asset.get('reason') or 'no reason recorded'}. "
                           "Do not publish it."}
-    if asset:
+    if asset and name:
         label = Asset.State(asset["state"]).label.lower() if asset.get("state") in Asset.State.values else asset.get("state")
-        return {"css": "rejected", "headline": f"NOT approved: our asset #{asset['id']} is {label}.",
+        return {"css": "rejected", "headline": f"NOT approved: our asset {name} is {label}.",
                 "detail": "Do not publish it."}
+    if asset:
+        # Editors are not told which unapproved asset, nor its state (services.verification).
+        return {"css": "rejected", "headline": "NOT approved: the file comes from an asset of ours that is not approved.",
+                "detail": "Which asset, and why, only reviewers see. Do not publish it."}
     return {"css": "none", "headline": "Not one of our assets.",
             "detail": "No asset of ours matches this file by hash or by watermark."}
 

@@ -574,6 +574,16 @@ class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixi
 
 # -- verification -----------------------------------------------------------------------------------
 
+FILE_HELP = ("What this file is, apart from the state of the asset it came from: `approved file` (byte for byte a "
+             "file of an approved asset: the only one that may be published as the asset), `derived copy` (found "
+             "by the watermark of an approved asset, but not its file: re-encoded, resized or altered, with no "
+             "provenance of ours), `not approved` (the file or a copy of an asset that is not approved), "
+             "`unconfirmed` (a mark of ours on a picture that is not the asset's), `not ours`.")
+ASSET_HELP = ("The asset of ours the file comes from (null: none). `asset.state` is the asset's state, not this "
+              "file's: a derived copy names the approved asset it came from (see `file`). Also `public_id`, "
+              "`found_by` (`file hash` or `watermark`), `exact_file`; `id` and `request_id` for reviewers only.")
+
+
 class VerifySerializer(serializers.Serializer):
     file = serializers.FileField(help_text="PNG, JPEG or WebP; size and pixel limits in the 413 answer")
 
@@ -595,8 +605,13 @@ class VerifyView(APIView):
     @extend_schema(summary="Is this file ours, approved, unaltered?",
                    request={"multipart/form-data": VerifySerializer},
                    responses=responses({200: OpenApiResponse(inline_serializer("VerificationReport", fields={
-                       "state": serializers.CharField(), "message": serializers.CharField(),
-                       "sha256": serializers.CharField(), "asset": serializers.DictField(allow_null=True),
+                       "state": serializers.CharField(help_text="C2PA validation of the file's manifest: Trusted, "
+                                                                "Valid, Invalid, No manifest, Not an image"),
+                       "message": serializers.CharField(),
+                       "sha256": serializers.CharField(),
+                       "file": serializers.ChoiceField(choices=services.FILE_VERDICTS, help_text=FILE_HELP),
+                       "file_message": serializers.CharField(help_text="What `file` means for this file, in a sentence."),
+                       "asset": serializers.DictField(allow_null=True, help_text=ASSET_HELP),
                        "watermark": serializers.DictField(), "manifests": serializers.ListField(child=serializers.DictField()),
                    }))}, 400, 413, 415))
     def post(self, request) -> Response:

@@ -125,9 +125,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_JSON_DEPTH": 20,
     "VERIFY_MAX_BYTES": 20 * 1024 * 1024,
     "VERIFY_MAX_PIXELS": MAX_CHECKED_PIXELS,  # the same as `python -m policies check-image`
-    # PNG chunks, or JPEG segments (and stray bytes) before the first scan, that an upload may hold:
-    # each costs a step of Python in Pillow and of the C2PA parser, so 20 MB of empty chunks was
-    # 20 s of CPU. A 20 MB PNG written in libpng's 8 KB chunks has about 2,600.
+    # PNG or WebP chunks, or JPEG segments (and stray bytes) before the first scan, that an upload
+    # may hold: each costs a step of Python in Pillow or of the C2PA parser, so 20 MB of empty chunks
+    # was 20 s of CPU. A 20 MB PNG written in libpng's 8 KB chunks has about 2,600.
     "VERIFY_MAX_SEGMENTS": 20_000,
     # The largest request body any page takes, from its Content-Length, before anything reads it
     # (stackgan_django.input_limits.RequestBodyLimitMiddleware): Django spools uploads to disk with no

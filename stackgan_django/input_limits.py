@@ -118,11 +118,17 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}
 
 
+def is_webp(head: bytes) -> bool:
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+
+
 def container_steps(data: bytes, stop_above: int) -> int:
-    """How many chunks a PNG holds, or how many segments and stray bytes a JPEG holds before its
-    first scan: the steps Pillow's parsers (in Python) and the C2PA reader walk one by one. Stops
-    counting once past ``stop_above``, so counting costs at most that many steps too. 0 for
-    anything else."""
+    """How many chunks a PNG or a WebP holds, or how many segments and stray bytes a JPEG holds
+    before its first scan: the steps Pillow's parsers (in Python) and the C2PA reader walk one by
+    one. Stops counting once past ``stop_above``, so counting costs at most that many steps too. 0
+    for anything else. Raises ImageRefused for a WebP whose sizes do not fit the file."""
+    if is_webp(data):
+        return _riff_chunks(data, stop_above)
     steps = 0
     if data.startswith(PNG_SIGNATURE):
         position = len(PNG_SIGNATURE)
@@ -151,6 +157,34 @@ def container_steps(data: bytes, stop_above: int) -> int:
     return steps
 
 
+def _riff_chunks(data: bytes, stop_above: int) -> int:
+    """The chunks of a RIFF (WebP) file, those inside LIST chunks too, from their 8-byte headers
+    alone: payloads are skipped, never read. Each size is checked against what holds it, since the
+    C2PA reader seeks by them and libwebp, which reads only the chunks it knows, would not notice."""
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if declared != len(data):
+        raise ImageRefused(f"The WebP file's RIFF header declares {declared} bytes, but the file has {len(data)}.")
+    steps = 0
+    containers = [(12, len(data))]  # (first chunk, end) of the file's body and of each LIST
+    while containers:
+        position, end = containers.pop()
+        while position < end:
+            if steps > stop_above:
+                return steps
+            if position + 8 > end:
+                raise ImageRefused(f"The WebP file ends inside a chunk header at byte {position}.")
+            size = int.from_bytes(data[position + 4:position + 8], "little")
+            payload = position + 8
+            if payload + size > end:
+                raise ImageRefused(f"A chunk of the WebP file at byte {position} declares {size} bytes, more than "
+                                   "the file holds.")
+            steps += 1
+            if data[position:position + 4] == b"LIST" and size >= 4:
+                containers.append((payload + 4, payload + size))  # after the list's own type
+            position = payload + size + (size & 1)  # chunks start on even offsets
+    return steps
+
+
 def check_image_header(upload: Any) -> ImageHeader:
     """Format and dimensions from the header only (Pillow's ``open`` is lazy): a 17 KB PNG declaring
     12,000 x 12,000 pixels is refused here, in microseconds, before any decompression."""
@@ -164,13 +198,14 @@ def check_image_header(upload: Any) -> ImageHeader:
     if not head:
         raise ImageRefused("The file is empty.")
     max_steps = app_settings.VERIFY_MAX_SEGMENTS
-    if head.startswith((PNG_SIGNATURE, b"\xff\xd8")):
-        # Before Pillow reads the header: its own header parser walks these one by one.
+    if head.startswith((PNG_SIGNATURE, b"\xff\xd8")) or is_webp(head):
+        # Before Pillow reads the header: its own header parser (and the C2PA reader, for all three)
+        # walks these one by one.
         data = upload.read(max_bytes + 1) if hasattr(upload, "read") else bytes(upload)
         if hasattr(upload, "seek"):
             upload.seek(0)
         if container_steps(data, max_steps) > max_steps:
-            kind = "chunks" if head.startswith(PNG_SIGNATURE) else "segments before its image data"
+            kind = "segments before its image data" if head.startswith(b"\xff\xd8") else "chunks"
             raise ImageRefused(f"The file holds more than {max_steps} {kind}; no image we made or a camera "
                                "writes holds that many.")
     source = upload if hasattr(upload, "read") else io.BytesIO(upload)

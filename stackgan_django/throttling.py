@@ -5,18 +5,44 @@ admin log-ins."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
+import unicodedata
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth import signals as auth_signals
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from stackgan_django.conf import app_settings
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address, for every rate limit (the API's and the admin log-in's).
+
+    REMOTE_ADDR, unless REST_FRAMEWORK["NUM_PROXIES"] (DJANGO_TRUSTED_PROXIES) says that many proxies
+    of ours stand in front: then the X-Forwarded-For hop the outermost of them appended. Anything
+    else in that header is the client's to write, and DRF, left to itself (NUM_PROXIES None), would
+    take all of it: a forged address per request was a fresh allowance per request."""
+    remote = request.META.get("REMOTE_ADDR") or "unknown"
+    proxies = api_settings.NUM_PROXIES or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if proxies <= 0 or not forwarded:
+        return remote
+    hops = forwarded.split(",")
+    hop = hops[-min(proxies, len(hops))].strip()  # as DRF reads it
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        # Not what a proxy writes: a misconfigured chain, the text the client's. Count it as the
+        # proxy's own rather than as a new client per text.
+        return remote
 
 
 class ApiKeyScopeThrottle(SimpleRateThrottle):
@@ -45,6 +71,9 @@ class ApiKeyScopeThrottle(SimpleRateThrottle):
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
+
+    def get_ident(self, request) -> str:
+        return client_address(request)
 
     def get_cache_key(self, request, view) -> str:
         from stackgan_django.models import ApiKey
@@ -86,12 +115,30 @@ def page_throttle_wait(request: HttpRequest, scope: str) -> int:
 #   failed themselves within the window are refused, so an attacker with many addresses gets one
 #   guess per address, and the owner, typing the right password from a clean address, gets in.
 #
-# Usernames count as the log-in form would see them typed: case and surrounding spaces ignored.
+# Usernames count as authentication resolves them (``login_username``): the log-in form strips and
+# NFKC-normalises what was typed before the password check, so "ｅｄｉｔｏｒ" (fullwidth) signs in as
+# "editor" and must count as "editor", or every look-alike spelling is another five guesses. Case is
+# folded as well, although the default user lookup is case-sensitive: a coarser bucket can only put
+# two names under one lock, never split one account's failures across two.
 
-def _client_address(request: HttpRequest) -> str:
-    # REMOTE_ADDR only: X-Forwarded-For is the client's to forge unless a proxy the operator trusts
-    # rewrites it (then the proxy should set REMOTE_ADDR, e.g. gunicorn --forwarded-allow-ips).
-    return request.META.get("REMOTE_ADDR") or "unknown"
+def login_username(typed: str | None) -> str:
+    """The name the log-in counters use for ``typed``: stripped and NFKC-normalised as Django's
+    log-in form (``UsernameField``) and ``AbstractBaseUser.normalize_username`` do, then case-folded.
+
+    The same for the raw POST (checked before the form runs) and for the form's already normalised
+    name (``user_login_failed``), so both sides count in one bucket."""
+    name = (typed or "").strip()
+    limit = _username_max_length()
+    if len(name) > limit:
+        # The form refuses it before any password check (and skips the normalisation, slow on some
+        # platforms for a long text): it can sign in as nobody.
+        return name[:limit]
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold()).strip()
+
+
+def _username_max_length() -> int:
+    model = get_user_model()
+    return model._meta.get_field(model.USERNAME_FIELD).max_length or 254  # as AuthenticationForm
 
 
 def _digest(text: str) -> str:
@@ -107,11 +154,11 @@ class _Counter:
 
 
 def _counters(request: HttpRequest, username: str | None) -> dict[str, _Counter]:
-    address = _client_address(request)
+    address = client_address(request)
     window = app_settings.ADMIN_LOGIN_WINDOW_SECONDS
     counters = {"address": _Counter(f"stackgan:login-failures:addr:{_digest(address)}",
                                     app_settings.ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS, window)}
-    name = (username or "").strip().lower()[:150]
+    name = login_username(username)
     if name:
         counters["pair"] = _Counter(f"stackgan:login-failures:pair:{_digest(name + chr(0) + address)}",
                                     app_settings.ADMIN_LOGIN_MAX_FAILURES, window)

@@ -180,8 +180,27 @@ def many_segments_jpeg(count: int, segment: bytes = b"\xff\xfe\x00\x02") -> byte
     return real.getvalue()[:2] + segment * count + real.getvalue()[2:]
 
 
+def riff_chunk(kind: bytes, data: bytes) -> bytes:
+    return kind + struct.pack("<I", len(data)) + data + b"\x00" * (len(data) & 1)
+
+
+def webp(extra: bytes = b"", **options) -> bytes:
+    """A small valid WebP with ``extra`` (whole RIFF chunks) after its own, the RIFF size fixed up."""
+    real = io.BytesIO()
+    Image.new("RGB", (8, 8), (20, 120, 200)).save(real, format="WEBP", **options)
+    body = real.getvalue()[12:] + extra
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def many_chunks_webp(count: int) -> bytes:
+    """The probe's file: ``count`` empty JUNK chunks (8 bytes each) after the image."""
+    return webp(riff_chunk(b"JUNK", b"") * count)
+
+
 @pytest.mark.parametrize("data", [many_chunks_png(30_000), many_segments_jpeg(30_000),
-                                  many_segments_jpeg(30_000, b"\xff\x00")], ids=["png", "jpeg", "jpeg-padding"])
+                                  many_segments_jpeg(30_000, b"\xff\x00"), many_chunks_webp(30_000),
+                                  webp(riff_chunk(b"LIST", b"INFO" + riff_chunk(b"JUNK", b"") * 30_000))],
+                         ids=["png", "jpeg", "jpeg-padding", "webp", "webp-list"])
 def test_an_upload_of_countless_empty_chunks_is_refused_before_parsing(db, client_with_all_scopes, monkeypatch, data):
     """Each chunk or segment is a step of Python in Pillow's header parser and of the C2PA reader:
     20 MB of them cost 20 s of CPU per upload (30 uploads a minute per key). Refused by count, before
@@ -195,9 +214,30 @@ def test_an_upload_of_countless_empty_chunks_is_refused_before_parsing(db, clien
 
 
 def test_files_with_a_few_chunks_are_still_verified(db, client_with_all_scopes):
-    for data in (many_chunks_png(100), many_segments_jpeg(100)):
+    for data in (many_chunks_png(100), many_segments_jpeg(100), webp(), many_chunks_webp(100),
+                 webp(xmp=b"<x/>", exif=b"Exif\x00\x00abc"), webp(riff_chunk(b"JUNK", b"odd"))):
         response = verify(client_with_all_scopes, data)
-        assert response.status_code == 200 and response.json()["state"] == "No manifest"
+        assert response.status_code == 200 and response.json()["state"] == "No manifest", response.content
+
+
+def test_a_webp_whose_sizes_disagree_with_the_file_is_refused(db, client_with_all_scopes, monkeypatch):
+    """The chunk walk trusts no size: a chunk running past the end, or a RIFF header declaring
+    another length than the file has, is malformed (the C2PA reader would seek past the end)."""
+    from stackgan_django import services
+
+    monkeypatch.setattr(services, "verify_file", lambda *args, **kwargs: pytest.fail("parsed"))
+    good = webp()
+    past_end = good + b"JUNK" + struct.pack("<I", 1_000_000)
+    past_end = past_end[:4] + struct.pack("<I", len(past_end) - 8) + past_end[8:]
+    cases = {
+        "past the end": past_end,
+        "declares": good[:4] + struct.pack("<I", len(good)) + good[8:],  # 8 bytes more than it has
+        "trailing": good + b"\x00\x00\x00",  # RIFF size right for the image, bytes after it
+    }
+    for name, data in cases.items():
+        response = verify(client_with_all_scopes, data, "upload.webp")
+        assert response.status_code == 400, (name, response.content)
+        assert "WebP" in response.json()["file"][0], (name, response.content)
 
 
 def test_an_upload_over_the_size_limit_is_413(db, client_with_all_scopes, settings):
@@ -451,6 +491,24 @@ def test_admin_login_locks_the_failing_client_not_the_account(db, users, setting
     assert login("198.51.100.1", "reviewer", "pw-reviewer-1") == 302
     # The failing address may still sign in as someone it has not been failing for.
     assert login("203.0.113.9", "editor", "pw-editor-1") == 302
+
+
+def test_admin_login_counts_a_username_as_authentication_resolves_it(db, users, settings):
+    """The log-in form normalises usernames with NFKC before the password check, so the fullwidth
+    and mathematical-bold spellings of "editor" sign in as editor: they must count, and be locked,
+    as editor too, or each spelling is five more guesses."""
+    spellings = ["\uff45\uff44\uff49\uff54\uff4f\uff52", "\U0001d41e\U0001d41d\U0001d422\U0001d42d\U0001d428\U0001d42b"]
+    assert login("198.51.100.2", spellings[0], "pw-editor-1") == 302  # the premise: it is editor's name
+    for _ in range(5):
+        assert login("203.0.113.30", "editor", "guess") == 200
+    for spelling in spellings:
+        assert login("203.0.113.30", spelling, "guess") == 429
+        assert login("203.0.113.30", spelling, "pw-editor-1") == 429
+    # And the other way round: failures under a look-alike spelling lock the plain name.
+    for _ in range(5):
+        assert login("203.0.113.31", spellings[1], "guess") == 200
+    assert login("203.0.113.31", "editor", "pw-editor-1") == 429
+    assert login("198.51.100.3", "editor", "pw-editor-1") == 302  # the owner, elsewhere, unaffected
 
 
 def test_admin_login_limits_an_address_trying_many_usernames(db, users, settings):

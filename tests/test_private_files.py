@@ -222,6 +222,50 @@ def test_signed_urls_count_under_the_files_rate_per_address(db, active_model, no
     assert APIClient(REMOTE_ADDR="192.0.2.11").get(signed).status_code == 200  # another address
 
 
+def test_a_forged_x_forwarded_for_does_not_escape_the_rate_limit(db, active_model, no_broker, users, settings):
+    """DRF takes the client's address from X-Forwarded-For unless NUM_PROXIES is set: a new forged
+    address per request was a fresh allowance each time. Without trusted proxies the header is ignored."""
+    asset = make_assets(users[0], 1)[0]
+    services.approve_asset(asset.pk, users[1])
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"files": "2/minute"}}
+    signed = f"/api/v1/files/{signed_url_token(Asset.objects.get(pk=asset.pk))}/"
+    browser = APIClient(REMOTE_ADDR="192.0.2.30")
+    codes = [browser.head(signed, HTTP_X_FORWARDED_FOR=f"10.0.{i}.1").status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_behind_a_trusted_proxy_its_last_x_forwarded_for_hop_is_the_client(db, active_model, no_broker, users,
+                                                                           settings):
+    """DJANGO_TRUSTED_PROXIES=1 (REST_FRAMEWORK["NUM_PROXIES"]): every request comes from the proxy,
+    which appends the address it saw; what the client wrote before that is still forged."""
+    asset = make_assets(users[0], 1)[0]
+    services.approve_asset(asset.pk, users[1])
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"files": "2/minute"}}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    signed = f"/api/v1/files/{signed_url_token(Asset.objects.get(pk=asset.pk))}/"
+    proxy = APIClient(REMOTE_ADDR="10.9.9.9")
+    codes = [proxy.head(signed, HTTP_X_FORWARDED_FOR=f"10.0.{i}.1, 198.51.100.40").status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+    assert proxy.head(signed, HTTP_X_FORWARDED_FOR="198.51.100.41").status_code == 200  # another client
+    # A hop that is not an address is no client's: it counts as the proxy's own.
+    assert [proxy.head(signed, HTTP_X_FORWARDED_FOR=f"junk-{i}").status_code for i in range(3)] == [200, 200, 429]
+
+
+def test_the_admin_log_in_lock_ignores_a_forged_x_forwarded_for(db, users, settings):
+    settings.STACKGAN = {**settings.STACKGAN, "ADMIN_LOGIN_MAX_FAILURES": 2}
+    client = Client(REMOTE_ADDR="203.0.113.50")
+    for i in range(2):
+        client.post("/admin/login/", {"username": "editor", "password": "guess"}, HTTP_X_FORWARDED_FOR=f"10.2.{i}.1")
+    response = client.post("/admin/login/", {"username": "editor", "password": "pw-editor-1"},
+                           HTTP_X_FORWARDED_FOR="10.2.9.1")
+    assert response.status_code == 429
+    # Behind one trusted proxy, the hop it appended is the client (the same helper as the API's).
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    response = client.post("/admin/login/", {"username": "editor", "password": "pw-editor-1"},
+                           HTTP_X_FORWARDED_FOR="203.0.113.50, 198.51.100.60")
+    assert response.status_code == 302
+
+
 def test_checks_survive_broken_settings(settings):
     """A typo in STACKGAN is reported once (E001) by `check`, including `check --deploy`, never a crash."""
     from django.core.checks import run_checks

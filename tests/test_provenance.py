@@ -231,6 +231,7 @@ def test_verify_command(generated_asset, tmp_path):
     text = out.getvalue()
     assert "provenance: Trusted" in text and "c2pa.created (trainedAlgorithmicMedia)" in text
     assert f"asset: #{generated_asset.pk}" in text
+    assert "file: not approved" in text  # the file's own verdict, beside the asset's state
     (tmp_path / "b.txt").write_text("nope")
     with pytest.raises(CommandError, match="Not an image"):
         call_command("verify", str(tmp_path / "b.txt"), stdout=io.StringIO())
@@ -375,3 +376,81 @@ def test_an_altered_copy_signed_by_another_trusted_signer_is_not_reported_unalte
     # The approved file itself still reads as the approved asset, unaltered.
     with asset.approved_file.open("rb") as handle:
         assert "unaltered" in verify_verdict(services.verify_file(handle.read()))["headline"]
+
+
+def fake_news(data: bytes) -> bytes:
+    """The probe's alteration of an approved file: a caption and a box drawn on it, saved as JPEG q90.
+    The watermark and the 16x16 picture check both survive it."""
+    from PIL import ImageDraw
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 8), "FAKE NEWS", fill=(255, 0, 0))
+    draw.rectangle((150, 180, 200, 210), outline=(255, 0, 0), width=2)
+    return encoded(image, "JPEG", quality=90)
+
+
+def test_an_altered_copy_of_an_approved_file_is_a_derived_copy_not_the_approved_file(generated_asset, users,
+                                                                                    api_key_for):
+    """The watermark says which asset the pixels came from, not that this file is the approved one:
+    the answer's ``file`` says what the file is; ``asset.state`` stays the asset's own state."""
+    from django.test import Client
+
+    editor, reviewer = users
+    asset = services.approve_asset(generated_asset.pk, reviewer, note="ok")
+    with asset.approved_file.open("rb") as handle:
+        approved = handle.read()
+    altered = fake_news(approved)
+    client = api_key_for(editor, "verify")
+
+    def api_verify(data):
+        upload = io.BytesIO(data)
+        upload.name = "copy.jpg"
+        response = client.post("/api/v1/verify/", {"file": upload}, format="multipart")
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    report = api_verify(altered)
+    assert report["asset"]["state"] == "approved" and report["asset"]["found_by"] == "watermark"  # the asset's state
+    assert report["asset"]["public_id"] == str(asset.public_id) and report["asset"]["exact_file"] is False
+    assert report["file"] == "derived copy"
+    assert "not the approved file" in report["file_message"] and str(asset.public_id) in report["file_message"]
+    assert api_verify(approved)["file"] == "approved file"
+    assert api_verify(encoded(picture(9)))["file"] == "not ours"
+    # The page says it first, for the editor (who sees no row ids) as for the reviewer.
+    for user in (editor, reviewer):
+        page = Client()
+        page.force_login(user)
+        upload = io.BytesIO(altered)
+        upload.name = "copy.jpg"
+        body = page.post("/admin/stackgan_django/asset/verify/", {"file": upload}).content.decode()
+        headline = body.split("<h2>", 1)[1].split("</h2>", 1)[0]
+        assert "a copy derived from approved asset" in headline.lower(), headline
+        assert "not the approved file" in headline and "no valid provenance" in headline, headline
+        assert not headline.startswith("Approved asset") and "None" not in headline, headline
+
+
+def test_the_verify_page_never_names_an_asset_none(generated_asset, users):
+    """Editors see no row ids (nor anything about assets nobody has approved): the page names what
+    it may, and never prints "#None"."""
+    from django.test import Client
+
+    from stackgan_django.admin import verify_verdict
+
+    editor, reviewer = users
+    pending = file_bytes(generated_asset)
+    editor_view = services.verify_file(pending, disclose_unapproved=False)
+    assert editor_view["asset"]["state"] == "not disclosed" and editor_view["file"] == "not approved"
+    verdict = verify_verdict(editor_view)
+    assert "None" not in verdict["headline"] and "not approved" in verdict["headline"].lower(), verdict
+    page = Client()
+    page.force_login(editor)
+    upload = io.BytesIO(pending)
+    upload.name = "pending.png"
+    body = page.post("/admin/stackgan_django/asset/verify/", {"file": upload}).content.decode()
+    assert "#None" not in body and "NOT approved" in body
+    asset = services.approve_asset(generated_asset.pk, reviewer, note="ok")
+    with asset.approved_file.open("rb") as handle:
+        verdict = verify_verdict(services.verify_file(handle.read(), disclose_unapproved=False))
+    assert "unaltered" in verdict["headline"] and "None" not in verdict["headline"], verdict
+    assert str(asset.public_id) in verdict["headline"]

@@ -31,6 +31,12 @@ def test_openapi_documents_bounds_and_status_codes(db, users, api_key_for):
     assert body["caption"]["maxLength"] == 1000 and "pattern" in body["caption"]
     assert set(schema["paths"]["/api/v1/assets/{id}/file/"]["get"]["responses"]) >= {"200", "304", "404", "410", "412"}
     assert "ApiKey" in schema["components"]["securitySchemes"]
+    # What a verified file is, apart from its asset's state (a copy of an approved asset is not it).
+    report = schema["components"]["schemas"]["VerificationReport"]
+    file_enum = next(s for s in schema["components"]["schemas"].values() if "derived copy" in s.get("enum", []))
+    assert set(file_enum["enum"]) == {"approved file", "derived copy", "not approved", "unconfirmed", "not ours"}
+    assert {"file", "file_message"} <= set(report["required"])
+    assert "not this file's" in report["properties"]["asset"]["description"]
 
 
 def test_swagger_ui_is_served_without_a_cdn(db, users, client):

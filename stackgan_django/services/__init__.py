@@ -37,7 +37,7 @@ from stackgan_django.services.submission import (
     submit_request,
     validate_submission,
 )
-from stackgan_django.services.verification import verify_file
+from stackgan_django.services.verification import FILE_VERDICTS, verify_file
 from stackgan_django.services.webhooks import DELIVER_WEBHOOK_TASK, DeliveryOutcome, deliver_webhook, queue_webhooks
 from stackgan_django.services.worker import (
     GeneratedOutput,
@@ -69,7 +69,7 @@ __all__ = [
     "check_usage", "clean_caption", "defer_request", "enqueue", "fail_request", "finish_request", "group_images_today",
     "images_requested_today", "delete_model_version", "model_lineage", "near_copy_index", "new_mark_id", "process_request", "register_model_version",
     "reject_asset", "render_and_check", "retry_request", "revoke_asset", "stamp_output", "start_request", "submit_request",
-    "sweep_stale_requests", "validate_submission", "verify_file",
+    "sweep_stale_requests", "validate_submission", "verify_file", "FILE_VERDICTS",
     # reliability (issue 13)
     "MAINTENANCE_TASK", "LeaseKeeper", "LeaseLost", "StorageReport", "asset_file_name", "check_storage", "delete_orphans",
     "queue_depth", "recover_lapsed_leases", "remove_unowned_files", "run_maintenance", "send_pending_requests",

@@ -24,6 +24,15 @@ logger = logging.getLogger(__name__)
 THUMBNAIL = 16
 SAME_PICTURE_RMSE = 10.0
 
+# What the file itself is (the report's "file"): the answer to "may I publish this file?", apart from
+# the state of the asset it came from ("asset.state"). Only the first is a yes.
+APPROVED_FILE = "approved file"  # byte for byte a file of an approved asset
+DERIVED_COPY = "derived copy"  # pixels of an approved asset, not its file: re-encoded, resized or altered
+NOT_APPROVED = "not approved"  # the file, or a copy, of an asset that is not approved (or not disclosed)
+UNCONFIRMED = "unconfirmed"  # a mark of ours on a picture that is not the asset's
+NOT_OURS = "not ours"
+FILE_VERDICTS = (APPROVED_FILE, DERIVED_COPY, NOT_APPROVED, UNCONFIRMED, NOT_OURS)
+
 UNCONFIRMED_MESSAGE = ("The file carries a watermark of ours, but its picture does not match the asset the mark "
                        "belongs to: the mark may have been copied onto another image. It is not an approved asset.")
 
@@ -61,7 +70,11 @@ def verify_file(data: bytes, disclose_unapproved: bool = True) -> dict[str, Any]
 
     A file found only by its watermark is the asset only if its picture matches the asset's: the
     mark is a noise pattern anyone can estimate from an approved file and add to another picture.
-    Otherwise the asset is reported with state "unconfirmed" and no id for anyone but reviewers."""
+    Otherwise the asset is reported with state "unconfirmed" and no id for anyone but reviewers.
+
+    ``asset.state`` is the asset's state, not the file's: a re-encoded or altered copy of an
+    approved asset names the approved asset. What the file itself is, is ``file`` (FILE_VERDICTS)
+    with ``file_message``: only "approved file" (found by its hash) is the file we approved."""
     from stackgan_django import provenance
 
     report = provenance.verify_bytes(data).to_dict()
@@ -90,8 +103,32 @@ def verify_file(data: bytes, disclose_unapproved: bool = True) -> dict[str, Any]
             # Internal row ids say how many assets exist; clients know assets by their public id.
             match = {**match, "id": None, "request_id": None}
     report["asset"] = match
+    report["file"], report["file_message"] = file_verdict(match, report["state"])
     report["sha256"] = digest
     return report
+
+
+def file_verdict(match: dict[str, Any] | None, provenance_state: str) -> tuple[str, str]:
+    """What the file is (one of FILE_VERDICTS) and a sentence saying so.
+
+    The watermark, and the picture check after it, say which asset the pixels came from; they
+    cannot say that nothing was added (a caption, a box drawn on the picture survives both). Only
+    the file we approved, found by its hash, is the approved asset; anything else found by its mark
+    is a copy derived from it, whatever its manifest (ours signs only the files whose hashes we keep)."""
+    if match is None:
+        return NOT_OURS, "No asset of ours matches this file by hash or by watermark."
+    if match["state"] == UNCONFIRMED:
+        return UNCONFIRMED, UNCONFIRMED_MESSAGE
+    if match["state"] != Asset.State.APPROVED:
+        return NOT_APPROVED, "The file comes from an asset of ours that is not approved: do not publish it."
+    name = f"approved asset {match['public_id']}"
+    if match["exact_file"]:
+        return APPROVED_FILE, f"Byte for byte a file of {name}: it may be published under the asset's terms."
+    signed = ("it was signed again by another signer after we approved it" if provenance_state == "Trusted"
+              else f"it carries no valid provenance of ours (provenance: {provenance_state})")
+    return DERIVED_COPY, (f"A copy derived from {name}, found by its watermark: this file itself is not the approved "
+                          f"file, and {signed}. It may have been re-encoded or altered (text or marks drawn on it); "
+                          "use the approved file instead.")
 
 
 def _unconfirmed(match: dict[str, Any], disclose_unapproved: bool) -> dict[str, Any]:

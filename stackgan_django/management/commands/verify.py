@@ -53,4 +53,7 @@ def render_report(report: dict) -> str:
                  f" (confidence {mark.get('confidence')})")
     asset = report.get("asset")
     lines.append(f"asset: #{asset['id']} {asset['state']}, found by {asset['found_by']}" if asset else "asset: none of ours")
+    # The asset's state is not the file's: a copy found by its mark names the approved asset.
+    if report.get("file"):
+        lines.append(f"file: {report['file']} - {report['file_message']}")
     return "\n".join(lines)
