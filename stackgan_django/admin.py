@@ -21,7 +21,7 @@ from django.utils.text import smart_split
 from stackgan_django import services, views_editor
 from stackgan_django.access import REVIEW_ASSET, sees_every_request, visible_assets, visible_requests
 from stackgan_django.conf import app_settings
-from stackgan_django.files import can_see_unapproved
+from stackgan_django.files import can_see_unapproved, held_for_review
 from stackgan_django.input_limits import ImageRefused, check_image_header
 from stackgan_django.models import Asset, AuditEvent, GenerationRequest, ModelVersion, PolicyDecision, Review
 from stackgan_django.review_desk import (
@@ -333,6 +333,7 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         can_review = request.user.has_perm(REVIEW_ASSET)
         previous_id, next_id, pending_count, position = queue_neighbours(asset, self.get_queryset(request))
         training_rows, training_note = training_data_rows(asset.request.model_version)
+        image_url = self._image_url(request, asset)
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Asset {asset.pk}",
             "asset": asset, "gr": asset.request, "can_review": can_review and asset.state == Asset.State.PENDING_REVIEW,
@@ -345,7 +346,9 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
             "previous_id": previous_id, "next_id": next_id, "pending_count": pending_count, "position": position,
             "review_url": reverse("admin:stackgan_django_asset_review", args=[asset.pk]),
             "note_required": asset.flagged,
-            "image_url": self._image_url(request, asset),
+            "image_url": image_url,
+            # An editor's flagged image before its review: say why it is not shown yet.
+            "held": image_url is None and held_for_review(asset),
         }
         return TemplateResponse(request, "stackgan_django/asset_page.html", context)
 
@@ -468,6 +471,9 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
             if not asset.file:
                 return "-"
             if not views_editor.asset_image_allowed(user, asset):
+                if held_for_review(asset):
+                    return format_html('<span class="sg-withdrawn" title="{}">held for review</span>',
+                                       "you will see it once a reviewer approves it")
                 return format_html('<span class="sg-withdrawn" title="no longer shown">{}</span>', asset.get_state_display())
             return format_html('<img src="{}" width="64" height="64" alt="asset {}" loading="lazy">',
                                views_editor.asset_image_url(asset), asset.pk)

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from stackgan_django import services
 from stackgan_django.access import visible_assets, visible_requests
-from stackgan_django.files import file_response, may_download
+from stackgan_django.files import file_response, held_for_review, may_download
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest
 
@@ -153,6 +153,7 @@ def status_context(request: HttpRequest, generation_request: GenerationRequest) 
 
     assets = list(visible_assets(request.user, generation_request.assets.all()).order_by("index"))
     refused_outputs = decision_rows(generation_request.decisions.filter(stage="output", outcome="deny"))
+    shown_images = {asset.pk for asset in assets if asset_image_allowed(request.user, asset)}
     return {
         "gr": generation_request,
         "live": generation_request.state in LIVE_STATES,
@@ -161,8 +162,10 @@ def status_context(request: HttpRequest, generation_request: GenerationRequest) 
         "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow")),
         "refused_outputs": refused_outputs,
         "assets": assets,
-        # A rejected or revoked image is no longer served to its editor: say so instead of a broken image.
-        "shown_images": {asset.pk for asset in assets if asset_image_allowed(request.user, asset)},
+        # A rejected or revoked image is no longer served to its editor, and a flagged one not yet:
+        # say so instead of a broken image.
+        "shown_images": shown_images,
+        "held_images": {asset.pk for asset in assets if asset.pk not in shown_images and held_for_review(asset)},
         "status_url": reverse("admin:stackgan_django_generationrequest_status", args=[generation_request.pk]),
         "new_request_url": reverse("admin:stackgan_django_generationrequest_add"),
     }
