@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from stackgan_django import services
 from stackgan_django.access import visible_assets, visible_requests
+from stackgan_django.disclosure import requester_message, sees_policy_evidence
 from stackgan_django.files import file_response, held_for_review, may_download
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest
@@ -128,7 +129,9 @@ def _message_for_submission(request: HttpRequest, created: GenerationRequest, is
     if not is_new:
         messages.info(request, "This form was already sent; here is the request it made.")
     elif created.state == State.POLICY_DENIED:
-        reasons = " ".join(d.message for d in created.decisions.exclude(outcome="allow"))
+        full_evidence = sees_policy_evidence(request.user)
+        reasons = " ".join(d.message if full_evidence else requester_message(d.message, d.evidence)
+                           for d in created.decisions.exclude(outcome="allow"))
         messages.error(request, f"Refused by the usage policy, nothing was generated: {reasons}")
     elif created.flagged:
         messages.warning(request, "Queued. A policy rule flagged the caption, so its images get an extra review.")
@@ -152,14 +155,17 @@ def status_context(request: HttpRequest, generation_request: GenerationRequest) 
     from stackgan_django.review_desk import decision_rows
 
     assets = list(visible_assets(request.user, generation_request.assets.all()).order_by("index"))
-    refused_outputs = decision_rows(generation_request.decisions.filter(stage="output", outcome="deny"))
+    full_evidence = sees_policy_evidence(request.user)
+    refused_outputs = decision_rows(generation_request.decisions.filter(stage="output", outcome="deny"),
+                                    full_evidence=full_evidence)
     shown_images = {asset.pk for asset in assets if asset_image_allowed(request.user, asset)}
     return {
         "gr": generation_request,
         "live": generation_request.state in LIVE_STATES,
         "position": services.queue_position(generation_request),
         "steps": services.progress_steps(generation_request),
-        "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow")),
+        "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow"),
+                                  full_evidence=full_evidence),
         "refused_outputs": refused_outputs,
         "assets": assets,
         # A rejected or revoked image is no longer served to its editor, and a flagged one not yet:
