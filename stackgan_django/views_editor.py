@@ -22,6 +22,7 @@ from stackgan_django.disclosure import requester_message, sees_policy_evidence
 from stackgan_django.files import file_response, held_for_review, may_download
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest
+from stackgan_django.throttling import page_throttle_wait
 
 State = GenerationRequest.State
 LIVE_STATES = (State.QUEUED, State.RUNNING)
@@ -95,10 +96,21 @@ def request_url(request_id: int) -> str:
 
 def new_request_view(model_admin: Any, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
     """The caption box. Each rendered form carries a token, so a double click or a re-sent POST
-    leads to the request it already made, never to a second one."""
+    leads to the request it already made, never to a second one.
+
+    Each POST counts under the API's ``requests`` rate for the person (throttling.page_throttle_wait),
+    refused captions included: each runs the usage policy and is answered with its reasons, and
+    unlimited, the form was a way round the API's limit to probe the policy by script."""
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
-    if request.method == "POST":
+    wait = page_throttle_wait(request, "requests") if request.method == "POST" else 0
+    if wait:
+        # Nothing is checked or made; the form comes back as it was sent, to send again later (the
+        # same token: nothing was made under it).
+        kept = {name: request.POST.get(name, "")[:2000] for name in ("caption", "num_images", "purpose", "seed")}
+        form = NewRequestForm(initial={**kept, "submission_key": request.POST.get("submission_key", "")[:64]
+                                       or uuid.uuid4().hex})
+    elif request.method == "POST":
         form = NewRequestForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
@@ -121,8 +133,22 @@ def new_request_view(model_admin: Any, request: HttpRequest, form_url: str = "",
     except Exception:  # a broken policy is reported by checks and fails closed at submission
         policy_note = "The usage policy cannot be read just now: captions will be refused."
     context = _admin_context(model_admin, request, title="Ask for images", form=form, policy_note=policy_note,
-                             max_images=services.app_settings.MAX_IMAGES_PER_REQUEST)
-    return TemplateResponse(request, "stackgan_django/new_request.html", context)
+                             max_images=services.app_settings.MAX_IMAGES_PER_REQUEST,
+                             error=too_many_requests_message(wait) if wait else None)
+    return _throttled(TemplateResponse(request, "stackgan_django/new_request.html", context), wait)
+
+
+def too_many_requests_message(wait: int) -> str:
+    return (f"You have asked for images too often in a short time, so nothing was checked or generated. "
+            f"Try again in {wait} second{'s' if wait != 1 else ''}.")
+
+
+def _throttled(response: HttpResponse, wait: int) -> HttpResponse:
+    """``response`` as the answer past the rate limit: 429 with Retry-After (unchanged when ``wait`` is 0)."""
+    if wait:
+        response.status_code = 429
+        response["Retry-After"] = str(wait)
+    return response
 
 
 def _message_for_submission(request: HttpRequest, created: GenerationRequest, is_new: bool) -> None:
@@ -208,6 +234,11 @@ def generate_again_view(model_admin: Any, request: HttpRequest, object_id: str) 
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
     original = _visible_request(request, object_id)
+    wait = page_throttle_wait(request, "requests")
+    if wait:
+        # The request page again, saying why nothing happened (a redirect would lose the status).
+        messages.error(request, too_many_requests_message(wait))
+        return _throttled(request_page_view(model_admin, request, str(original.pk)), wait)
     try:
         created, is_new = services.resubmit_once(request.POST.get("submission_key", ""), original.pk, request.user)
     except services.WorkflowError as exc:

@@ -1,8 +1,11 @@
-"""What a requester learns from the policy: the reason in words on every page, API answer and
-message they see, never the semantic layer's scores, thresholds or nearest examples (compliance
-staff keep them)."""
+"""What a requester learns from the policy, and how often: the reason in words on every page, API
+answer and message they see, never the semantic layer's scores, thresholds or nearest examples
+(compliance staff keep them); and the admin's submissions count under the API's `requests` rate,
+so the refusal pages are no fast oracle for captions that score just under a threshold."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -152,3 +155,61 @@ def test_a_retry_the_policy_now_refuses_says_why_without_the_example(db, active_
     response = client.post(f"{ADMIN}/generationrequest/", {"action": "retry_selected", "_selected_action": [request.pk]},
                            follow=True)
     assert "sexual or nude content" in response.content.decode() and "closest example" not in response.content.decode()
+
+
+# -- the rate ----------------------------------------------------------------------------------------
+
+def post_form(client: Client, caption: str, key: str | None = None):
+    return client.post(f"{ADMIN}/generationrequest/add/", {
+        "caption": caption, "num_images": 1, "seed": "", "purpose": "editorial",
+        "submission_key": key or uuid.uuid4().hex})
+
+
+@pytest.fixture
+def two_requests_a_minute(settings):
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"requests": "2/minute"}}
+
+
+def test_the_request_form_shares_the_apis_rate_per_person(db, active_model, no_broker, users, api_key_for,
+                                                          two_requests_a_minute):
+    editor, reviewer = users
+    client = Client()
+    client.force_login(editor)
+    # A refused caption counts like an accepted one: each runs the policy and says why.
+    assert post_form(client, "a n.u.d.e figure").status_code == 302
+    assert post_form(client, "a red apple").status_code == 302
+    assert GenerationRequest.objects.count() == 2
+    limited = post_form(client, "a green pear")
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    body = limited.content.decode()
+    assert "too often" in body and "nothing was checked or generated" in body
+    assert "a green pear" in body  # the caption is kept to send again
+    assert GenerationRequest.objects.count() == 2
+    assert client.get(f"{ADMIN}/generationrequest/add/").status_code == 200  # the empty form costs nothing
+    # One allowance with the API: the same person's key is past it too.
+    assert api_key_for(editor, "requests:write").get("/api/v1/requests/").status_code == 429
+    other = get_other_editor(editor)
+    client.force_login(other)
+    assert post_form(client, "a green pear").status_code == 302  # another person, their own allowance
+
+
+def test_generate_again_shares_the_rate(db, active_model, no_broker, users, api_key_for, two_requests_a_minute):
+    editor = users[0]
+    original = services.submit_request(caption="a red apple", num_images=1, user=editor)
+    # The API's calls use up the person's allowance; the admin button is no way round it.
+    api = api_key_for(editor, "requests:write")
+    assert [api.get("/api/v1/requests/").status_code for _ in range(2)] == [200, 200]
+    client = Client()
+    client.force_login(editor)
+    limited = client.post(f"{ADMIN}/generationrequest/{original.pk}/again/", {"submission_key": uuid.uuid4().hex})
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert "too often" in limited.content.decode() and "Generate again" in limited.content.decode()
+    assert GenerationRequest.objects.count() == 1
+
+
+def get_other_editor(editor):
+    from django.contrib.auth import get_user_model
+
+    other = get_user_model().objects.create_user("other-editor", password="pw-other-1", is_staff=True)
+    other.user_permissions.set(editor.user_permissions.all())
+    return other
