@@ -21,7 +21,8 @@ from django.utils.text import smart_split
 from stackgan_django import services, views_editor
 from stackgan_django.access import REVIEW_ASSET, sees_every_request, visible_assets, visible_requests
 from stackgan_django.conf import app_settings
-from stackgan_django.files import can_see_unapproved
+from stackgan_django.disclosure import decision_category, requester_message, sees_policy_evidence
+from stackgan_django.files import can_see_unapproved, held_for_review
 from stackgan_django.input_limits import ImageRefused, check_image_header
 from stackgan_django.models import Asset, AuditEvent, GenerationRequest, ModelVersion, PolicyDecision, Review
 from stackgan_django.review_desk import (
@@ -333,19 +334,23 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
         can_review = request.user.has_perm(REVIEW_ASSET)
         previous_id, next_id, pending_count, position = queue_neighbours(asset, self.get_queryset(request))
         training_rows, training_note = training_data_rows(asset.request.model_version)
+        image_url = self._image_url(request, asset)
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Asset {asset.pk}",
             "asset": asset, "gr": asset.request, "can_review": can_review and asset.state == Asset.State.PENDING_REVIEW,
             "can_revoke": can_review and asset.state == Asset.State.APPROVED,
             "state_badge": state_badge(asset.state, asset.get_state_display()),
             "provenance": provenance_panel(asset.provenance), "decisions": decision_rows(
-                list(asset.request.decisions.all()) + list(asset.decisions.all())),
+                list(asset.request.decisions.all()) + list(asset.decisions.all()),
+                full_evidence=sees_policy_evidence(request.user)),
             "training_rows": training_rows, "training_note": training_note,
             "reviews": asset.reviews.select_related("reviewer"), "audit": audit_trail(asset),
             "previous_id": previous_id, "next_id": next_id, "pending_count": pending_count, "position": position,
             "review_url": reverse("admin:stackgan_django_asset_review", args=[asset.pk]),
             "note_required": asset.flagged,
-            "image_url": self._image_url(request, asset),
+            "image_url": image_url,
+            # An editor's flagged image before its review: say why it is not shown yet.
+            "held": image_url is None and held_for_review(asset),
         }
         return TemplateResponse(request, "stackgan_django/asset_page.html", context)
 
@@ -468,6 +473,9 @@ class AssetAdmin(DeskMixin, admin.ModelAdmin):
             if not asset.file:
                 return "-"
             if not views_editor.asset_image_allowed(user, asset):
+                if held_for_review(asset):
+                    return format_html('<span class="sg-withdrawn" title="{}">held for review</span>',
+                                       "you will see it once a reviewer approves it")
                 return format_html('<span class="sg-withdrawn" title="no longer shown">{}</span>', asset.get_state_display())
             return format_html('<img src="{}" width="64" height="64" alt="asset {}" loading="lazy">',
                                views_editor.asset_image_url(asset), asset.pk)
@@ -679,6 +687,28 @@ class ReviewAdmin(ReadOnlyAdmin):
 class PolicyDecisionAdmin(ReadOnlyAdmin):
     list_display = ("stage", "outcome", "rule_id", "request", "asset", "created_at")
     list_filter = ("stage", "outcome", "rule_id")
+    # Editors read their own refusals here (the Editors group holds view_policydecision): the rule,
+    # its category and the reason, never the evidence (stackgan_django.disclosure).
+    requester_fields = ("stage", "outcome", "rule_id", "category", "reason", "request", "asset", "policy_version",
+                        "created_at")
+
+    def get_fields(self, request, obj=None):
+        if sees_policy_evidence(request.user):
+            return super().get_fields(request, obj)
+        return list(self.requester_fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        if sees_policy_evidence(request.user):
+            return super().get_readonly_fields(request, obj)
+        return list(self.requester_fields)
+
+    @admin.display(description="category")
+    def category(self, decision):
+        return decision_category(decision.evidence) or "-"
+
+    @admin.display(description="reason")
+    def reason(self, decision):
+        return requester_message(decision.message, decision.evidence)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

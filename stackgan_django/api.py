@@ -35,6 +35,7 @@ from stackgan_django import services
 from stackgan_django.api_errors import Gone
 from stackgan_django.api_keys import ScopeAndModelPermission
 from stackgan_django.conf import app_settings
+from stackgan_django.disclosure import requester_decision
 from stackgan_django.files import (
     BadSignedUrl,
     asset_from_signed_token,
@@ -420,7 +421,8 @@ class RequestAssetSerializer(serializers.Serializer):
 
 class RefusalSerializer(serializers.Serializer):
     rule_id = serializers.CharField()
-    message = serializers.CharField()
+    category = serializers.CharField(help_text="the policy category the rule is about; empty when it names none")
+    message = serializers.CharField(help_text="why, in words")
 
 
 class StrictCharField(serializers.CharField):
@@ -496,7 +498,9 @@ class RequestSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(RefusalSerializer(many=True))
     def get_refused_because(self, obj: GenerationRequest) -> list[dict[str, str]]:
-        return [{"rule_id": d.rule_id, "message": d.message} for d in obj.decisions.filter(outcome="deny")]
+        """What the requester may learn: no scores, thresholds or nearest examples, which would let a
+        client search for captions just under a threshold (stackgan_django.disclosure)."""
+        return [requester_decision(d.rule_id, d.message, d.evidence) for d in obj.decisions.filter(outcome="deny")]
 
     @extend_schema_field(RequestAssetSerializer(many=True))
     def get_assets(self, obj: GenerationRequest) -> list[dict[str, str]]:

@@ -42,14 +42,31 @@ def may_download(user: Any, asset: Asset, approved_file: bool, *, visible_to_use
     verifies as "approved", so it must not leave). ``visible_to_user`` says the caller found the
     asset through ``access.visible_assets(user)`` (the editor's own requests): then the generated
     file may be seen too, while it waits for review (the request page shows it live) or once
-    approved, but not after a rejection or revocation."""
+    approved, but not after a rejection or revocation, and not while it waits for a review that a
+    policy rule asked for (``held_for_review``): that image is the reviewer's to see first."""
     if can_see_unapproved(user):
         return True
     if not (user and user.is_authenticated and user.has_perm(VIEW_PERMISSION)):
         return False
     if approved_file:
         return asset.state == Asset.State.APPROVED and bool(asset.approved_file)
-    return visible_to_user and asset.state in (Asset.State.PENDING_REVIEW, Asset.State.APPROVED)
+    if not visible_to_user:
+        return False
+    if asset.state == Asset.State.PENDING_REVIEW:
+        return not held_for_review(asset)
+    return asset.state == Asset.State.APPROVED
+
+
+def held_for_review(asset: Asset) -> bool:
+    """A pending image that a policy rule asked a reviewer to look at: a review decision on its
+    request's caption (usage) or on the image itself (output). Its requester sees it only once a
+    reviewer approves it; shown at once, a rejection came too late (the full-size file was kept).
+
+    ``flagged`` is the record of those decisions: the request's is set from the usage verdict and
+    the asset's from the request's and the output verdict, in the transaction that stores them
+    (read from the flags, the rule costs lists of images no query per image). The request's is
+    read as well, so the rule does not rest on the asset's copy of it."""
+    return asset.state == Asset.State.PENDING_REVIEW and (asset.flagged or asset.request.flagged)
 
 
 def asset_file_url(asset: Asset, user: Any = None, approved: bool | None = None) -> str | None:

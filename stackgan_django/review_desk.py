@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
+from stackgan_django.disclosure import decision_category, requester_message
 from stackgan_django.models import Asset, AuditEvent, PolicyDecision
 
 # The meaning of each C2PA validation state, in the words a compliance officer would use.
@@ -127,11 +128,23 @@ def provenance_panel(report: dict[str, Any] | None) -> dict[str, Any]:
             "failures": report.get("failures", []), "manifests": manifests, "watermark": watermark}
 
 
-def decision_rows(decisions: QuerySet[PolicyDecision] | list[PolicyDecision]) -> list[dict[str, Any]]:
-    return [{"stage": d.get_stage_display(), "outcome": d.outcome, "outcome_label": d.get_outcome_display(),
-             "rule": d.rule_id, "message": d.message,
-             "evidence": [(str(k).replace("_", " "), _readable_value(v)) for k, v in (d.evidence or {}).items()]}
-            for d in decisions]
+def decision_rows(decisions: QuerySet[PolicyDecision] | list[PolicyDecision], *,
+                  full_evidence: bool) -> list[dict[str, Any]]:
+    """Decisions as table rows. ``full_evidence`` (compliance staff, disclosure.sees_policy_evidence)
+    shows every piece of evidence; otherwise the row holds what a requester may learn: the rule, the
+    category and the reason, with no score, threshold or example (stackgan_django.disclosure)."""
+    rows = []
+    for d in decisions:
+        if full_evidence:
+            message = d.message
+            evidence = [(str(k).replace("_", " "), _readable_value(v)) for k, v in (d.evidence or {}).items()]
+        else:
+            message = requester_message(d.message, d.evidence)
+            category = decision_category(d.evidence)
+            evidence = [("category", category)] if category else []
+        rows.append({"stage": d.get_stage_display(), "outcome": d.outcome, "outcome_label": d.get_outcome_display(),
+                     "rule": d.rule_id, "message": message, "evidence": evidence})
+    return rows
 
 
 def training_data_rows(model_version: Any) -> tuple[list[dict[str, Any]], str]:

@@ -18,9 +18,11 @@ from django.urls import reverse
 
 from stackgan_django import services
 from stackgan_django.access import visible_assets, visible_requests
-from stackgan_django.files import file_response, may_download
+from stackgan_django.disclosure import requester_message, sees_policy_evidence
+from stackgan_django.files import file_response, held_for_review, may_download
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest
+from stackgan_django.throttling import page_throttle_wait
 
 State = GenerationRequest.State
 LIVE_STATES = (State.QUEUED, State.RUNNING)
@@ -94,10 +96,21 @@ def request_url(request_id: int) -> str:
 
 def new_request_view(model_admin: Any, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
     """The caption box. Each rendered form carries a token, so a double click or a re-sent POST
-    leads to the request it already made, never to a second one."""
+    leads to the request it already made, never to a second one.
+
+    Each POST counts under the API's ``requests`` rate for the person (throttling.page_throttle_wait),
+    refused captions included: each runs the usage policy and is answered with its reasons, and
+    unlimited, the form was a way round the API's limit to probe the policy by script."""
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
-    if request.method == "POST":
+    wait = page_throttle_wait(request, "requests") if request.method == "POST" else 0
+    if wait:
+        # Nothing is checked or made; the form comes back as it was sent, to send again later (the
+        # same token: nothing was made under it).
+        kept = {name: request.POST.get(name, "")[:2000] for name in ("caption", "num_images", "purpose", "seed")}
+        form = NewRequestForm(initial={**kept, "submission_key": request.POST.get("submission_key", "")[:64]
+                                       or uuid.uuid4().hex})
+    elif request.method == "POST":
         form = NewRequestForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
@@ -120,15 +133,31 @@ def new_request_view(model_admin: Any, request: HttpRequest, form_url: str = "",
     except Exception:  # a broken policy is reported by checks and fails closed at submission
         policy_note = "The usage policy cannot be read just now: captions will be refused."
     context = _admin_context(model_admin, request, title="Ask for images", form=form, policy_note=policy_note,
-                             max_images=services.app_settings.MAX_IMAGES_PER_REQUEST)
-    return TemplateResponse(request, "stackgan_django/new_request.html", context)
+                             max_images=services.app_settings.MAX_IMAGES_PER_REQUEST,
+                             error=too_many_requests_message(wait) if wait else None)
+    return _throttled(TemplateResponse(request, "stackgan_django/new_request.html", context), wait)
+
+
+def too_many_requests_message(wait: int) -> str:
+    return (f"You have asked for images too often in a short time, so nothing was checked or generated. "
+            f"Try again in {wait} second{'s' if wait != 1 else ''}.")
+
+
+def _throttled(response: HttpResponse, wait: int) -> HttpResponse:
+    """``response`` as the answer past the rate limit: 429 with Retry-After (unchanged when ``wait`` is 0)."""
+    if wait:
+        response.status_code = 429
+        response["Retry-After"] = str(wait)
+    return response
 
 
 def _message_for_submission(request: HttpRequest, created: GenerationRequest, is_new: bool) -> None:
     if not is_new:
         messages.info(request, "This form was already sent; here is the request it made.")
     elif created.state == State.POLICY_DENIED:
-        reasons = " ".join(d.message for d in created.decisions.exclude(outcome="allow"))
+        full_evidence = sees_policy_evidence(request.user)
+        reasons = " ".join(d.message if full_evidence else requester_message(d.message, d.evidence)
+                           for d in created.decisions.exclude(outcome="allow"))
         messages.error(request, f"Refused by the usage policy, nothing was generated: {reasons}")
     elif created.flagged:
         messages.warning(request, "Queued. A policy rule flagged the caption, so its images get an extra review.")
@@ -152,17 +181,23 @@ def status_context(request: HttpRequest, generation_request: GenerationRequest) 
     from stackgan_django.review_desk import decision_rows
 
     assets = list(visible_assets(request.user, generation_request.assets.all()).order_by("index"))
-    refused_outputs = decision_rows(generation_request.decisions.filter(stage="output", outcome="deny"))
+    full_evidence = sees_policy_evidence(request.user)
+    refused_outputs = decision_rows(generation_request.decisions.filter(stage="output", outcome="deny"),
+                                    full_evidence=full_evidence)
+    shown_images = {asset.pk for asset in assets if asset_image_allowed(request.user, asset)}
     return {
         "gr": generation_request,
         "live": generation_request.state in LIVE_STATES,
         "position": services.queue_position(generation_request),
         "steps": services.progress_steps(generation_request),
-        "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow")),
+        "refusals": decision_rows(generation_request.decisions.filter(stage="usage").exclude(outcome="allow"),
+                                  full_evidence=full_evidence),
         "refused_outputs": refused_outputs,
         "assets": assets,
-        # A rejected or revoked image is no longer served to its editor: say so instead of a broken image.
-        "shown_images": {asset.pk for asset in assets if asset_image_allowed(request.user, asset)},
+        # A rejected or revoked image is no longer served to its editor, and a flagged one not yet:
+        # say so instead of a broken image.
+        "shown_images": shown_images,
+        "held_images": {asset.pk for asset in assets if asset.pk not in shown_images and held_for_review(asset)},
         "status_url": reverse("admin:stackgan_django_generationrequest_status", args=[generation_request.pk]),
         "new_request_url": reverse("admin:stackgan_django_generationrequest_add"),
     }
@@ -199,6 +234,11 @@ def generate_again_view(model_admin: Any, request: HttpRequest, object_id: str) 
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
     original = _visible_request(request, object_id)
+    wait = page_throttle_wait(request, "requests")
+    if wait:
+        # The request page again, saying why nothing happened (a redirect would lose the status).
+        messages.error(request, too_many_requests_message(wait))
+        return _throttled(request_page_view(model_admin, request, str(original.pk)), wait)
     try:
         created, is_new = services.resubmit_once(request.POST.get("submission_key", ""), original.pk, request.user)
     except services.WorkflowError as exc:

@@ -359,3 +359,54 @@ def test_a_file_written_over_in_storage_is_not_served_under_the_asset(db, active
     served = client.get(f"/api/v1/assets/{asset.public_id}/file/")
     assert served.status_code == 200 and body_of(served) == original
     assert served["ETag"] == f'"{asset.approved_sha256}"'
+
+
+def test_an_image_a_policy_rule_flagged_reaches_its_editor_only_once_approved(db, active_model, no_broker, users,
+                                                                              desk_assets):
+    """A caption the usage policy sends to review, or an image the output policy flags, is the
+    reviewer's to see first: shown to its editor while pending, the full-size signed file was theirs
+    to keep even if the reviewer then rejected it. An image nothing flagged shows at once, as before."""
+    editor, reviewer = users
+    # Flagged by the usage policy (the caption's negated word) and by the output policy (the image).
+    by_caption = make_assets(editor, 2, caption="a horror poster, no gore")
+    assert by_caption[0].request.decisions.filter(stage="usage", outcome="review").exists()
+    by_image = desk_assets(editor, 1, flagged=True)[0]
+    assert by_image.decisions.filter(stage="output", outcome="review").exists()
+    unflagged = make_assets(editor, 1)[0]
+    editor_session, reviewer_session = Client(), Client()
+    editor_session.force_login(editor)
+    reviewer_session.force_login(reviewer)
+
+    def image(client, asset, approved_file=False):
+        suffix = "?file=approved" if approved_file else ""
+        return client.get(f"/admin/stackgan_django/asset/{asset.pk}/image/{suffix}")
+
+    for asset in (*by_caption, by_image):
+        response = image(editor_session, asset)
+        assert response.status_code == 404 and PNG_MAGIC not in body_of(response), asset.pk
+        assert body_of(image(reviewer_session, asset)).startswith(PNG_MAGIC)
+    assert body_of(image(editor_session, unflagged)).startswith(PNG_MAGIC)
+
+    # The pages say why instead of showing a broken image.
+    request_page = editor_session.get(
+        f"/admin/stackgan_django/generationrequest/{by_caption[0].request_id}/change/").content.decode()
+    assert "/image/" not in request_page and request_page.count("Held for review") == 2
+    status = editor_session.get(f"/admin/stackgan_django/generationrequest/{by_image.request_id}/status/").content.decode()
+    assert "/image/" not in status and "you will see it once a reviewer approves it" in status
+    asset_page = editor_session.get(f"/admin/stackgan_django/asset/{by_image.pk}/change/").content.decode()
+    assert "/image/" not in asset_page and "Held for review" in asset_page and "no longer shown" not in asset_page
+    desk = editor_session.get("/admin/stackgan_django/asset/").content.decode()
+    assert f"/asset/{by_image.pk}/image/" not in desk and "held for review" in desk
+    assert f"/asset/{unflagged.pk}/image/" in desk
+    reviewer_page = reviewer_session.get(f"/admin/stackgan_django/asset/{by_image.pk}/change/").content.decode()
+    assert f"/asset/{by_image.pk}/image/" in reviewer_page and "Held for review" not in reviewer_page
+
+    # Approved: the editor sees both files; rejected: never.
+    approved = services.approve_asset(by_caption[0].pk, reviewer, note="a poster, nothing shown")
+    services.reject_asset(by_caption[1].pk, reviewer, note="too graphic")
+    assert body_of(image(editor_session, approved)).startswith(PNG_MAGIC)
+    assert body_of(image(editor_session, approved, approved_file=True)).startswith(PNG_MAGIC)
+    assert image(editor_session, by_caption[1]).status_code == 404
+    request_page = editor_session.get(
+        f"/admin/stackgan_django/generationrequest/{approved.request_id}/change/").content.decode()
+    assert f"/asset/{approved.pk}/image/" in request_page and "Held for review" not in request_page

@@ -26,6 +26,7 @@ from PIL import Image
 from policies import NearCopyIndex, NearCopyIndexError, Verdict
 from stackgan_django.audit import record_event, record_events
 from stackgan_django.conf import app_settings
+from stackgan_django.disclosure import requester_message
 from stackgan_django.governance import current_policies
 from stackgan_django.models import Asset, GenerationRequest, ModelVersion, PolicyDecision, asset_storage
 from stackgan_django.services import delivery
@@ -592,7 +593,9 @@ def retry_request(request_id: int, user: Any = None) -> GenerationRequest:
             asked_for_since(timezone.now() - QUOTA_WINDOW), pk=request.pk).exists() else 0
         add_quota_decisions(verdict, usage, request.num_images, requester, already_counted=counted)
         if verdict.denied:
-            reasons = " ".join(d.message for d in verdict.decisions if d.outcome.value == "deny")
+            # Said to whoever retries, an editor too: the reasons as a requester may read them.
+            reasons = " ".join(requester_message(d.message, d.evidence) for d in verdict.decisions
+                               if d.outcome.value == "deny")
             raise TransitionError(f"Request {request.pk} cannot be retried: the usage policy now refuses it. {reasons}")
         previous_model = request.model_version
         request.state = State.QUEUED
