@@ -103,6 +103,9 @@ def _warm_governance(model_version, size: int | None = None) -> None:
     loader = near_copy_index_loader()
     near_copies = loader(model_version) if loader is not None else None
     size = size or _output_size(model_version)
+    # A dull colour (colourfulness 40, under policies.near_copy.LUMINANCE_MAX_COLOURFULNESS): the
+    # near-copy check then sets up its search in grey too (the luma thumbnails and their window
+    # spreads), not only the colour search.
     image = Image.new("RGB", (size, size), (200, 180, 160))
     policies = current_policies()
     policies.output.check_image(image, near_copies)
