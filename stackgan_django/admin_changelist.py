@@ -1,20 +1,24 @@
-"""What a change list of this app accepts from a URL: the filters it shows, nothing more. Shared by
-every ModelAdmin of the app."""
+"""What a change list of this app accepts from a URL or a form: the filters it shows (nothing more),
+and for an action only row ids its model can have. Shared by every ModelAdmin of the app."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin import FieldListFilter, ListFilter, SimpleListFilter, widgets
+from django.contrib.admin import FieldListFilter, ListFilter, SimpleListFilter, helpers, widgets
 from django.contrib.admin.utils import get_fields_from_path
-from django.db.models import Field
-from django.http import HttpRequest
+from django.core.exceptions import ValidationError
+from django.db.models import Field, QuerySet
+from django.http import HttpRequest, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
 
 # The query-string parts a date hierarchy adds after the field name.
 DATE_HIERARCHY_PARTS = ("year", "month", "day")
 # Django turns the hierarchy's numbers into a datetime and catches only ValueError: a year of eleven
 # digits raised OverflowError there (a 500). Four digits are as many as any of the three needs.
 MAX_DATE_PART_DIGITS = 4
+# Enough of a refused value to recognise it in the message, not a page of it.
+SHOWN_VALUE_CHARS = 40
 
 
 class GuardedChangeListMixin:
@@ -23,7 +27,8 @@ class GuardedChangeListMixin:
     expression runs in Python holding the GIL, so one crafted URL froze the whole web process;
     out-of-range numbers and bad patterns were 500s. Here a change list accepts only the
     parameters its own list filters and date hierarchy produce, plus ``allowed_extra_lookups``;
-    anything else is Django's DisallowedModelAdminLookup, a 400, before any query runs."""
+    anything else is Django's DisallowedModelAdminLookup, a 400, before any query runs. An action
+    runs only on a selection of values that can be primary keys of the model; else a 400."""
 
     # Query-string names this change list accepts besides those of its list filters: parameters our
     # own pages link to, or a filter's name that get_list_filter shows to some users only.
@@ -88,3 +93,26 @@ class GuardedChangeListMixin:
             if (lookup, value) in widgets.url_params_from_lookup_dict(fk_lookup).items():
                 return True
         return False
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseBase | None:
+        # Django filters pk__in on the posted ids as they come: "abc" or "1.5" raised ValueError and
+        # a number past 64 bits OverflowError, each a 500. Only a tampered form sends them.
+        malformed = self.malformed_selection(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
+        if malformed is not None:
+            name = self.model._meta.verbose_name
+            return HttpResponseBadRequest(
+                f"The selection is not a list of {name} ids: {malformed[:SHOWN_VALUE_CHARS]!r} cannot be one. "
+                "Reload the list, tick the items and choose the action again.",
+                content_type="text/plain; charset=utf-8")
+        return super().response_action(request, queryset)
+
+    def malformed_selection(self, selected: list[str]) -> str | None:
+        """The first selected value that cannot be a primary key of the model (not a number, out of
+        the database's range, too long), or None when every one can."""
+        primary_key = self.model._meta.pk
+        for value in selected:
+            try:
+                primary_key.clean(value, None)
+            except ValidationError:
+                return value
+        return None

@@ -1,6 +1,6 @@
-"""Hostile query strings against the admin's change lists (an attacker probe's findings): a list
-takes only the filters it shows, so no URL runs a regular expression or an out-of-range lookup;
-nothing here is ever a 500."""
+"""Hostile query strings and forms against the admin's change lists (an attacker probe's findings):
+a list takes only the filters it shows, so no URL runs a regular expression or an out-of-range
+lookup; a tampered action selection is a 400 with a message; nothing here is ever a 500."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.test import Client
 
 from stackgan_django.admin_changelist import GuardedChangeListMixin
-from stackgan_django.models import AuditEvent
+from stackgan_django.models import Asset, AuditEvent
 
 ADMIN = "/admin/stackgan_django"
 HUGE = "9" * 23  # past a 64-bit integer: SQLite raised OverflowError on it
@@ -135,3 +135,46 @@ def test_every_model_admin_of_the_app_guards_its_change_list():
             if model._meta.app_label == "stackgan_django"]
     assert len(ours) == len(CHANGE_LISTS)
     assert all(isinstance(model_admin, GuardedChangeListMixin) for model_admin in ours), ours
+
+
+# -- action selections ------------------------------------------------------------------------------
+
+MALFORMED_SELECTIONS = ["abc", "1.5", HUGE, "", "1e3", "0x10", "9" * 5000]
+
+
+@pytest.mark.parametrize("selected", MALFORMED_SELECTIONS)
+def test_a_malformed_selection_for_an_editors_retry_is_a_400(db, users, no_broker, active_model, selected):
+    editor, _ = users
+    client = Client()
+    client.force_login(editor)
+    # With "index" as the list's action bar sends it, and without, as a confirmation page would.
+    for form in ({"index": "0"}, {}):
+        response = client.post(f"{ADMIN}/generationrequest/", {"action": "retry_selected", "_selected_action": selected,
+                                                               **form})
+        assert response.status_code == 400
+        assert "not a list of generation request ids" in response.content.decode()
+
+
+@pytest.mark.parametrize("selected", MALFORMED_SELECTIONS)
+def test_a_malformed_selection_for_a_reviewers_approval_is_a_400(db, users, desk_assets, selected):
+    editor, reviewer = users
+    asset = desk_assets(editor, 1)[0]
+    client = Client()
+    client.force_login(reviewer)
+    # One good id beside the bad one: nothing is approved when any of the selection is malformed.
+    response = client.post(f"{ADMIN}/asset/", {"action": "approve_selected", "index": "0", "note": "",
+                                               "_selected_action": [str(asset.pk), selected]})
+    assert response.status_code == 400 and "not a list of asset ids" in response.content.decode()
+    assert Asset.objects.get(pk=asset.pk).state == Asset.State.PENDING_REVIEW
+
+
+def test_a_well_formed_selection_still_acts(db, users, desk_assets):
+    editor, reviewer = users
+    asset = desk_assets(editor, 1)[0]
+    client = Client()
+    client.force_login(reviewer)
+    # An id of no row (deleted meanwhile, say) is well formed: the action runs on the rows that exist.
+    response = client.post(f"{ADMIN}/asset/", {"action": "approve_selected", "index": "0", "note": "",
+                                               "_selected_action": [str(asset.pk), "123456789"]})
+    assert response.status_code == 302
+    assert Asset.objects.get(pk=asset.pk).state == Asset.State.APPROVED
