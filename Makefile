@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The development targets run on the embedded defaults, development SECRET_KEY included, which every
+# manage.py command refuses with DEBUG off (stackgan_django.E004): they turn DEBUG on, unless told.
+run demo: export DJANGO_DEBUG ?= 1
+
 ## make run: migrate, demo accounts, web server on :8000 and a Celery worker (embedded defaults)
 run: install
 	$(PY) manage.py migrate --noinput

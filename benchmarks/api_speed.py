@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -140,6 +141,9 @@ def main() -> int:
     (tmp / "settings").mkdir()
     for name, rates in (("bench_throttled", {"assets": "1000000/second", "files": "1000000/second"}), ("bench_unthrottled", {})):
         (tmp / "settings" / f"{name}.py").write_text(SETTINGS_TEMPLATE.format(rates=rates))
+    # A key of this run's own, shared by gunicorn and this process (which signs the URL token): with
+    # DEBUG off config.wsgi refuses the development key (stackgan_django.E004).
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     env = {**os.environ, "STACKGAN_VAR_DIR": str(tmp / "var"), "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp / "settings")]),
            "OMP_NUM_THREADS": "1", "DJANGO_DEBUG": "0"}
     os.environ.update({k: env[k] for k in ("STACKGAN_VAR_DIR", "OMP_NUM_THREADS", "DJANGO_DEBUG")})

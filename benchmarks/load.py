@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,9 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.load_settings")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A key of this run's own for the site and this process: with DEBUG off (as measured) runserver
+    # and migrate refuse the development key (stackgan_django.E004).
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     import django
 
     django.setup()

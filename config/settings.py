@@ -22,6 +22,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("STACKGAN_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# Public, so refused while DEBUG is off (stackgan_django.E004): anywhere but your own machine, set
+# DJANGO_SECRET_KEY.
 DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-stackgan-django"
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 # Off unless asked for (`make run` asks): DEBUG pages leak settings and tracebacks.

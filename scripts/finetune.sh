@@ -10,6 +10,9 @@
 # the set before training starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# On the embedded defaults (no DJANGO_SECRET_KEY) the commands below run as development, as `make run`
+# does: with DEBUG off, manage.py refuses the published development key (stackgan_django.E004).
+[ -n "${DJANGO_SECRET_KEY:-}" ] || export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 FORCE=${FORCE:-0}
 if [ "${1:-}" = "--force" ]; then FORCE=1; shift; fi
 [ $# -ge 3 ] || { sed -n '2,11p' "$0"; exit 2; }

@@ -5,6 +5,9 @@
 #   bash scripts/train-gpu.sh            (STEPS=4000 by default; each step is 24 images at 3 scales)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# On the embedded defaults (no DJANGO_SECRET_KEY) the commands below run as development, as `make run`
+# does: with DEBUG off, manage.py refuses the published development key (stackgan_django.E004).
+[ -n "${DJANGO_SECRET_KEY:-}" ] || export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-data/twemoji}
 OUT=${OUT:-runs/gpu-256}

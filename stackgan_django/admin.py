@@ -20,6 +20,7 @@ from django.utils.text import smart_split
 
 from stackgan_django import services, views_editor
 from stackgan_django.access import REVIEW_ASSET, sees_every_request, visible_assets, visible_requests
+from stackgan_django.admin_changelist import GuardedChangeListMixin
 from stackgan_django.conf import app_settings
 from stackgan_django.disclosure import decision_category, requester_message, sees_policy_evidence
 from stackgan_django.files import can_see_unapproved, held_for_review
@@ -60,9 +61,9 @@ def bounded_search_term(search_term: str) -> str:
     return " ".join(list(smart_split(search_term))[:MAX_SEARCH_TERMS])
 
 
-class DeskMixin:
-    """Pages of this app carry the desk's style sheet, script and role navigation, and searches
-    bounded to MAX_SEARCH_TERMS words."""
+class DeskMixin(GuardedChangeListMixin):
+    """Pages of this app carry the desk's style sheet, script and role navigation, searches
+    bounded to MAX_SEARCH_TERMS words, and the change-list guards every admin of the app has."""
 
     class Media:
         css = {"all": ["stackgan_django/desk.css"]}
@@ -103,6 +104,9 @@ class GenerationRequestAdmin(DeskMixin, admin.ModelAdmin):
     search_fields = ("caption",)
     actions = ["retry_selected"]
     change_list_template = "stackgan_django/request_change_list.html"
+    # The "everyone" filter is in get_list_filter only for those who see every request; for the
+    # others ?who=all is not refused with a 400 but ignored as before (Django asks again, ?e=1).
+    allowed_extra_lookups = (RequesterFilter.parameter_name,)
 
     def get_queryset(self, request):
         return visible_requests(request.user, super().get_queryset(request)).select_related("requested_by")

@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
+from stackgan_django.admin_changelist import GuardedChangeListMixin
 from stackgan_django.audit import record_event
 from stackgan_django.models import ApiKey, WebhookAttempt, WebhookDelivery
 
@@ -34,7 +35,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
+class ApiKeyAdmin(GuardedChangeListMixin, APIKeyModelAdmin):
     form = ApiKeyForm
     list_display = ("prefix", "name", "user", "scope_list", "created", "expiry_date", "_has_expired", "revoked")
     list_filter = ("revoked", "created")
@@ -90,7 +91,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(GuardedChangeListMixin, admin.ModelAdmin):
     list_display = ("event", "url", "state", "attempts", "created_at", "delivered_at")
     list_filter = ("state", "event")
     readonly_fields = ("event", "asset", "url", "payload", "state", "attempts", "created_at", "delivered_at")

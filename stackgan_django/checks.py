@@ -58,6 +58,42 @@ def check_active_model(app_configs=None, databases=None, **kwargs):
     return []
 
 
+# The prefix Django gives the keys it generates for development (startproject); ours has it too.
+INSECURE_KEY_PREFIX = "django-insecure-"
+
+
+def uses_development_secret_key() -> bool:
+    """Whether SECRET_KEY is the host project's published development key (or Django's marked
+    development kind)."""
+    key = str(settings.SECRET_KEY)
+    return key == getattr(settings, "DEVELOPMENT_SECRET_KEY", None) or key.startswith(INSECURE_KEY_PREFIX)
+
+
+@register(Tags.security)
+def check_secret_key(app_configs=None, **kwargs):
+    """An error, not only a deploy warning: with DEBUG off the site is served to others, and the
+    development key is in the source. Whoever reads it can sign download URLs for any asset and,
+    unless STACKGAN["WATERMARK_KEY"] is set, derive the watermark key and reverse the pseudonyms in
+    signed manifests. runserver, migrate and every other management command refuse to start on an
+    error; config/wsgi.py refuses too, since gunicorn runs no checks."""
+    if settings.DEBUG or not uses_development_secret_key():
+        return []
+    return [Error("SECRET_KEY is the published development key while DEBUG is off: anyone who has the source "
+                  "can sign download URLs and, unless STACKGAN['WATERMARK_KEY'] is set, derive the watermark key "
+                  "and reverse reviewer pseudonyms",
+                  hint="Set DJANGO_SECRET_KEY to a long random secret, e.g. the output of `python -c \"from "
+                       "django.core.management.utils import get_random_secret_key; print(get_random_secret_key())\"`. "
+                       "For development on your own machine set DJANGO_DEBUG=1 instead (`make run` does).",
+                  id="stackgan_django.E004")]
+
+
+def refuse_development_secret_key() -> None:
+    """Raise ImproperlyConfigured where check_secret_key reports its error: for entry points that
+    run no system checks (a WSGI server such as gunicorn)."""
+    for error in check_secret_key():
+        raise ImproperlyConfigured(f"{error.msg} ({error.id}). {error.hint}")
+
+
 @register(Tags.security, deploy=True)
 def check_development_choices(app_configs=None, **kwargs):
     warnings = []
@@ -78,7 +114,7 @@ def check_development_choices(app_configs=None, **kwargs):
         warnings.append(Warning("generated images are stored on the local disk, which workers on other hosts "
                                 "cannot share", hint="Set STACKGAN_STORAGE_BACKEND to private object storage.",
                                 id="stackgan_django.W103"))
-    if getattr(settings, "DEVELOPMENT_SECRET_KEY", None) == settings.SECRET_KEY:
+    if uses_development_secret_key():  # with DEBUG off, also the error stackgan_django.E004
         warnings.append(Warning("SECRET_KEY is the development key", hint="Set DJANGO_SECRET_KEY.",
                                 id="stackgan_django.W104"))
     # DEBUG is Django's own security.W018.

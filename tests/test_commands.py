@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # A key of its own, as a deployment has: with DEBUG off every command refuses the development
+    # key (stackgan_django.E004); these commands sign nothing the tests read back.
+    env = {**os.environ, "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_train_model_refuses_a_dataset_the_data_policy_rejects(tmp_path):
@@ -34,3 +40,14 @@ def test_train_model_trains_on_an_accepted_dataset(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "8 of 8 items may be trained on" in result.stdout
     assert (tmp_path / "run" / "generator.safetensors").is_file()
+
+
+def test_manage_py_refuses_the_development_key_with_debug_off():
+    # The probe's finding: plain `manage.py check` said nothing on the settings the tests use.
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_DEBUG", "DJANGO_SECRET_KEY")}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "stackgan_django.E004" in result.stderr and "DJANGO_SECRET_KEY" in result.stderr
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env={**env, "DJANGO_DEBUG": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -252,6 +252,44 @@ def test_notes_are_required_where_a_decision_must_be_explained(db, active_model,
     assert AuditEvent.objects.filter(action="asset.approved").count() == 2
 
 
+# Notes that show nothing: zero-width space, non-joiner, joiner, word joiner, BOM, bidi controls and
+# marks, a Hangul filler (a "letter" drawn blank), wide spaces, a combining accent alone, a soft
+# hyphen, a Mongolian vowel separator, a Unicode tag character; and punctuation that explains nothing.
+INVISIBLE_NOTES = ["\u200b", " \u200c\u200d ", "\u2060", "\ufeff", "\u202e\u202c", "\u200e\u200f\u061c", "\u3164",
+                   "\u00a0\u2003\u3000", "\u0301", "\u00ad", "\t\n", "\u180e", "\U000e0041", "...", "\u200b-\u200b"]
+
+
+def test_a_note_that_shows_nothing_does_not_explain_a_decision(db, active_model, no_broker, users, desk_assets):
+    editor, reviewer = users
+    flagged = desk_assets(editor, 1, flagged=True)[0]
+    approved = desk_assets(editor, 1)[0]
+    services.approve_asset(approved.pk, reviewer)
+    client = Client()
+    client.force_login(reviewer)
+    for note in INVISIBLE_NOTES:
+        # The probe's request: a flagged asset approved from its page with a zero-width space.
+        response = client.post(f"{ADMIN}/asset/{flagged.pk}/review/", {"decision": "approve", "note": note}, follow=True)
+        assert b"write a note saying why it may be approved" in response.content, ascii(note)
+        with pytest.raises(services.NoteRequired, match="why the image is rejected"):
+            services.reject_asset(flagged.pk, reviewer, note=note)
+        with pytest.raises(services.NoteRequired, match="why the approval is revoked"):
+            services.revoke_asset(approved.pk, reviewer, note=note)
+    assert Asset.objects.get(pk=flagged.pk).state == "pending_review"
+    assert Asset.objects.get(pk=approved.pk).state == "approved"
+    assert not Review.objects.filter(decision__in=["reject", "revoke"]).exists()
+
+
+def test_a_note_is_kept_as_written_without_the_whitespace_around_it(db, active_model, no_broker, users, desk_assets):
+    editor, reviewer = users
+    flagged, plain = desk_assets(editor, 1, flagged=True)[0], desk_assets(editor, 1)[0]
+    # Letters in any script, or digits, explain; an invisible character among them stays as written.
+    services.approve_asset(flagged.pk, reviewer, note=" \u200bok\u200d \n")
+    services.reject_asset(plain.pk, reviewer, note="\u00a0 \u0928\u0939\u0940\u0902 \t")
+    assert Review.objects.get(asset=flagged).note == "\u200bok\u200d"
+    assert Review.objects.get(asset=plain).note == "\u0928\u0939\u0940\u0902"
+    assert AuditEvent.objects.get(action="asset.rejected").data["note"] == "\u0928\u0939\u0940\u0902"
+
+
 def test_someone_elses_or_missing_objects_by_url(db, active_model, no_broker, users, desk_assets):
     other = make_role("other editor", users)
     theirs = desk_assets(other, 1, caption="a secret green frog")[0]

@@ -59,6 +59,7 @@ def test_make_demo_flow_from_the_command_line(tmp_path):
     """`manage.py demo --start-worker` on embedded defaults in a fresh var/ folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env["STACKGAN_VAR_DIR"] = str(tmp_path / "var")
+    env.setdefault("DJANGO_DEBUG", "1")  # as `make demo` sets it: the development key is refused with DEBUG off
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)
     result = subprocess.run([sys.executable, "manage.py", "demo", "--start-worker", "--timeout", "400"], cwd=ROOT,

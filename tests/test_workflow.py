@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -265,18 +266,45 @@ def test_migrations_are_up_to_date(db):
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 
 
-def test_check_is_clean_and_deploy_check_names_the_development_defaults(db, active_model):
+def test_check_is_clean_and_deploy_check_names_the_development_defaults(db, active_model, settings):
     from django.core.checks import run_checks
 
+    # The tests run with DEBUG off on the development key, which is an error (E004, tested below);
+    # with a key of its own the configuration is clean.
+    development_key, settings.SECRET_KEY = settings.SECRET_KEY, secrets.token_urlsafe(50)
     assert [m for m in run_checks(include_deployment_checks=False) if m.is_serious()] == []
+    settings.SECRET_KEY = development_key
     ids = {m.id for m in run_checks(include_deployment_checks=True)}
-    from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         assert "stackgan_django.W101" in ids
     if settings.CELERY_BROKER_URL.startswith("filesystem"):
         assert "stackgan_django.W102" in ids
     assert {"stackgan_django.W103", "stackgan_django.W104"} <= ids
+
+
+def test_the_development_secret_key_is_an_error_while_debug_is_off(settings):
+    from django.core.checks import ERROR, run_checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    from stackgan_django.checks import check_secret_key, refuse_development_secret_key
+
+    settings.DEBUG = False
+    for published in (settings.DEVELOPMENT_SECRET_KEY, "django-insecure-" + "x" * 50):
+        settings.SECRET_KEY = published
+        errors = check_secret_key()
+        assert [(e.id, e.level) for e in errors] == [("stackgan_django.E004", ERROR)]
+        assert "DJANGO_SECRET_KEY" in errors[0].hint and "DJANGO_DEBUG=1" in errors[0].hint
+        # Registered, so `manage.py check`, runserver, migrate and every command refuse to start.
+        assert "stackgan_django.E004" in {m.id for m in run_checks() if m.is_serious()}
+        with pytest.raises(ImproperlyConfigured, match="E004"):
+            refuse_development_secret_key()  # config.wsgi: gunicorn runs no checks
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
+    assert check_secret_key() == []
+    refuse_development_secret_key()
+    # Development on one's own machine (`make run`): DEBUG on, the key in the source is fine.
+    settings.DEBUG, settings.SECRET_KEY = True, settings.DEVELOPMENT_SECRET_KEY
+    assert check_secret_key() == []
 
 
 def test_unknown_stackgan_settings_are_an_error(settings):

@@ -14,6 +14,7 @@ from stackgan_django.conf import app_settings
 from stackgan_django.models import Asset, Review
 from stackgan_django.services import webhooks
 from stackgan_django.services.errors import TransitionError, WorkflowError
+from stackgan_django.visible_text import has_words
 
 REVIEW_TRANSITIONS = {
     Review.Decision.APPROVE: ({Asset.State.PENDING_REVIEW}, Asset.State.APPROVED),
@@ -24,6 +25,9 @@ REVIEW_TRANSITIONS = {
 
 def _review(asset_id: int, decision: str, reviewer: Any, note: str) -> Asset:
     allowed_from, target = REVIEW_TRANSITIONS[decision]
+    # Stored as written, less the whitespace around it (the review, the audit event, the signed
+    # manifest and the revocation reason clients get all carry the same text).
+    note = (note or "").strip()
     with transaction.atomic():
         asset = Asset.objects.select_for_update().filter(pk=asset_id).first()
         if asset is None:
@@ -71,8 +75,9 @@ class NoteRequired(WorkflowError):
 
 def _require_note(asset: Asset, decision: str, note: str) -> None:
     # The note is what a compliance officer shows afterwards to explain the decision; checked after
-    # the state, so a decision on an already-decided asset still reports that first.
-    if (note or "").strip():
+    # the state, so a decision on an already-decided asset still reports that first. A zero-width
+    # space looks like no note on every page yet passed a check for non-whitespace.
+    if has_words(note):
         return
     if decision == Review.Decision.REJECT:
         raise NoteRequired("Write a note saying why the image is rejected.")

@@ -21,6 +21,7 @@ from stackgan_django.models import GenerationRequest, ModelVersion
 from stackgan_django.services import delivery
 from stackgan_django.services.decisions import store_decisions
 from stackgan_django.services.errors import WorkflowError
+from stackgan_django.visible_text import has_visible_text
 
 logger = logging.getLogger(__name__)
 State = GenerationRequest.State
@@ -34,17 +35,6 @@ class InvalidSubmission(WorkflowError):
 
 class NoActiveModel(WorkflowError):
     pass
-
-
-# Letters and symbols that fonts draw blank (Hangul fillers, the Braille blank): with the format
-# characters (zero-width space and joiners, BOM, soft hyphen, bidi marks), marks with nothing to
-# mark and controls, a caption made of them alone shows nothing and says nothing.
-BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-
-
-def has_visible_text(caption: str) -> bool:
-    """At least one letter, digit, punctuation mark or symbol that shows."""
-    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in BLANK_LETTERS for ch in caption)
 
 
 def clean_caption(caption: Any) -> str:
