@@ -275,6 +275,12 @@ def test_checks_survive_broken_settings(settings):
     assert "stackgan_django.E001" in ids
 
 
+def admin_image(client, asset, approved_file=False):
+    """The admin's image view of an asset (its generated file, or the approved one)."""
+    suffix = "?file=approved" if approved_file else ""
+    return client.get(f"/admin/stackgan_django/asset/{asset.pk}/image/{suffix}")
+
+
 def test_the_admin_image_view_follows_the_asset_state_for_editors(db, active_model, no_broker, users):
     """Editors see their own images while they wait for review and once approved; a rejection or a
     revocation stops both files at once, the signed approved file included (it would still verify
@@ -285,24 +291,20 @@ def test_the_admin_image_view_follows_the_asset_state_for_editors(db, active_mod
     editor_session.force_login(editor)
     reviewer_session.force_login(reviewer)
 
-    def image(client, asset, approved_file=False):
-        suffix = "?file=approved" if approved_file else ""
-        return client.get(f"/admin/stackgan_django/asset/{asset.pk}/image/{suffix}")
-
     for asset, approved_file in ((pending, False), (approved, False), (approved, True)):
-        response = image(editor_session, asset, approved_file)
+        response = admin_image(editor_session, asset, approved_file)
         assert response.status_code == 200 and body_of(response).startswith(PNG_MAGIC), (asset.state, approved_file)
         # Revalidated on every use: a browser must not keep showing it after a revocation.
         cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
         assert {"private", "no-cache"} <= cache_control and "max-age=300" not in cache_control
         assert response["Content-Disposition"].startswith("inline")
     for asset, approved_file in ((rejected, False), (revoked, False), (revoked, True), (pending, True)):
-        response = image(editor_session, asset, approved_file)
+        response = admin_image(editor_session, asset, approved_file)
         assert response.status_code == 404, (asset.state, approved_file)
         assert PNG_MAGIC not in body_of(response)
     for asset in (approved, pending, rejected, revoked):
-        assert image(reviewer_session, asset).status_code == 200, asset.state
-    assert image(reviewer_session, revoked, approved_file=True).status_code == 200
+        assert admin_image(reviewer_session, asset).status_code == 200, asset.state
+    assert admin_image(reviewer_session, revoked, approved_file=True).status_code == 200
     # The same URL the editor just loaded is refused from the moment of the revocation.
     url = f"/admin/stackgan_django/asset/{approved.pk}/image/?file=approved"
     etag = editor_session.get(url)["ETag"]
@@ -377,15 +379,11 @@ def test_an_image_a_policy_rule_flagged_reaches_its_editor_only_once_approved(db
     editor_session.force_login(editor)
     reviewer_session.force_login(reviewer)
 
-    def image(client, asset, approved_file=False):
-        suffix = "?file=approved" if approved_file else ""
-        return client.get(f"/admin/stackgan_django/asset/{asset.pk}/image/{suffix}")
-
     for asset in (*by_caption, by_image):
-        response = image(editor_session, asset)
+        response = admin_image(editor_session, asset)
         assert response.status_code == 404 and PNG_MAGIC not in body_of(response), asset.pk
-        assert body_of(image(reviewer_session, asset)).startswith(PNG_MAGIC)
-    assert body_of(image(editor_session, unflagged)).startswith(PNG_MAGIC)
+        assert body_of(admin_image(reviewer_session, asset)).startswith(PNG_MAGIC)
+    assert body_of(admin_image(editor_session, unflagged)).startswith(PNG_MAGIC)
 
     # The pages say why instead of showing a broken image.
     request_page = editor_session.get(
@@ -404,9 +402,9 @@ def test_an_image_a_policy_rule_flagged_reaches_its_editor_only_once_approved(db
     # Approved: the editor sees both files; rejected: never.
     approved = services.approve_asset(by_caption[0].pk, reviewer, note="a poster, nothing shown")
     services.reject_asset(by_caption[1].pk, reviewer, note="too graphic")
-    assert body_of(image(editor_session, approved)).startswith(PNG_MAGIC)
-    assert body_of(image(editor_session, approved, approved_file=True)).startswith(PNG_MAGIC)
-    assert image(editor_session, by_caption[1]).status_code == 404
+    assert body_of(admin_image(editor_session, approved)).startswith(PNG_MAGIC)
+    assert body_of(admin_image(editor_session, approved, approved_file=True)).startswith(PNG_MAGIC)
+    assert admin_image(editor_session, by_caption[1]).status_code == 404
     request_page = editor_session.get(
         f"/admin/stackgan_django/generationrequest/{approved.request_id}/change/").content.decode()
     assert f"/asset/{approved.pk}/image/" in request_page and "Held for review" not in request_page
