@@ -25,6 +25,7 @@ from policies import PolicyError, load_policies
 from policies.evaluation import LabelledSetError, evaluate, format_reports, read_labelled
 from stackgan_django.access import REVIEW_ASSET
 from stackgan_django.governance import current_policies, policy_folder
+from stackgan_django.throttling import page_throttle_wait
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ MAX_CSV_BYTES = 2_000_000
 MAX_POLICY_BYTES = 1_000_000
 # Each caption costs a few milliseconds per policy; beyond this the command line is the tool.
 MAX_ROWS_IN_ADMIN = 1500
+# The API's longest caption: a longer one is refused by length at no cost, but the evaluation still
+# embeds every caption to find paraphrases of examples, and 180 words took 1.4 s a row.
+MAX_CAPTION_CHARS_IN_ADMIN = 1000
+# Counted per person under STACKGAN["API_THROTTLE_RATES"]["policy_evaluation"]: one evaluation can
+# take minutes of a web process.
+THROTTLE_SCOPE = "policy_evaluation"
 PROPOSABLE_FILES = ("usage.toml", "semantic.toml")
 # Compliance staff only. Not view_policydecision: editors hold it (to read their own refusals), and
 # this page would give them a bulk oracle of which harmful captions the policy lets through, with
@@ -93,6 +100,16 @@ def policy_evaluation_view(request: HttpRequest, site: AdminSite) -> HttpRespons
         raise PermissionDenied
     form = PolicyEvaluationForm(request.POST or None, request.FILES or None)
     report_text, error = None, None
+    if request.method == "POST":
+        wait = page_throttle_wait(request, THROTTLE_SCOPE)
+        if wait:
+            context = {**site.each_context(request), "title": "Test a usage policy on labelled captions",
+                       "form": form, "report": None,
+                       "error": f"Too many evaluations: try again in {wait} seconds, or use python -m policies "
+                                "evaluate-usage on your own machine."}
+            response = TemplateResponse(request, "admin/stackgan_django/policy_evaluation.html", context, status=429)
+            response["Retry-After"] = str(wait)
+            return response
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -100,6 +117,11 @@ def policy_evaluation_view(request: HttpRequest, site: AdminSite) -> HttpRespons
             if len(rows) > MAX_ROWS_IN_ADMIN:
                 raise LabelledSetError(f"{len(rows)} captions; the admin page takes up to {MAX_ROWS_IN_ADMIN}. "
                                        "Use python -m policies evaluate-usage for more, or choose a split.")
+            long = next((number for number, row in enumerate(rows, 1) if len(row.caption) > MAX_CAPTION_CHARS_IN_ADMIN), None)
+            if long is not None:
+                raise LabelledSetError(f"caption {long} is {len(rows[long - 1].caption)} characters long; the admin page "
+                                       f"takes captions of up to {MAX_CAPTION_CHARS_IN_ADMIN} (the API's limit). Use "
+                                       "python -m policies evaluate-usage for longer ones.")
             reports = [evaluate(current_policies().usage, rows, "in force")]
             proposed = {name: text for name, text in (("usage.toml", data["proposed_usage"]),
                                                        ("semantic.toml", data["proposed_semantic"])) if text}

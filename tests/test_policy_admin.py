@@ -106,6 +106,7 @@ def test_policy_evaluation_page_compares_a_proposed_usage_file(users, client):
     ({"labelled": ("c.bin", "\udcff")}, "UTF-8"),
     ({"labelled": ("c.csv", 'caption,expected\n"' + "a" * 200_000 + '",allow\n')}, "line 2: a field is longer than"),
     ({"labelled": ("c.csv", "caption,expected\ra cat,allow\r")}, "line 1: the lines end in a bare carriage return"),
+    ({"labelled": ("c.csv", "caption,expected\na cat,allow\n" + "word " * 201 + ",deny\n")}, "caption 2 is 1004 characters"),
 ])
 def test_policy_evaluation_page_shows_errors_not_tracebacks(users, client, files, shown):
     client.force_login(users[1])
@@ -116,3 +117,16 @@ def test_policy_evaluation_page_shows_errors_not_tracebacks(users, client, files
         data[field] = handle
     response = client.post(URL, data)
     assert response.status_code == 200 and shown in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_policy_evaluation_page_counts_evaluations_per_person(users, client, settings):
+    """An evaluation can hold a web process for minutes: each person has an allowance (the fifth
+    probe ran 40 long captions in 55 s); past it the page says when to come back, and runs nothing."""
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"policy_evaluation": "1/hour"}}
+    client.force_login(users[1])
+    assert client.post(URL, {"labelled": upload("c.csv", CSV)}).status_code == 200
+    limited = client.post(URL, {"labelled": upload("c.csv", CSV)})
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert "Too many evaluations" in limited.content.decode() and "false positives" not in limited.content.decode()
+    assert client.get(URL).status_code == 200  # the empty form costs nothing
