@@ -9,7 +9,13 @@ from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.exceptions import (
+    DisallowedHost,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
@@ -62,6 +68,8 @@ def _translate(exc: Exception) -> Exception:
         from stackgan_django.input_limits import PayloadTooLarge
 
         return PayloadTooLarge(str(exc) or PayloadTooLarge.default_detail)
+    if isinstance(exc, DisallowedHost):
+        return exceptions.ParseError(UNKNOWN_HOST)
     if isinstance(exc, TooManyFieldsSent | SuspiciousOperation):
         return exceptions.ParseError(str(exc) or "The request is malformed.")
     if isinstance(exc, DjangoValidationError):
@@ -161,8 +169,15 @@ def handler500(request: HttpRequest) -> HttpResponse:
     return server_error(request)
 
 
+# Django's message for a bad Host header tells whoever sent it which setting to change; a client of
+# the API needs to know only that the name is not served here.
+UNKNOWN_HOST = "The request's Host header names no site served here."
+
+
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_path(request.path_info):
+        if isinstance(exception, DisallowedHost):
+            return json_error(400, UNKNOWN_HOST)
         return json_error(400, str(exception) if exception else None)
     from django.views.defaults import bad_request
 

@@ -576,3 +576,12 @@ def test_errors_raised_before_the_api_view_are_json_too(db, client_with_all_scop
     response = client_with_all_scopes.generic("POST", "/api/v1/requests/", b"{}", content_type="application/json",
                                               CONTENT_LENGTH="not-a-number")
     assert response.status_code == 400 and response["Content-Type"] == "application/json"
+
+
+def test_an_unknown_host_is_a_plain_400_that_names_no_setting(db):
+    """Django's message for a bad Host header says which setting to change (the fifth probe): the
+    API answers that the name is not served here, nothing more."""
+    response = Client(HTTP_HOST="evil.example").get("/api/v1/assets/")
+    assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
+    assert "ALLOWED_HOSTS" not in response.content.decode() and "evil.example" not in response.content.decode()
+    assert response.json()["detail"] == "The request's Host header names no site served here."
