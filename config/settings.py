@@ -95,6 +95,8 @@ MIDDLEWARE = [
     "stackgan_django.api_errors.ApiJsonErrorsMiddleware",
     # Next, so an oversized body is refused before any layer reads it (on every path).
     "stackgan_django.input_limits.RequestBodyLimitMiddleware",
+    # A NUL in an address reaches no query: PostgreSQL refuses it in text (a 500).
+    "stackgan_django.input_limits.NulCharacterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

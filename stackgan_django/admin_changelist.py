@@ -35,6 +35,9 @@ class GuardedChangeListMixin:
     allowed_extra_lookups: tuple[str, ...] = ()
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if "\x00" in str(value):
+            # PostgreSQL refuses NUL in any text value (a 500); no filter's link carries one.
+            return False
         if lookup not in self.offered_lookups(request):
             return self._is_raw_id_popup_lookup(lookup, value)
         if not self._is_date_hierarchy_value(lookup, value):

@@ -310,3 +310,21 @@ def check_access_audit_middleware(app_configs=None, **kwargs):
                         "changes of users, groups and permissions as made by 'system'",
                         hint=f"Add '{name}' to MIDDLEWARE after '{auth}'.", id="stackgan_django.W140")]
     return []
+
+
+# -- hostile addresses and bodies -----------------------------------------------------------------
+
+INPUT_GUARD_MIDDLEWARE = {
+    "stackgan_django.input_limits.RequestBodyLimitMiddleware": "a body of any size would be spooled to disk",
+    "stackgan_django.input_limits.NulCharacterMiddleware": "a NUL character in an address would be a 500 on PostgreSQL",
+}
+
+
+@register(Tags.security)
+def check_input_guard_middleware(app_configs=None, **kwargs):
+    """The app's own views and change lists refuse what they can, but only a middleware sees every
+    path before Django's layers read a body or a query reaches the database."""
+    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    return [Warning(f"{name} is not in MIDDLEWARE; {consequence}", hint=f"Add '{name}' near the top of MIDDLEWARE.",
+                    id="stackgan_django.W141")
+            for name, consequence in INPUT_GUARD_MIDDLEWARE.items() if name not in middleware]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from PIL import Image, UnidentifiedImageError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
@@ -274,4 +274,26 @@ class RequestBodyLimitMiddleware:
                                     status=413, content_type="text/plain")
             response["Connection"] = "close"
             return response
+        return self.get_response(request)
+
+
+class NulCharacterMiddleware:
+    """400 for a NUL character in the path or the query string, on every path. No field of ours
+    takes one, and PostgreSQL refuses it in any text value: a change list filtered on
+    ``?purpose=%00`` was a 500 there (DataError) where SQLite found nothing. Bodies need no such
+    guard: Django's forms and the API's serializers refuse NUL in a field with a message."""
+
+    MESSAGE = "The address contains a NUL character (%00), which no page of this site takes."
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path_info or any("\x00" in name or any("\x00" in value for value in values)
+                                               for name, values in request.GET.lists()):
+            from stackgan_django.api_errors import is_api_path  # it imports the API, which imports this
+
+            if is_api_path(request.path_info):
+                return JsonResponse({"detail": self.MESSAGE}, status=400)
+            return HttpResponse(self.MESSAGE, status=400, content_type="text/plain; charset=utf-8")
         return self.get_response(request)

@@ -43,6 +43,8 @@ def staff_client(admin_user) -> Client:
     ("modelversion", {"lineage__regex": "("}),
     ("apikey", {"name__regex": "("}),
     ("webhookdelivery", {"payload__contains": "{}"}),
+    ("generationrequest", {"purpose": "\x00"}),  # PostgreSQL refuses NUL in text: a 500 there
+    ("asset", {"review": "all\x00"}),
     *[(page, {"created_at__year": "99999999999"}) for page in ("generationrequest", "asset", "policydecision",
                                                                 "auditevent")],
 ])
@@ -106,7 +108,6 @@ def test_the_desks_own_filters_and_links_keep_working(db, users, staff_client, d
     ("generationrequest", {"flagged__exact": "maybe"}),
     ("generationrequest", {"flagged__isnull": HUGE}),
     ("generationrequest", {"state__exact": "no-such-state"}),
-    ("generationrequest", {"purpose": "\x00"}),
     ("auditevent", {"object_type": HUGE}),
     ("policydecision", {"rule_id": "("}),
     ("apikey", {"created__gte": "2026-02-30"}),
