@@ -18,6 +18,7 @@ import time
 logger = logging.getLogger(__name__)
 
 _DISPATCH_UID = "stackgan_django.worker_start.warm_up_worker"
+_REFUSE_UID = "stackgan_django.worker_start.refuse_development_secret_key"
 _started: dict[str, threading.Thread] = {}
 
 
@@ -26,6 +27,21 @@ def connect_worker_warm_up() -> None:
     from celery import signals
 
     signals.worker_process_init.connect(warm_up_worker, weak=False, dispatch_uid=_DISPATCH_UID)
+    # celeryd_init: the `celery worker` command only, before it connects to the broker.
+    signals.celeryd_init.connect(refuse_development_secret_key, weak=False, dispatch_uid=_REFUSE_UID)
+
+
+def refuse_development_secret_key(**_signal_kwargs) -> None:
+    """celeryd_init handler: a worker, like every manage.py command and config.wsgi, will not start
+    on the published development SECRET_KEY with DEBUG off (stackgan_django.E004). Celery runs no
+    system checks that stop it and logs any exception a signal handler raises, so this exits."""
+    import sys
+
+    from stackgan_django.checks import check_secret_key
+
+    for error in check_secret_key():
+        sys.stderr.write(f"The worker refuses to start: {error.msg} ({error.id}). {error.hint}\n")
+        raise SystemExit(2)
 
 
 def warm_up_worker(**_signal_kwargs) -> threading.Thread | None:

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -182,6 +183,8 @@ def subprocess_env(database: str, broker: str, media: Path, signing: Path, stack
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "STACKGAN_", "FAULT_"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "tests.fault_settings",
+        # Workers refuse the published development key with DEBUG off, as a deployment's should.
+        "DJANGO_SECRET_KEY": FAULT_SECRET_KEY,
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database,
         "CELERY_BROKER_URL": broker,
@@ -200,6 +203,9 @@ def subprocess_env(database: str, broker: str, media: Path, signing: Path, stack
         **(extra or {}),
     })
     return env
+
+
+FAULT_SECRET_KEY = secrets.token_urlsafe(50)
 
 
 class CeleryWorker:

@@ -51,3 +51,32 @@ def test_manage_py_refuses_the_development_key_with_debug_off():
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env={**env, "DJANGO_DEBUG": "1"},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_celery_worker_refuses_the_development_key_with_debug_off(tmp_path):
+    # The fifth probe's finding: every command refused the key but `celery worker` started on it.
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_DEBUG", "DJANGO_SECRET_KEY")}
+    env["CELERY_BROKER_URL"] = "memory://"
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", "refused",
+               "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "refuses to start" in result.stderr and "stackgan_django.E004" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_workers_check_lets_a_deployment_key_or_debug_through(settings):
+    from stackgan_django.worker_start import refuse_development_secret_key
+
+    settings.DEBUG = False
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
+    refuse_development_secret_key()  # a deployment's own key: no exit
+    settings.SECRET_KEY = settings.DEVELOPMENT_SECRET_KEY
+    settings.DEBUG = True
+    refuse_development_secret_key()  # on your own machine, with DEBUG on (make run)
+    settings.DEBUG = False
+    try:
+        refuse_development_secret_key()
+    except SystemExit as exit_:
+        assert exit_.code != 0
+    else:
+        raise AssertionError("the development key with DEBUG off did not stop the worker")

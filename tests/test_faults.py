@@ -26,6 +26,7 @@ from stackgan_django import services
 from stackgan_django.audit import verify_chain
 from stackgan_django.models import Asset, AuditEvent, GenerationRequest
 from tests.faults import (
+    FAULT_SECRET_KEY,
     ROOT,
     CeleryWorker,
     PostgresServer,
@@ -104,6 +105,8 @@ def fault_site(transactional_db, settings, fault_dirs, fault_redis, media_in_tmp
     fault_dirs.failures.write_text("0")
     fault_dirs.hold.unlink(missing_ok=True)
     fault_dirs.hold.with_name("hold.started").unlink(missing_ok=True)
+    # The workers' key (they refuse the development key with DEBUG off): names of files are keyed by it.
+    settings.SECRET_KEY = FAULT_SECRET_KEY
     settings.STACKGAN = {**settings.STACKGAN, "QUEUE": GPU_QUEUE, "LEASE_SECONDS": LEASE_SECONDS,
                          "STORAGE": "tests.faults.FailingStorage",
                          "STORAGE_OPTIONS": {"location": str(fault_dirs.media), "failures_file": str(fault_dirs.failures)}}
@@ -286,9 +289,7 @@ def private_postgres(fault_dirs):
     server.psql("CREATE DATABASE faults_template")
     env = subprocess_env(database=server.url("faults_template"), broker="memory://", media=fault_dirs.media,
                          signing=fault_dirs.signing, stackgan={}, maintenance_queue=MAINTENANCE_QUEUE)
-    # Without the system checks: the subprocesses share the test process's settings, DEBUG off on the
-    # development key (stackgan_django.E004, an error); the template database needs only the migrations.
-    migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0", "--skip-checks"], cwd=ROOT,
+    migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=300)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     yield server
