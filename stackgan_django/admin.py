@@ -165,8 +165,17 @@ class GenerationRequestAdmin(DeskMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry the selected failed requests", permissions=["retry"])
     def retry_selected(self, request, queryset):
+        # Each retry is a new generation (the usage policy runs again, images are drawn): it counts
+        # under the person's `requests` rate, as the API, "Ask for images" and "Generate again" do,
+        # or one selection of many failed requests would be a way round that allowance.
         retried = 0
         for generation_request in queryset:
+            wait = page_throttle_wait(request, "requests")
+            if wait:
+                self.message_user(request, f"You have asked for images too often in a short time: {retried} of the "
+                                  f"selected requests were queued again, the others were left as they are. Try "
+                                  f"again in {wait} second{'s' if wait != 1 else ''}.", messages.ERROR)
+                break
             try:
                 services.retry_request(generation_request.pk, request.user)
                 retried += 1

@@ -179,3 +179,36 @@ def test_a_well_formed_selection_still_acts(db, users, desk_assets):
                                                "_selected_action": [str(asset.pk), "123456789"]})
     assert response.status_code == 302
     assert Asset.objects.get(pk=asset.pk).state == Asset.State.APPROVED
+
+
+def test_retrying_many_failed_requests_counts_under_the_persons_request_rate(db, users, no_broker, active_model,
+                                                                             settings):
+    # The fifth probe: one selection of failed requests ran the usage policy and queued images for
+    # each, past the allowance the API, "Ask for images" and "Generate again" share.
+    from django.core.cache import cache
+
+    from stackgan_django import services
+    from stackgan_django.models import GenerationRequest
+
+    cache.clear()
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {**settings.STACKGAN.get("API_THROTTLE_RATES", {}),
+                                                                      "requests": "3/hour"}}
+    editor, _ = users
+    failed = []
+    for number in range(5):
+        generation_request = services.submit_request(caption=f"a red apple number {number}", num_images=1, user=editor)
+        GenerationRequest.objects.filter(pk=generation_request.pk).update(state=GenerationRequest.State.FAILED)
+        failed.append(generation_request.pk)
+    client = Client()
+    client.force_login(editor)
+    response = client.post(f"{ADMIN}/generationrequest/", {"action": "retry_selected", "index": "0",
+                                                           "_selected_action": [str(pk) for pk in failed]}, follow=True)
+    assert "too often" in response.content.decode()
+    states = list(GenerationRequest.objects.filter(pk__in=failed).values_list("state", flat=True))
+    assert states.count(GenerationRequest.State.QUEUED) == 3 and states.count(GenerationRequest.State.FAILED) == 2
+    # The allowance is the person's: a further retry is refused outright.
+    left = GenerationRequest.objects.filter(pk__in=failed, state=GenerationRequest.State.FAILED).first()
+    response = client.post(f"{ADMIN}/generationrequest/", {"action": "retry_selected", "index": "0",
+                                                           "_selected_action": [str(left.pk)]}, follow=True)
+    assert "0 of the selected requests" in response.content.decode()
+    assert GenerationRequest.objects.get(pk=left.pk).state == GenerationRequest.State.FAILED
