@@ -89,6 +89,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+# A plain-text error body kept as the JSON detail: the guards' messages are a sentence or two.
+MAX_PLAIN_DETAIL_CHARS = 500
+
+
 def is_api_path(path: str) -> bool:
     return path.startswith(API_PREFIX)
 
@@ -115,6 +119,9 @@ class ApiJsonErrorsMiddleware:
             detail = None
             if response.status_code == 413:
                 detail = "The request body is too large."
+            if content_type.startswith("text/plain") and not response.streaming:
+                # A lower layer's own message (the input guards write plain text): kept as the detail.
+                detail = response.content.decode("utf-8", errors="replace")[:MAX_PLAIN_DETAIL_CHARS] or detail
             replacement = json_error(response.status_code, detail)
             for header in ("Allow", "Retry-After", "WWW-Authenticate"):
                 if header in response:

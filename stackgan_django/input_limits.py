@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from PIL import Image, UnidentifiedImageError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
@@ -291,9 +291,6 @@ class NulCharacterMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if "\x00" in request.path_info or any("\x00" in name or any("\x00" in value for value in values)
                                                for name, values in request.GET.lists()):
-            from stackgan_django.api_errors import is_api_path  # it imports the API, which imports this
-
-            if is_api_path(request.path_info):
-                return JsonResponse({"detail": self.MESSAGE}, status=400)
+            # Under the API prefix, ApiJsonErrorsMiddleware makes the message a JSON detail.
             return HttpResponse(self.MESSAGE, status=400, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
