@@ -79,7 +79,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "degenerate": {"min_std": ("number", False), "min_detail": ("number", False), "outcome": ("outcome", False)},
         "near_copy": {"max_hamming_distance": ("int", False), "min_similarity": ("probability", False),
                       "min_detail": ("probability", False), "min_luminance_similarity": ("probability", False),
-                      "min_luminance_detail": ("probability", False), "outcome": ("outcome", False)},
+                      "min_luminance_detail": ("probability", False), "reframe_from": ("probability", False),
+                      "outcome": ("outcome", False)},
     },
     "semantic.toml": {
         "model": {"ridge": ("number", False), "other_category_weight": ("number", False), "nearest_k": ("int", False)},

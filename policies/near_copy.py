@@ -14,6 +14,10 @@ grey against the training images' grey (made from the same thumbnails, so the in
 unchanged), with stricter thresholds: colour keeps apart drawings that differ by colour alone
 (flags), which luminance partly cannot.
 
+A copy turned a few degrees or zoomed out onto a margin is neither: a third search turns the query
+back or crops the margin off (``nearest_reframed_many``), for the few images whose 8x8 layout,
+so undone, already agrees closely with a training image.
+
 The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
 shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
 """
@@ -53,6 +57,14 @@ REFINE = 2  # cells of 64 searched around the coarse alignment, in position and 
 # The query is also resampled half a cell of 64 off, across and down, so an edit that moved the image
 # by a fraction of a cell still lines up.
 PHASES = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
+# Edits the search does not undo by itself, undone on the query (``nearest_reframed_many``): turns
+# of the query in steps of 1.5 degrees (a copy turned up to about 10 degrees either way lies within
+# 0.75 of one: the colour layout keeps a copy's 0.95 to about a degree), and margins cropped off (a
+# copy zoomed out onto white; with the search's own sizes the three cover images shrunk to 70-97%).
+REFRAME_ANGLES = (-9.0, -7.5, -6.0, -4.5, -3.0, -1.5, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0)
+REFRAME_MARGINS = (0.08, 0.16, 0.24)
+REFRAME_CANDIDATES = 8
+REFRAME_SIDE = 128  # pixels: twice the finest grid the search compares
 
 
 class NearCopyIndexError(ValueError):
@@ -149,6 +161,8 @@ class NearCopyMatch:
     verified: bool = True
     # "colour": the images were compared in colour; "luminance": in grey (``nearest_luminance_many``).
     compared: str = "colour"
+    # What was undone on the query before it matched (``nearest_reframed_many``): "" for nothing.
+    reframed: str = ""
 
 
 class NearCopyIndex:
@@ -256,12 +270,13 @@ class NearCopyIndex:
         single check can never disagree."""
         return self.nearest_many([image], verify_from)[0]
 
-    def nearest_many(self, images: Sequence[Image.Image | np.ndarray],
-                     verify_from: float | None = None) -> list[NearCopyMatch | None]:
+    def nearest_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
+                     sizes: Sequence[int] = SIZES) -> list[NearCopyMatch | None]:
         """``nearest`` for each of several images (a worker's batch), in one pass: the coarse
         comparison of every image (and its mirror) with every training image is one matrix product,
         the candidates that several images share are transformed once, and every image's
-        correlations are one inverse FFT. Each image's result depends on that image alone."""
+        correlations are one inverse FFT. Each image's result depends on that image alone.
+        ``sizes``: the query sizes on the 32-cell grid searched (GRID among them)."""
         if not self.names:
             return [None] * len(images)
         if not images:
@@ -271,7 +286,7 @@ class NearCopyIndex:
         # The queries' thumbnails are made once; a mirror image's are the mirrored arrays (an area
         # average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as the
         # index's own coarse grid is.
-        thumbs = {size: np.stack([thumbnail(rgb, size) for rgb in rgbs]) for size in SIZES}  # (N, size, size, 3)
+        thumbs = {size: np.stack([thumbnail(rgb, size) for rgb in rgbs]) for size in sizes}  # (N, size, size, 3)
         coarse = thumbs[GRID].reshape(count, COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
         # Candidates: the best coarse correlation over both orientations; every image and mirror
         # against the whole index in one product, (M, 192) @ (192, 2N).
@@ -293,7 +308,7 @@ class NearCopyIndex:
         # Every query (orientation x size) of every image at once: one forward FFT of the
         # candidates, one of the queries, the channels summed in the frequency domain (the
         # transform is linear), and one inverse FFT of (image, query, candidate) planes.
-        queries = [(mirrored, size) for mirrored in (False, True) for size in SIZES]
+        queries = [(mirrored, size) for mirrored in (False, True) for size in sizes]
         kernels = np.zeros((count, len(queries), 3, side, side), dtype=np.float32)
         usable = np.zeros((count, len(queries)), dtype=bool)
         for number, (mirrored, size) in enumerate(queries):
@@ -316,7 +331,7 @@ class NearCopyIndex:
         # inverse DFT's rows (the transposes make it one large product rather than thousands of
         # small transforms); the inverse along the rows stays an FFT. Same sums as irfft2, a third
         # of the work.
-        rows = side - min(SIZES) + 1
+        rows = side - min(sizes) + 1
         inverse_rows = (np.exp(2j * np.pi * np.outer(np.arange(rows), np.arange(side)) / side) / side).astype(np.complex64)
         partial = np.tensordot(inverse_rows, product, axes=([1], [3]))  # (rows, N, Q, K, S/2+1)
         all_dots = np.fft.irfft(partial, n=side, axis=-1)  # (rows, N, Q, K, S): y first
@@ -373,6 +388,72 @@ class NearCopyIndex:
             if match is not None and chroma[number] <= LUMINANCE_COLOUR_SHARE * self.colourfulness_of(match.name):
                 found[number] = dataclasses.replace(match, compared="luminance")
         return found
+
+    def nearest_reframed_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
+                              search_from: float = -1.0) -> list[NearCopyMatch | None]:
+        """``nearest`` for copies the search does not undo by itself, undone on the query instead: a
+        rotation by a few degrees either way (REFRAME_ANGLES) and a margin, the image zoomed out
+        onto white (REFRAME_MARGINS cropped off again). The match says what was undone
+        (``reframed``).
+
+        First, cheaply, every reframing's 8x8 layout against the whole index (one matrix product):
+        an image whose best agreement there is below ``search_from`` is not searched (None). A
+        turned or framed copy reaches 0.97 or more once undone, the shipped model's images at most
+        about 0.9, so the search proper (a dozen searches on a few candidates, about the cost of
+        ``nearest`` itself) runs for almost no generated image. Each image searched is compared
+        with its REFRAME_CANDIDATES nearest training images by that layout: all its reframings
+        scored unverified in one pass, then the best one verified as ``nearest_many`` verifies."""
+        rgbs = [as_rgb(image) for image in images]
+        if not self.names:
+            return [None] * len(rgbs)
+        found: list[NearCopyMatch | None] = []
+        for rgb in rgbs:
+            rows, best = self._reframed_candidates(rgb)
+            found.append(self._nearest_reframed(rgb, rows, verify_from) if best >= search_from else None)
+        return found
+
+    def _reframed_candidates(self, rgb: Image.Image) -> tuple[np.ndarray, float]:
+        """The REFRAME_CANDIDATES rows of the index nearest any reframing of the image by the 8x8
+        layout (either orientation), and the best agreement among them. At 64 px: turning a small
+        image costs next to nothing, and 8x8 cells need no more."""
+        small = rgb.resize((DETAIL, DETAIL), Image.Resampling.BOX)
+        reframings = [small, *(small.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor="white")
+                               for angle in REFRAME_ANGLES)]
+        for margin in REFRAME_MARGINS:
+            cut = round(DETAIL * margin / 2)
+            reframings.append(small.crop((cut, cut, DETAIL - cut, DETAIL - cut)))
+        coarse = np.stack([thumbnail(reframing, COARSE) for reframing in reframings])
+        orientations = _centre(np.concatenate([coarse, coarse[:, :, ::-1]])).reshape(2 * len(reframings), -1)
+        scores = (self._coarse @ orientations.T).max(axis=1)  # (M,): each training image's best agreement
+        rows = np.argsort(-scores)[: min(REFRAME_CANDIDATES, len(self.names))]
+        return rows, float(scores[rows[0]])
+
+    def _nearest_reframed(self, rgb: Image.Image, rows: np.ndarray, verify_from: float | None) -> NearCopyMatch | None:
+        rows = np.sort(rows)
+        subset = type(self)([self.names[row] for row in rows], self.thumbnails[rows], self.details[rows])
+        # Turned and cropped at REFRAME_SIDE: the search reads 32 and 64 cells of it, and turning a
+        # 256 px image a dozen times cost more than the search itself.
+        if max(rgb.size) > REFRAME_SIDE:
+            rgb = rgb.resize((REFRAME_SIDE, REFRAME_SIDE), Image.Resampling.BOX)
+        width, height = rgb.size
+        # (what was undone, the query, the sizes searched): a turn is searched at full size only.
+        tried: list[tuple[str, Image.Image, tuple[int, ...]]] = [
+            # A copy turned by -angle is turned back by +angle (PIL turns anticlockwise).
+            (f"turned {-angle:+g} degrees", rgb.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor="white"),
+             (GRID,)) for angle in REFRAME_ANGLES]
+        for margin in REFRAME_MARGINS:
+            dx, dy = round(width * margin / 2), round(height * margin / 2)
+            tried.append((f"framed by a {margin:.0%} margin", rgb.crop((dx, dy, width - dx, height - dy)), SIZES))
+        best_score, best = -np.inf, 0
+        for sizes in sorted({entry[2] for entry in tried}):
+            positions = [position for position, entry in enumerate(tried) if entry[2] == sizes]
+            for position, match in zip(positions, subset.nearest_many([tried[p][1] for p in positions], np.inf, sizes),
+                                       strict=True):
+                if match is not None and match.similarity > best_score:
+                    best_score, best = match.similarity, position
+        undone, query, sizes = tried[best]
+        match = subset.nearest_many([query], verify_from, sizes)[0]
+        return dataclasses.replace(match, reframed=undone) if match is not None else None
 
     def _colourfulness(self) -> np.ndarray:
         if self._chroma is None:

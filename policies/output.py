@@ -80,6 +80,10 @@ class OutputPolicy:
         # since drawings that differ by colour alone look more alike in grey.
         self.min_luminance_similarity = float(near.get("min_luminance_similarity", 0.98))
         self.min_luminance_detail = float(near.get("min_luminance_detail", 0.97))
+        # A copy turned a few degrees or framed by a margin is searched for only when, so undone, its
+        # 8x8 layout agrees with a training image at least this much (the shipped model's images
+        # almost never do).
+        self.reframe_from = float(near.get("reframe_from", 0.93))
         self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
         self.extra_checks = list(extra_checks or [])
@@ -152,6 +156,16 @@ class OutputPolicy:
             for number, match in zip(unflagged, in_grey, strict=True):
                 if self.is_near_copy(match):
                     matches[number] = match
+        # Last, with a turn or a margin undone on the query, for the images still let through (a
+        # flat image, None, has no layout to turn).
+        close = [number for number, match in enumerate(matches) if match is not None and not self.is_near_copy(match)]
+        if close:
+            reframed = index.nearest_reframed_many([pils[number] for number in close],
+                                                   verify_from=self.min_similarity - VERIFY_MARGIN,
+                                                   search_from=self.reframe_from)
+            for number, match in zip(close, reframed, strict=True):
+                if self.is_near_copy(match):
+                    matches[number] = match
         decisions = []
         for match in matches:
             if not self.is_near_copy(match):
@@ -162,6 +176,7 @@ class OutputPolicy:
                 "similarity": round(match.similarity, 4), "minimum": minimum, "detail": round(match.detail, 4),
                 "minimum_detail": minimum_detail, "training_item": match.name, "compared": match.compared,
                 "mirrored": match.mirrored, "scale": round(match.scale, 3), "offset_cells": list(match.offset),
+                **({"undone": match.reframed} if match.reframed else {}),
             })])
         return decisions
 

@@ -198,6 +198,61 @@ def test_a_colourful_image_is_never_judged_in_grey():
     assert match is not None and match.name == name and match.compared == "luminance"
 
 
+TURNS_AND_MARGINS = {
+    "turned 3 degrees": lambda image: image.rotate(3, resample=Image.Resampling.BICUBIC, fillcolor="white"),
+    "turned -8 degrees": lambda image: image.rotate(-8, resample=Image.Resampling.BICUBIC, fillcolor="white"),
+    "zoomed out 12% onto white": lambda image: robustness.zoom_out(image, 0.12),
+    "zoomed out 22% onto white": lambda image: robustness.zoom_out(image, 0.22),
+}
+
+
+@pytest.mark.parametrize("kind", list(TURNS_AND_MARGINS))
+def test_turned_and_framed_copies_are_caught_and_say_what_was_undone(kind):
+    """A copy turned a few degrees or zoomed out onto a margin: the search alone does not undo
+    these (scale only enlarges, no turn at all); the query turned back or cropped does."""
+    never = {**POLICY.config["near_copy"], "reframe_from": 2.0}
+    without = OutputPolicy({**POLICY.config, "near_copy": never}, "no turn or margin undone")
+    caught = by_search_alone = 0
+    for name, image in TRAINING[:8]:
+        edited = TURNS_AND_MARGINS[kind](image)
+        decision = next((d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"), None)
+        if decision is not None and decision.evidence["training_item"] == name:
+            caught += 1
+            assert decision.evidence["similarity"] >= decision.evidence["minimum"]
+            if "undone" in decision.evidence:
+                assert decision.evidence["undone"].startswith(("turned", "framed")), decision.evidence
+        by_search_alone += any(d.rule_id == "output.near_copy" and d.evidence["training_item"] == name
+                               for d in without.check_image(edited, INDEX).decisions)
+    assert caught >= 7 and by_search_alone < caught, (kind, caught, by_search_alone)
+
+
+def test_turning_and_cropping_the_query_raises_no_false_alarm():
+    # Other drawings of the same kind, searched with every turn and margin whatever their layout.
+    found = INDEX.nearest_reframed_many([sticker(seed) for seed in range(1000, 1040)], verify_from=0.7)
+    alarms = [match for match in found if POLICY.is_near_copy(match)]
+    assert alarms == []
+
+
+def test_only_images_close_to_a_training_image_are_turned_and_cropped(monkeypatch):
+    """The search with turns and margins costs about as much as the search itself: an image whose
+    8x8 layout, turned back or cropped, is far from every training image (the shipped model's
+    images, as a rule) never pays it, nor does one the search flagged already."""
+    searched: list[Image.Image] = []
+    original = NearCopyIndex._nearest_reframed
+
+    def counting(self, rgb, rows, verify_from):
+        searched.append(rgb)
+        return original(self, rgb, rows, verify_from)
+
+    monkeypatch.setattr(NearCopyIndex, "_nearest_reframed", counting)
+    unrelated = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(unrelated).rectangle((20, 100, 236, 150), fill=(0, 90, 200))
+    POLICY.check_images([unrelated, TRAINING[2][1]], INDEX)  # far off, and an exact copy (flagged at once)
+    assert searched == []
+    POLICY.check_images([unrelated, TURNS_AND_MARGINS["turned -8 degrees"](TRAINING[2][1])], INDEX)
+    assert len(searched) == 1
+
+
 @pytest.mark.parametrize("content", [
     "not json", json.dumps({"format": "something-else"}), json.dumps([1, 2]),
     json.dumps({**INDEX.to_json(), "count": 3}), json.dumps({**INDEX.to_json(), "thumbnails": "@@@"}),
