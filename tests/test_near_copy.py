@@ -304,5 +304,7 @@ def test_the_output_policy_runs_with_the_previous_search_as_the_speed_benchmark_
     the policy calls the batch path (nearest_many), which the reference must serve from its own
     search, deciding as the current search does on a planted copy and an unrelated drawing."""
     slow = reference.ReferenceNearCopyIndex.of(INDEX)
-    for image in (TRAINING[3][1].transpose(Image.Transpose.FLIP_LEFT_RIGHT), sticker(4001)):
+    # A turned copy reaches the search with the query turned back, which runs the current search.
+    for image in (TRAINING[3][1].transpose(Image.Transpose.FLIP_LEFT_RIGHT), sticker(4001),
+                  TURNS_AND_MARGINS["turned -8 degrees"](TRAINING[5][1])):
         assert decisions_of(POLICY.check_image(image, slow)) == decisions_of(POLICY.check_image(image, INDEX))
