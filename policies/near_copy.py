@@ -404,29 +404,31 @@ class NearCopyIndex:
         with its REFRAME_CANDIDATES nearest training images by that layout: all its reframings
         scored unverified in one pass, then the best one verified as ``nearest_many`` verifies."""
         rgbs = [as_rgb(image) for image in images]
-        if not self.names:
+        if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
-        found: list[NearCopyMatch | None] = []
-        for rgb in rgbs:
-            rows, best = self._reframed_candidates(rgb)
-            found.append(self._nearest_reframed(rgb, rows, verify_from) if best >= search_from else None)
-        return found
+        rows, best = self._reframed_candidates(np.stack([thumbnail(rgb) for rgb in rgbs]))
+        return [self._nearest_reframed(rgb, image_rows, verify_from) if image_best >= search_from else None
+                for rgb, image_rows, image_best in zip(rgbs, rows, best, strict=True)]
 
-    def _reframed_candidates(self, rgb: Image.Image) -> tuple[np.ndarray, float]:
-        """The REFRAME_CANDIDATES rows of the index nearest any reframing of the image by the 8x8
-        layout (either orientation), and the best agreement among them. At 64 px: turning a small
-        image costs next to nothing, and 8x8 cells need no more."""
-        small = rgb.resize((DETAIL, DETAIL), Image.Resampling.BOX)
-        reframings = [small, *(small.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor="white")
-                               for angle in REFRAME_ANGLES)]
-        for margin in REFRAME_MARGINS:
-            cut = round(DETAIL * margin / 2)
-            reframings.append(small.crop((cut, cut, DETAIL - cut, DETAIL - cut)))
-        coarse = np.stack([thumbnail(reframing, COARSE) for reframing in reframings])
-        orientations = _centre(np.concatenate([coarse, coarse[:, :, ::-1]])).reshape(2 * len(reframings), -1)
-        scores = (self._coarse @ orientations.T).max(axis=1)  # (M,): each training image's best agreement
-        rows = np.argsort(-scores)[: min(REFRAME_CANDIDATES, len(self.names))]
-        return rows, float(scores[rows[0]])
+    def _reframed_candidates(self, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (N, 32, 32, 3) query thumbnails: (N, REFRAME_CANDIDATES) rows of the index nearest any
+        reframing of each image by the 8x8 layout (either orientation), and (N,) the best agreement.
+        Every reframing's 8x8 layout is a fixed linear map of the 32x32 thumbnail (``_reframing_maps``),
+        so this is two matrix products for the whole batch, no image turned."""
+        weights, white = _reframing_maps()
+        count = len(thumbnails)
+        # One product: (R * 64, 1024) @ (1024, N * 3), then (N, R, 64, 3).
+        pixels = thumbnails.reshape(count, GRID * GRID, 3).astype(np.float32).transpose(1, 0, 2).reshape(GRID * GRID, -1)
+        coarse = (weights.reshape(-1, GRID * GRID) @ pixels).reshape(len(weights), COARSE * COARSE, count, 3)
+        coarse = coarse.transpose(2, 0, 1, 3) + 255.0 * white[None, :, :, None]
+        coarse = coarse.reshape(count * len(weights), COARSE, COARSE, 3)
+        orientations = _centre(np.concatenate([coarse, coarse[:, :, ::-1]])).reshape(2, count, len(weights), -1)
+        # (M, 2 * N * R): each training image against every orientation and reframing of each image.
+        agreement = self._coarse @ orientations.reshape(-1, COARSE * COARSE * 3).T
+        scores = agreement.reshape(len(self.names), 2, count, len(weights)).max(axis=(1, 3)).T  # (N, M)
+        keep = min(REFRAME_CANDIDATES, len(self.names))
+        rows = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+        return rows, np.take_along_axis(scores, rows, axis=1).max(axis=1)
 
     def _nearest_reframed(self, rgb: Image.Image, rows: np.ndarray, verify_from: float | None) -> NearCopyMatch | None:
         rows = np.sort(rows)
@@ -645,6 +647,50 @@ class QueryGrey:
         top = self.margin + phase_y * self.height / cells
         box = (left / self.step, top / self.step, (left + self.width) / self.step, (top + self.height) / self.step)
         return np.asarray(self.image.resize((cells, cells), Image.Resampling.BOX, box=box), dtype=np.float32)
+
+
+_REFRAMING_MAPS: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 area average of every reframing ``nearest_reframed_many`` tries (as is, each turn of
+    REFRAME_ANGLES, each margin of REFRAME_MARGINS cropped off) as a linear map of the 32x32
+    thumbnail: (R, 64, 1024) weights, and (R, 64) the share of each cell that falls outside the
+    image (white, as a turn fills its corners). Sampled at 8x8 points per cell, nearest thumbnail
+    pixel: the gate needs the layout, not every pixel. Made once per process."""
+    global _REFRAMING_MAPS
+    if _REFRAMING_MAPS is not None:
+        return _REFRAMING_MAPS
+    samples = 8
+    # Sample points of the output, in thumbnail pixels, cell by cell: (64 cells, 64 points) each axis.
+    cell = GRID / COARSE
+    offsets = (np.arange(samples) + 0.5) / samples * cell
+    cy, cx = np.divmod(np.arange(COARSE * COARSE), COARSE)
+    ys = (cy[:, None, None] * cell + offsets[None, :, None]) + np.zeros((1, 1, samples))
+    xs = (cx[:, None, None] * cell + offsets[None, None, :]) + np.zeros((1, samples, 1))
+    ys, xs = ys.reshape(COARSE * COARSE, -1), xs.reshape(COARSE * COARSE, -1)
+    centre = GRID / 2
+    sources: list[tuple[np.ndarray, np.ndarray]] = [(xs, ys)]
+    for angle in REFRAME_ANGLES:
+        # PIL turns anticlockwise: the output point at angle t from the centre shows the source
+        # point at t - angle (y grows downwards).
+        theta = np.deg2rad(angle)
+        dx, dy = xs - centre, ys - centre
+        sources.append((centre + dx * np.cos(theta) - dy * np.sin(theta), centre + dx * np.sin(theta) + dy * np.cos(theta)))
+    for margin in REFRAME_MARGINS:
+        cut = GRID * margin / 2
+        sources.append((cut + xs * (1 - margin), cut + ys * (1 - margin)))
+    weights = np.zeros((len(sources), COARSE * COARSE, GRID * GRID), dtype=np.float32)
+    white = np.zeros((len(sources), COARSE * COARSE), dtype=np.float32)
+    for number, (sx, sy) in enumerate(sources):
+        inside = (sx >= 0) & (sx < GRID) & (sy >= 0) & (sy < GRID)
+        pixel = np.floor(np.clip(sy, 0, GRID - 1)).astype(int) * GRID + np.floor(np.clip(sx, 0, GRID - 1)).astype(int)
+        share = 1.0 / sx.shape[1]
+        for row in range(COARSE * COARSE):
+            np.add.at(weights[number, row], pixel[row][inside[row]], share)
+        white[number] = (~inside).sum(axis=1) * share
+    _REFRAMING_MAPS = (weights, white)
+    return _REFRAMING_MAPS
 
 
 def _window_sums(integral: np.ndarray, size: int, span: int) -> np.ndarray:
