@@ -396,10 +396,10 @@ class NearCopyIndex:
         onto white (REFRAME_MARGINS cropped off again). The match says what was undone
         (``reframed``).
 
-        First, cheaply, every reframing's 8x8 layout against the whole index (one matrix product):
-        an image whose best agreement there is below ``search_from`` is not searched (None). A
-        turned or framed copy reaches 0.97 or more once undone, the shipped model's images at most
-        about 0.9, so the search proper (a dozen searches on a few candidates, about the cost of
+        First, cheaply, every reframing's 8x8 layout against the whole index (two matrix products
+        for the batch): an image whose best agreement there is below ``search_from`` is not
+        searched (None). Turned or framed copies reach about 0.98 or more once undone (5th
+        percentile), the shipped model's images 0.92 at most, so the search proper (a dozen searches on a few candidates, about the cost of
         ``nearest`` itself) runs for almost no generated image. Each image searched is compared
         with its REFRAME_CANDIDATES nearest training images by that layout: all its reframings
         scored unverified in one pass, then the best one verified as ``nearest_many`` verifies."""
