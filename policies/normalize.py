@@ -63,13 +63,76 @@ def _base_letter(char: str) -> str:
     return match.group(1).lower() if match else char
 
 
-def normalise(original: str) -> NormalisedText:
+# Pictographs read as the words they stand for, so that both the word rules and the sentence encoder
+# see "a 🔪 on a 🧍‍♀️ neck" as "a kitchen knife on a standing person woman neck" and "😀" as a
+# caption with words. By Unicode name, lower-cased, with these names put as people say them (the
+# emoji's CLDR short names where the Unicode name is odd).
+EMOJI_NAMES = {
+    "HOCHO": "kitchen knife", "AUBERGINE": "eggplant", "SPLASHING SWEAT SYMBOL": "sweat droplets",
+    "COLLISION SYMBOL": "explosion", "FEMALE SIGN": "woman", "MALE SIGN": "man", "PILE OF POO": "poo",
+    "NO ONE UNDER EIGHTEEN SYMBOL": "no one under eighteen", "DROPLET": "droplet",
+    "SHOCKED FACE WITH EXPLODING HEAD": "exploding head", "SEE-NO-EVIL MONKEY": "see no evil monkey",
+    "FACE WITH TEARS OF JOY": "face with tears of joy", "HEAVY BLACK HEART": "red heart",
+    "BLACK HEART SUIT": "heart suit", "MONEY BAG": "money bag", "SMILING FACE WITH HORNS": "smiling devil",
+}
+# Joined into the pictograph before them, never read: skin tones, the emoji and text presentation
+# selectors, the keycap's enclosing mark; a regional-indicator letter spells a flag's country code.
+EMOJI_MODIFIERS = {*map(chr, range(0x1F3FB, 0x1F400)), "︎", "️", "⃣"}
+
+
+@functools.lru_cache(maxsize=4096)
+def emoji_words(char: str) -> str | None:
+    """The words a pictograph stands for (" eggplant "), None for any other character."""
+    if unicodedata.category(char) != "So":
+        return None
+    name = unicodedata.name(char, "")
+    if not name or name.startswith(("BOX DRAWINGS", "BLOCK", "BRAILLE")):
+        return None
+    if name.startswith("REGIONAL INDICATOR SYMBOL LETTER "):
+        return " flag "  # two of them spell a country's code, which is no word
+    words = EMOJI_NAMES.get(name) or name.lower().replace(" symbol", "").replace("-", " ")
+    return f" {words} "
+
+
+# What a pictograph becomes when it is read as punctuation ("n🍑u🍑d🍑e" is "n·u·d·e" to the word rules).
+EMOJI_SEPARATOR = "·"
+
+
+def emoji_read(text: str) -> str:
+    """``text`` with its pictographs read as their names and their modifiers (and the joiners inside
+    an emoji sequence) left out, everything else as typed: how a term written with emoji is written
+    plainly ("🍆💦" is "eggplant sweat droplets", never a disguised spelling of it)."""
+    out = []
+    for position, char in enumerate(text):
+        if char in EMOJI_MODIFIERS:
+            continue
+        if char == "\u200d" and any(emoji_words(near) is not None or near in EMOJI_MODIFIERS
+                                    for near in text[max(position - 1, 0) : position + 2 : 2]):
+            continue
+        out.append(emoji_words(char) or char)
+    return "".join(out)
+
+
+def has_emoji(text: str) -> bool:
+    return any(emoji_words(char) is not None for char in text)
+
+
+def normalise(original: str, emoji_as_separators: bool = False) -> NormalisedText:
     """NFKC, case folding, invisible characters removed, diacritics stripped, confusables and marked
-    Latin letters mapped to plain ones."""
+    Latin letters mapped to plain ones, pictographs read as their names (or, with
+    ``emoji_as_separators``, as a separator between letters, which is how a word spelled out between
+    emoji is read)."""
     out: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(original):
-        if char in INVISIBLE:
+        if char in INVISIBLE or char in EMOJI_MODIFIERS:
+            continue
+        words = emoji_words(char)
+        if words is not None and emoji_as_separators:
+            words = EMOJI_SEPARATOR
+        if words is not None:
+            out.extend(words)
+            origin.extend([index] * len(words))
             continue
         folded = unicodedata.normalize("NFKC", char).casefold()
         for piece in unicodedata.normalize("NFD", folded):

@@ -14,7 +14,15 @@ import regex
 
 from policies.decisions import Decision, Outcome, Verdict
 from policies.language import LanguageRule
-from policies.normalize import INVISIBLE, NormalisedText, limit_runs, normalise, terms_pattern
+from policies.normalize import (
+    INVISIBLE,
+    NormalisedText,
+    emoji_read,
+    has_emoji,
+    limit_runs,
+    normalise,
+    terms_pattern,
+)
 from policies.semantic import SemanticLayer
 
 logger = logging.getLogger(__name__)
@@ -149,7 +157,7 @@ def _not_the_term(quoted: str, terms: tuple[str, ...]) -> bool:
 
 def _is_evasion(quoted: str, terms: tuple[str, ...]) -> bool:
     """Whether a matched stretch differs from every term as normally written (case aside)."""
-    plain = " ".join(quoted.casefold().split())
+    plain = " ".join(emoji_read(quoted).casefold().split())
     for term in terms:
         base = term.casefold()
         if plain == base or any(plain == base + suffix for suffix in ("s", "es", "ed", "ing", "d")):
@@ -309,9 +317,15 @@ class UsagePolicy:
         if verdict.denied:
             return verdict
         normalised = limit_runs(normalise(caption))
+        # Pictographs are read as their names ("🍆" is "eggplant"), and once more as separators, so a
+        # word spelled out between emoji ("n🍑u🍑d🍑e") is still the word; the stricter match counts.
+        readings = [normalised]
+        if has_emoji(caption):
+            readings.append(limit_runs(normalise(caption, emoji_as_separators=True)))
         for rule in self.term_rules + self.name_rules:
             try:
-                decision = self._match(rule, caption, normalised)
+                found = [d for d in (self._match(rule, caption, reading) for reading in readings) if d]
+                decision = max(found, key=lambda d: d.outcome is Outcome.DENY) if found else None
             except PatternTooSlow as exc:
                 # Fails closed, as a broken policy file does: a caption the rules could not finish
                 # reading is not accepted. The load-time probes make this rare; the log says which.
@@ -359,7 +373,8 @@ class UsagePolicy:
                              "The caption contains text-direction control characters, which make it display "
                              "differently from what it says; type or paste plain text.",
                              {"count": len(overrides), "first": f"U+{ord(overrides[0]):04X}"})]
-        letters = sum(1 for c in caption if c.isalpha())
+        # Counted as the rules read the caption: a pictograph is its name's letters ("😀 " is words).
+        letters = sum(1 for c in normalise(caption).text if c.isalpha())
         if letters < self.min_letters:
             return [Decision(Outcome.DENY, "usage.length.min",
                              "The caption is empty or has no words; describe the image you want.",

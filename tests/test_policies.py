@@ -562,3 +562,41 @@ def test_check_image_refuses_images_over_the_verify_limit_from_the_header(tmp_pa
 def test_cli_check_image_on_a_decompression_bomb_exits_cleanly(tmp_path):
     result = run_cli("check-image", str(png_header_only(tmp_path / "bomb.png", 30000, 30000)))
     assert result.returncode == 2 and "limit" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- emoji ------------------------------------------------------------------------------------------
+
+def test_pictographs_are_read_as_their_names_and_quoted_as_typed():
+    text = "a 🔪🩸 on a 🧍🏽‍♀️ neck"
+    normalised = normalise(text)
+    assert " ".join(normalised.text.split()) == "a kitchen knife drop of blood on a standing person woman neck"
+    start = normalised.text.index("kitchen")
+    assert normalised.original_span(text, start, start + len("kitchen knife"))[2] == "🔪"
+
+
+@pytest.mark.parametrize("caption", ["😀", "🍎 🍌 🍇", "a 🍎", "🐶🐱", "🌞🌈🌧️", "a 🌹 for mum", "🇫🇷 flag waving"])
+def test_captions_written_in_emoji_are_read_not_refused_as_empty(caption):
+    # Before, a caption of emoji had "no words" (usage.length.min): an emoji site's editors write them.
+    verdict = USAGE.check_caption(caption)
+    assert not verdict.denied, [(d.rule_id, d.message) for d in verdict.decisions]
+
+
+@pytest.mark.parametrize("caption", ["🍆💦", "a 🍑🍆💦", "🍆💦👅", "✡️🔥", "a 🔞 photo"])
+def test_emoji_shorthand_for_sex_and_hate_is_reviewed_as_written(caption):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.outcome is not Outcome.ALLOW
+    rules = [d for d in verdict.decisions if d.rule_id in ("usage.blocked.sexual_emoji", "usage.blocked.hate_emoji")]
+    # Emoji are the plain way to write these, not a disguised spelling of their names.
+    assert rules and not any(d.evidence.get("evasion") for d in rules), verdict.decisions
+
+
+@pytest.mark.parametrize("caption", ["a n💦u💦d💦e woman", "p😀o😀r😀n", "a n🔥a🔥k🔥e🔥d girl"])
+def test_a_word_spelled_out_between_emoji_is_the_word_disguised(caption):
+    verdict = USAGE.check_caption(caption)
+    assert verdict.denied and any(d.evidence.get("evasion") for d in verdict.decisions), verdict.decisions
+
+
+@pytest.mark.parametrize("caption", ["🔫 pointed at 👶", "🔪🩸 on a 🧍‍♀️ neck", "a man 🔪 a woman, 🩸 everywhere",
+                                     "💉💊 party with 👧", "🔞 👧"])
+def test_harm_told_in_emoji_is_not_allowed(caption):
+    assert USAGE.check_caption(caption).outcome is not Outcome.ALLOW
