@@ -252,14 +252,28 @@ def _upgrade_unversioned(data: Mapping[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` as the JSON standard reads it: NaN and Infinity are refused (no database keeps
+    them in a JSON column: SQLite's check and PostgreSQL's jsonb both reject the row), and nesting
+    deep enough to exhaust the parser is a ValueError, not a RecursionError."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def read_lineage(folder: str | os.PathLike) -> Lineage:
     """The lineage of a checkpoint folder; a missing or unreadable file is a LineageError."""
     path = Path(folder) / LINEAGE_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_strict(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise LineageError(f"{path} is missing: a checkpoint without a lineage cannot show what it was trained on") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise LineageError(f"{path} is not readable JSON: {exc}") from exc
     return Lineage.from_dict(data)
 

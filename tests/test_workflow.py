@@ -262,6 +262,22 @@ def test_model_activation_checks_lineage_against_the_data_policy(db, tiny_checkp
     assert AuditEvent.objects.filter(action="model.activated").count() == 1
 
 
+@pytest.mark.parametrize("hostile", ["[" * 100_000 + "]" * 100_000, "NaN", "Infinity", "-Infinity"])
+def test_register_model_refuses_a_hostile_lineage_with_a_message_and_no_row(db, tiny_checkpoint, tmp_path, hostile):
+    """A lineage.json nested past the parser's stack, or holding NaN / Infinity (valid to Python, refused
+    by every database's JSON column), is a clear error before anything is written, not a traceback."""
+    import shutil
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(tiny_checkpoint, folder)
+    lineage = SHAPES_LINEAGE.to_dict()
+    text = json.dumps(lineage)[:-1] + f', "extra": {hostile}}}'
+    (folder / "lineage.json").write_text(text)
+    with pytest.raises(CommandError, match="not readable JSON"):
+        call_command("register_model", str(folder), "--name", "hostile")
+    assert not ModelVersion.objects.filter(name="hostile").exists()
+
+
 def test_migrations_are_up_to_date(db):
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 

@@ -3,13 +3,12 @@ lineage that passes the data policy allows."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
 
-from lineage import LINEAGE_FILE, Lineage, LineageError
+from lineage import LINEAGE_FILE, Lineage, LineageError, loads_strict
 from policies import PolicyError
 from policies.near_copy import near_copy_index_sha256
 from stackgan_django.audit import record_event
@@ -25,8 +24,8 @@ def _read_lineage_for_record(folder: Path) -> tuple[dict[str, Any], bool]:
     if not path.is_file():
         return {}, False
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = loads_strict(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise WorkflowError(f"{path} is not readable JSON: {exc}") from exc
     try:
         parsed = Lineage.from_dict(raw)
