@@ -270,10 +270,10 @@ class RequestBodyLimitMiddleware:
             return HttpResponse("The Content-Length header is not a number.", status=400, content_type="text/plain")
         limit = max_request_body_bytes()
         if declared > limit:
-            response = HttpResponse(f"The request body is {declared} bytes; the largest this site takes is {limit}.",
-                                    status=413, content_type="text/plain")
-            response["Connection"] = "close"
-            return response
+            # No "Connection: close": a WSGI application may not set hop-by-hop headers (PEP 3333; the
+            # standard library's server behind runserver turns one into a 500). The server decides.
+            return HttpResponse(f"The request body is {declared} bytes; the largest this site takes is {limit}.",
+                                status=413, content_type="text/plain")
         return self.get_response(request)
 
 

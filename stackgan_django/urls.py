@@ -17,6 +17,13 @@ router.register("assets", AssetViewSet, basename="asset")
 router.register("requests", GenerationRequestViewSet, basename="request")
 
 
+class SwaggerPage(SpectacularSwaggerView):
+    """The API's documentation page, for GET and HEAD: DRF answers OPTIONS with the view's metadata,
+    which the page's HTML renderer has no template for (a 500)."""
+
+    http_method_names = ["get", "head"]
+
+
 class PermanentRedirect308(HttpResponsePermanentRedirect):
     status_code = 308
 
@@ -31,7 +38,10 @@ def legacy_redirect(request: HttpRequest, rest: str) -> PermanentRedirect308:
         target += "?" + request.META["QUERY_STRING"]
     response = PermanentRedirect308(target)
     response["Deprecation"] = "true"
-    response["Link"] = f'<{target}>; rel="successor-version"'
+    # The Location header as Django percent-encodes it, commas too: the raw path may hold a CR (no
+    # header value may) or "<", ">" and "," that would close the link and add others of the caller's
+    # choosing ("/api/assets/>, <https://evil.example/x.css>; rel=stylesheet").
+    response["Link"] = f'<{response["Location"].replace(",", "%2C")}>; rel="successor-version"'
     return response
 
 
@@ -41,7 +51,7 @@ v1_patterns = [
     # What FieldFile.url of the private storage points at: session login and a permission checked.
     path("v1/staff/files/<path:name>", staff_file, name="stackgan-staff-file"),
     path("v1/schema/", SpectacularAPIView.as_view(api_version="v1"), name="stackgan-schema"),
-    path("v1/docs/", SpectacularSwaggerView.as_view(url_name="stackgan-schema"), name="stackgan-docs"),
+    path("v1/docs/", SwaggerPage.as_view(url_name="stackgan-schema"), name="stackgan-docs"),
     path("v1/", include(router.urls)),
 ]
 

@@ -631,3 +631,62 @@ def test_an_unknown_host_is_a_plain_400_that_names_no_setting(db):
     assert response.status_code == 400 and response["Content-Type"].startswith("application/json")
     assert "ALLOWED_HOSTS" not in response.content.decode() and "evil.example" not in response.content.decode()
     assert response.json()["detail"] == "The request's Host header names no site served here."
+
+
+def serve_through_wsgiref(method: str, raw_path: str, headers: dict[str, str] | None = None,
+                          body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """One request through the WSGI application as the standard library's server runs it (Django's
+    runserver is built on it): its handler enforces what the Django test client does not, such as
+    PEP 3333's ban on hop-by-hop headers and on newlines in header values, and turns a breach into
+    a 500. Returns the status, the headers and the body it wrote."""
+    from urllib.parse import unquote
+    from wsgiref.handlers import SimpleHandler
+
+    from django.core.wsgi import get_wsgi_application
+
+    path, _, query = raw_path.partition("?")
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": unquote(path, encoding="latin-1"), "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1",
+        "SCRIPT_NAME": "", "CONTENT_LENGTH": str(len(body)), "wsgi.url_scheme": "http",
+    }
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    output, errors = io.BytesIO(), io.StringIO()
+    handler = SimpleHandler(io.BytesIO(body), output, errors, environ, multithread=False)
+    handler.run(get_wsgi_application())
+    head, _, content = output.getvalue().partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    return status, dict(line.split(": ", 1) for line in lines[1:]), content
+
+
+def test_a_body_too_large_is_a_413_on_the_development_server_too(db):
+    """The 413 set a hop-by-hop header (Connection: close), which a WSGI application may not: the
+    test client let it through, runserver's handler turned it into a 500 (a fifth probe's finding)."""
+    status, headers, _ = serve_through_wsgiref(
+        "POST", "/admin/login/", {"Content-Type": "application/x-www-form-urlencoded",
+                                  "Content-Length": str(200 * 1024 * 1024)})
+    assert status == 413 and "Connection" not in headers
+
+
+@pytest.mark.parametrize("raw_path", ["/api/assets/%0d", "/api/schema/%0d", "/api/requests/x%0dy/",
+                                      "/api/assets/%3E,%20%3Chttps:%2F%2Fevil.example%2Fx.css%3E;%20rel=stylesheet",
+                                      "/api/assets/caf%C3%A9/", "/api/assets/?q=%3E,%3Cx%3E"])
+def test_a_legacy_path_redirects_with_its_target_encoded_in_every_header(db, raw_path):
+    """The Link header carried the raw path: a CR in it was a 500 (no newline in a header value), and
+    '>, <https://evil.example/x.css>; rel=stylesheet' added a link of the caller's choosing."""
+    status, headers, _ = serve_through_wsgiref("GET", raw_path)
+    assert status == 308, headers
+    link = headers["Link"]
+    target = link[1 : link.index(">")]
+    assert link == f'<{target}>; rel="successor-version"' and target.replace("%2C", ",") == headers["Location"]
+    assert not any(c in target for c in '<>"\r\n, ') and target.isascii()
+
+
+def test_options_on_every_api_page_is_never_a_500(db):
+    """OPTIONS on the Swagger page asked its HTML renderer for a template it does not have (500)."""
+    for path in ("/api/v1/docs/", "/api/v1/schema/", "/api/v1/assets/", "/api/v1/requests/", "/api/v1/verify/"):
+        status, _, _ = serve_through_wsgiref("OPTIONS", path)
+        assert status < 500, path
