@@ -27,7 +27,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -544,7 +544,13 @@ class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixi
     permission_classes = [ScopeAndModelPermission]
     required_scopes = {"*": Scope.REQUEST_IMAGES}
     required_perms = {"POST": ("stackgan_django.add_generationrequest",)}
-    throttle_scope = "requests"
+
+    @property
+    def throttle_scope(self) -> str:
+        # Polling for the result is a read, counted apart from asking: under one allowance, a client
+        # polling as the README says used up its 30 requests a minute and could ask for nothing more
+        # (nor could its user's admin form, which shares the allowance).
+        return "requests" if self.request.method not in SAFE_METHODS else "request_status"
     # JSON only, whatever the host's defaults: the strict types above assume JSON's own types.
     parser_classes = [BoundedJSONParser]
     pagination_class = Pagination

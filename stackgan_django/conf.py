@@ -110,6 +110,7 @@ DEFAULTS: dict[str, Any] = {
     "SIGNED_URL_MAX_AGE": 300,
     # Per person (a key counts for its owner) and per scope, counted in the default cache; DRF's "N/second|minute|hour|day".
     "API_THROTTLE_RATES": {"assets": "600/minute", "files": "300/minute", "requests": "30/minute",
+                           "request_status": "600/minute",
                            "verify": "30/minute", "anonymous": "60/minute", "policy_evaluation": "20/hour"},
     # Admin log-in (stackgan_django/throttling.py says why so): failures for one username from one
     # address within the window (seconds) lock that pair; an address has a much higher limit of its

@@ -186,8 +186,12 @@ def test_the_request_form_shares_the_apis_rate_per_person(db, active_model, no_b
     assert "a green pear" in body  # the caption is kept to send again
     assert GenerationRequest.objects.count() == 2
     assert client.get(f"{ADMIN}/generationrequest/add/").status_code == 200  # the empty form costs nothing
-    # One allowance with the API: the same person's key is past it too.
-    assert api_key_for(editor, "requests:write").get("/api/v1/requests/").status_code == 429
+    # One allowance with the API: the same person's key is past it too (for asking; reading the
+    # requests counts apart, see below).
+    api = api_key_for(editor, "requests:write")
+    assert api.post("/api/v1/requests/", {"caption": "a green pear", "num_images": 1, "purpose": "editorial"},
+                    format="json").status_code == 429
+    assert api.get("/api/v1/requests/").status_code == 200
     other = get_other_editor(editor)
     client.force_login(other)
     assert post_form(client, "a green pear").status_code == 302  # another person, their own allowance
@@ -213,3 +217,19 @@ def get_other_editor(editor):
     other = get_user_model().objects.create_user("other-editor", password="pw-other-1", is_staff=True)
     other.user_permissions.set(editor.user_permissions.all())
     return other
+
+
+def test_polling_a_request_does_not_use_up_the_allowance_for_asking(db, active_model, no_broker, users, api_key_for,
+                                                                  settings):
+    """A client polls its request for the result, as the README says; the reads used to count under
+    the requests rate, so 30 polls left it (and its user's admin form) unable to ask for anything."""
+    settings.STACKGAN = {**settings.STACKGAN, "API_THROTTLE_RATES": {"requests": "2/minute", "request_status": "5/minute"}}
+    api = api_key_for(users[0], "requests:write")
+    body = {"caption": "a red apple", "num_images": 1, "purpose": "editorial"}
+    created = api.post("/api/v1/requests/", body, format="json")
+    assert created.status_code == 202
+    url = f"/api/v1/requests/{created.json()['id']}/"
+    assert [api.get(url).status_code for _ in range(5)] == [200] * 5
+    assert api.get(url).status_code == 429  # reads have a rate of their own
+    assert api.post("/api/v1/requests/", body, format="json").status_code == 202  # asking is untouched
+    assert api.post("/api/v1/requests/", body, format="json").status_code == 429
