@@ -10,6 +10,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from stackgan_django.admin_changelist import GuardedChangeListMixin
 from stackgan_django.audit import record_event
 from stackgan_django.models import ApiKey, WebhookAttempt, WebhookDelivery
+from stackgan_django.services.api_keys import InvalidApiKey, check_expiry
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -22,6 +23,15 @@ class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ("name", "user", "scopes", "expiry_date", "revoked")
+
+    def clean_expiry_date(self):
+        expiry = self.cleaned_data.get("expiry_date")
+        if "expiry_date" in self.changed_data or self.instance.pk is None:
+            try:
+                check_expiry(expiry)
+            except InvalidApiKey as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return expiry
 
     def clean_user(self):
         user = self.cleaned_data.get("user")

@@ -80,7 +80,7 @@ def warm_up_active_model() -> dict[str, float] | None:
     try:
         started = time.perf_counter()
         try:
-            model_version = services.active_model_version()
+            model_version = _active_model_version()
         except services.NoActiveModel:
             logger.warning("worker warm-up: no active model version; the first request will load it")
             return None
@@ -103,6 +103,28 @@ def warm_up_active_model() -> dict[str, float] | None:
         return None
     finally:
         connection.close()  # this thread's own database connection
+
+
+def _active_model_version(attempts: int = 3):
+    """The active model version, read on this thread's own connection, which it opens. Opening a
+    connection can fail once for reasons that are gone a moment later (a database restarting, a
+    socket error while connecting: "Bad file descriptor" was seen in CI); the warm-up tries again on
+    a fresh connection rather than leaving the first request to load the model."""
+    from django.db import Error as DatabaseError
+    from django.db import connection
+
+    from stackgan_django import services
+
+    for attempt in range(attempts):
+        try:
+            return services.active_model_version()
+        except (DatabaseError, OSError):
+            if attempt == attempts - 1:
+                raise
+            logger.warning("worker warm-up: reading the active model failed; trying again", exc_info=True)
+            connection.close()
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _warm_governance(model_version, size: int | None = None) -> None:

@@ -192,13 +192,20 @@ def fresh_rate_limits():
 @pytest.fixture
 def api_key_for():
     """make(user, *scopes, expires_at=None) -> an APIClient sending that key, with .api_key / .secret."""
+    from django.utils import timezone
     from rest_framework.test import APIClient
 
     from stackgan_django import services
     from stackgan_django.models import ApiKey
 
     def make(user, *scopes, expires_at=None, name="test client"):
-        api_key, secret = services.create_api_key(user, name, list(scopes or ApiKey.Scope.values), expires_at)
+        # A key is never created expired (create_api_key refuses it): one that has since expired is made
+        # by moving its expiry back, as time would.
+        ahead = expires_at if expires_at is None or expires_at > timezone.now() else None
+        api_key, secret = services.create_api_key(user, name, list(scopes or ApiKey.Scope.values), ahead)
+        if ahead is not expires_at:
+            ApiKey.objects.filter(pk=api_key.pk).update(expiry_date=expires_at)
+            api_key.refresh_from_db()
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
         client.api_key, client.secret = api_key, secret

@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 
@@ -19,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from stackgan_django import services
@@ -158,6 +160,25 @@ def test_the_admin_shows_a_new_key_once(db, users):
     assert client.get("/api/v1/assets/").status_code == 200
     page = browser.get(f"/admin/stackgan_django/apikey/{api_key.pk}/change/")
     assert secret.encode() not in page.content  # never shown again
+
+
+@pytest.mark.parametrize(("day", "expected"), [("2020-01-01", b"lies in the past"), ("9999-12-31", b"days away")])
+def test_the_admin_refuses_a_key_born_expired_or_with_a_calendar_end_expiry(db, users, day, expected):
+    """The command refused both already (--expires-in-days 1 to 36,500); the admin's form took them (a
+    fifth probe). A key born expired is a mistake; "never" is an empty expiry."""
+    from django.contrib.auth import get_user_model
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_superuser("root", password="pw-root-123"))
+    form = {"name": "dated", "user": users[0].pk, "scopes": ["assets:read"], "expiry_date_0": day,
+            "expiry_date_1": "12:00:00"}
+    response = browser.post("/admin/stackgan_django/apikey/add/", form)
+    assert response.status_code == 200 and expected in response.content
+    assert not ApiKey.objects.filter(name="dated").exists()
+    with pytest.raises(services.InvalidApiKey, match="past"):
+        services.create_api_key(users[0], "dated", ["assets:read"], timezone.now() - timedelta(seconds=1))
+    next_year = (timezone.now() + timedelta(days=365)).strftime("%Y-%m-%d")
+    assert browser.post("/admin/stackgan_django/apikey/add/", {**form, "expiry_date_0": next_year}).status_code == 302
 
 
 def test_only_a_superuser_creates_a_key_for_another_user(db, users):

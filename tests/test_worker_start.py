@@ -75,3 +75,24 @@ def test_a_worker_told_not_to_warm_up_loads_nothing_at_start(committed_model, op
     settings.STACKGAN = {**settings.STACKGAN, "WARM_UP_WORKER": False}
     assert worker_start.warm_up_worker() is None
     assert generation._backends == {}
+
+
+def test_warm_up_tries_again_after_a_transient_database_error(committed_model, optimised_backend_setting,
+                                                             monkeypatch):
+    """Opening the warm-up thread's connection once failed in CI with "Bad file descriptor" (a
+    socket error while connecting, which cannot be produced on demand, hence the stand-in): the
+    warm-up tries again on a fresh connection instead of leaving the first request to load the model."""
+    from django.db import OperationalError
+
+    real = services.active_model_version
+    failures = [OSError(9, "Bad file descriptor"), OperationalError("the database system is starting up")]
+
+    def flaky():
+        if failures:
+            raise failures.pop(0)
+        return real()
+
+    monkeypatch.setattr(services, "active_model_version", flaky)
+    timings = worker_start.warm_up_active_model()
+    assert timings is not None and failures == []
+    assert generation._backends[(committed_model.pk, committed_model.checkpoint_sha256)].warm

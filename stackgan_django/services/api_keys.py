@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from stackgan_django.audit import record_event
 from stackgan_django.models import ApiKey
@@ -14,8 +15,26 @@ from stackgan_django.services.errors import WorkflowError
 KEY_SCOPES = tuple(ApiKey.Scope.values)
 
 
+# About 100 years: any longer is "no expiry", which leaving the expiry out already says.
+MAX_EXPIRY_DAYS = 36_500
+
+
 class InvalidApiKey(WorkflowError):
     pass
+
+
+def check_expiry(expires_at: datetime | None) -> None:
+    """An expiry must lie ahead, and within MAX_EXPIRY_DAYS (None: the key does not expire). The same
+    rule for the command, the admin's form and this module: a key born expired is a mistake, and a
+    date in the year 9999 is "never" written so that date arithmetic on it overflows."""
+    if expires_at is None:
+        return
+    now = timezone.now()
+    if expires_at <= now:
+        raise InvalidApiKey("The expiry lies in the past; choose a later one, or revoke a key to stop it.")
+    if expires_at > now + timedelta(days=MAX_EXPIRY_DAYS):
+        raise InvalidApiKey(f"The expiry is more than {MAX_EXPIRY_DAYS:,} days away; leave it empty for a key "
+                            "that does not expire.")
 
 
 def create_api_key(user: Any, name: str, scopes: list[str] | tuple[str, ...], expires_at: datetime | None = None,
@@ -30,6 +49,7 @@ def create_api_key(user: Any, name: str, scopes: list[str] | tuple[str, ...], ex
         raise InvalidApiKey("Name the key (1 to 50 characters), e.g. after the client that will use it.")
     if user is None or not getattr(user, "pk", None):
         raise InvalidApiKey("A key must belong to a user; the user's permissions apply to it.")
+    check_expiry(expires_at)
     with transaction.atomic():
         api_key, secret = ApiKey.objects.create_key(user=user, name=name, scopes=sorted(set(scopes)), expiry_date=expires_at)
         record_event("api_key.created", None, actor or user, prefix=api_key.prefix, user=user.get_username(),

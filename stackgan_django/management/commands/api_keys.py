@@ -11,9 +11,7 @@ from django.utils import timezone
 
 from stackgan_django import services
 from stackgan_django.models import ApiKey
-
-# About 100 years: any longer is "no expiry", which leaving the option out already says.
-MAX_EXPIRY_DAYS = 36_500
+from stackgan_django.services.api_keys import MAX_EXPIRY_DAYS
 
 
 class Command(BaseCommand):
