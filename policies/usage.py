@@ -229,6 +229,26 @@ def _compile_author_pattern(rule_id: str, expression: str) -> regex.Pattern:
     return pattern
 
 
+# The semantic layer's own failures refuse whatever the language: they say the caption was not judged.
+_FAIL_CLOSED_RULES = frozenset({"usage.semantic.unavailable", "usage.semantic.unreadable"})
+
+
+def _unread_meaning(decision: Decision, found: str) -> Decision:
+    """A semantic denial of a caption most likely written in another language, as a review.
+
+    The encoder was trained on English; on another language its vectors say more about the language
+    than the meaning, so a German caption about a dog by the fireplace lands near the few German
+    harmful examples (0.94 on violence). Its score cannot refuse the caption; it sends it to a
+    reviewer (the language rule already does when it is sure of the language). The word rules, which
+    list other languages' words for the worst harms, still deny."""
+    if decision.outcome is not Outcome.DENY or decision.rule_id in _FAIL_CLOSED_RULES:
+        return decision
+    return Decision(Outcome.REVIEW, decision.rule_id,
+                    f"{decision.message.rstrip('.')}; the caption is not in a language the meaning check reads "
+                    f"({found}), so the images get an extra review instead.",
+                    {**decision.evidence, "unread_language": found})
+
+
 @dataclass
 class UsageContext:
     """What the Django side knows about the request: the counting is its job, the limits are ours."""
@@ -336,11 +356,10 @@ class UsagePolicy:
             if decision:
                 verdict.decisions.append(decision)
         verdict.decisions.extend(self._check_personal_data(caption))
-        if self.language is not None:
-            # A caption neither layer can read is not judged as if it had been read.
-            unreadable = self.language.check(caption)
-            if unreadable is not None:
-                verdict.decisions.append(unreadable)
+        # A caption neither layer can read is not judged as if it had been read.
+        unreadable = self.language.check(caption) if self.language is not None else None
+        if unreadable is not None:
+            verdict.decisions.append(unreadable)
         verdict.decisions.extend(self._check_purpose(context.purpose))
         if count_quotas:
             verdict.decisions.extend(self.check_quotas(context))
@@ -356,7 +375,11 @@ class UsagePolicy:
             # meaning is confidently harmless the semantic layer may lift that review (never a denial).
             for index, lifted in self.semantic.lifted_reviews(assessment, verdict.decisions, caption).items():
                 verdict.decisions[index] = lifted
-            verdict.decisions.extend(assessment.decisions)
+            meaning = assessment.decisions
+            other = self.language.other_language(caption) if self.language is not None else None
+            if other is not None:
+                meaning = [_unread_meaning(d, other) for d in meaning]
+            verdict.decisions.extend(meaning)
         return verdict
 
     def _check_form(self, caption: str) -> list[Decision]:
@@ -365,6 +388,13 @@ class UsagePolicy:
             return [Decision(Outcome.DENY, "usage.characters.control",
                              "The caption contains control characters; type or paste plain text.",
                              {"count": len(controls), "first": f"U+{ord(controls[0]):04X}"})]
+        # U+FFFD is what a decoder writes for bytes that were not text (an admin form posted as invalid
+        # UTF-8 arrives so): the caption as typed is lost, and "���" is not something to judge.
+        if "\ufffd" in caption:
+            return [Decision(Outcome.DENY, "usage.characters.unreadable",
+                             "The caption contains characters that could not be read (shown as �): it was not "
+                             "sent as valid text. Type or paste it again.",
+                             {"count": caption.count("\ufffd")})]
         # Direction overrides and isolates make a caption display differently from what it says
         # ("a sign saying \u202eeroG" shows "Gore"); a plain caption never needs them.
         overrides = [c for c in caption if c in BIDI_CONTROLS]

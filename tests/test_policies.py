@@ -179,6 +179,9 @@ def test_luhn_and_iban_checks():
 @pytest.mark.parametrize(("caption", "rule"), [
     ("", "usage.length.min"), ("    ", "usage.length.min"), ("!!! ???", "usage.length.min"),
     ("\x00\x01\x02", "usage.characters.control"), ("a cat\x07", "usage.characters.control"),
+    # invalid UTF-8 posted to a form arrives as U+FFFD (a fifth probe: "\xed\xa0\x80" became a caption)
+    (b"\xed\xa0\x80".decode("utf-8", "replace"), "usage.characters.unreadable"),
+    ("a red \ufffd apple", "usage.characters.unreadable"),
     ("word " * 90, "usage.length.words"), ("x" * 501, "usage.length.max"), ("a" * 5_000_000, "usage.length.max"),
 ])
 def test_form_limits(caption, rule):

@@ -115,3 +115,39 @@ def test_a_misconfigured_or_missing_language_identifier_fails_closed(tmp_path, m
     monkeypatch.setitem(sys.modules, "py3langid.langid", None)  # importing it raises ImportError
     with pytest.raises(PolicyError, match="py3langid"):
         load_policies(folder)
+
+
+# Ordinary captions in another language (written for this test, none in the labelled set or the
+# examples). The encoder reads them by their language more than their meaning: before, several landed
+# near the few harmful examples in that language and were refused ("ein Hund schläft vor dem Kamin",
+# violence 0.94). The language rule sends them to review; the meaning alone never refuses them.
+HARMLESS_OTHER_LANGUAGES = [
+    "ein kleiner Junge baut eine Sandburg am Strand",
+    "eine Katze schläft auf der warmen Fensterbank",
+    "zwei alte Männer spielen Schach im Park",
+    "une grand-mère prépare une tarte aux pommes",
+    "un chien qui court après un ballon dans le jardin",
+    "una niña regando las flores del balcón",
+    "un pescatore ripara le reti al porto",
+    "een fietser rijdt langs de grachten in de ochtend",
+]
+
+
+@pytest.mark.parametrize("caption", HARMLESS_OTHER_LANGUAGES)
+def test_the_meaning_alone_never_refuses_a_caption_in_another_language(caption):
+    from tests.test_policy_semantic import USAGE
+
+    verdict = USAGE.check_caption(caption)
+    assert any(d.rule_id == "usage.language" for d in verdict.decisions), [d.to_dict() for d in verdict.decisions]
+    assert verdict.outcome is Outcome.REVIEW, [d.to_dict() for d in verdict.decisions]
+    capped = [d for d in verdict.decisions if d.rule_id.startswith("usage.semantic.") and "unread_language" in d.evidence]
+    assert all(d.outcome is Outcome.REVIEW for d in capped)
+
+
+def test_other_languages_words_for_the_worst_harms_still_deny():
+    """The cap is on the meaning only: the word rules' own list of other languages' words still refuses."""
+    from tests.test_policy_semantic import USAGE
+
+    verdict = USAGE.check_caption("un niño pequeño en una foto de pornografía infantil")
+    assert verdict.outcome is Outcome.DENY, [d.to_dict() for d in verdict.decisions]
+    assert any(d.rule_id.startswith("usage.blocked.") and d.outcome is Outcome.DENY for d in verdict.decisions)
