@@ -2,6 +2,7 @@
 
 import hashlib
 import secrets
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -9,8 +10,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 
+from policies import PolicyError
+from policies.embedding import EncoderUnavailable
 from stackgan_django import services
 from stackgan_django.conf import PACKAGE_ROOT, app_settings
+from stackgan_django.governance import current_policies
 from stackgan_django.models import ModelVersion
 
 SHIPPED_MODEL_DIR = PACKAGE_ROOT / "models" / "default"
@@ -95,3 +99,18 @@ class Command(BaseCommand):
         self.stdout.write("demo accounts (also in var/demo-credentials.txt):")
         for username in ACCOUNTS:
             self.stdout.write(f"  {username:9} password: {saved[username]}")
+        self._prepare_usage_policy()
+
+    def _prepare_usage_policy(self) -> None:
+        """Embed the usage policy's examples now, into the vector cache the server and the workers
+        read: on a fresh machine that takes tens of seconds, which the editor's first caption would
+        otherwise wait (a later process reads the cache in a few seconds)."""
+        started = time.perf_counter()
+        try:
+            policies = current_policies()
+            if policies.usage.semantic is not None:
+                policies.usage.semantic.warm_up()
+        except (PolicyError, EncoderUnavailable) as exc:  # the server fails closed on every caption as well
+            self.stderr.write(f"usage policy not ready: {exc}")
+            return
+        self.stdout.write(f"usage policy {policies.version[:12]} ready ({time.perf_counter() - started:.0f} s)")
