@@ -54,6 +54,7 @@ from stackgan_django.input_limits import (
 )
 from stackgan_django.models import ApiKey, Asset, GenerationRequest
 from stackgan_django.provenance import DIGITAL_SOURCE_TYPE
+from stackgan_django.services.editor import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 
 Scope = ApiKey.Scope
 MAX_PAGE_SIZE = 200
@@ -101,6 +102,7 @@ def responses(ok: dict[int, Any], *codes: int, **extra: Any) -> dict[Any, Any]:
     for code in codes:
         table[code] = {400: FIELD_ERRORS, 404: _error("Not found (or not approved)."), 410: GONE,
                        413: _error("The body or image is larger than allowed."),
+                       409: _error("The Idempotency-Key was used for another request body."),
                        415: _error("Unsupported Content-Type."),
                        422: _error("Refused by the usage policy (see refused_because)."),
                        503: _error("No model version is active.")}[code]
@@ -528,9 +530,16 @@ def _range_validator(low: int, high: int):
 
 @extend_schema_view(
     create=extend_schema(summary="Ask for images (answered at once; poll the request for the result)",
+                         parameters=[OpenApiParameter(
+                             "Idempotency-Key", {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "minLength": 1,
+                                                 "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+                             OpenApiParameter.HEADER, required=False,
+                             description="Up to 255 visible ASCII characters (a UUID): a POST sent again with the "
+                                         "same key answers with the request the first made (header Idempotent-Replayed: "
+                                         "true) instead of asking twice; with another body it is 409.")],
                          responses=responses({202: RequestSerializer, 422: OpenApiResponse(
                              RequestSerializer, description="Refused by the usage policy: refused_because says why.")},
-                             400, 413, 415, 503)),
+                             400, 409, 413, 415, 503)),
     retrieve=extend_schema(summary="One of your requests", parameters=[
         OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)], responses=responses({200: RequestSerializer}, 404)),
     list=extend_schema(summary="Your requests, newest first", responses=responses({200: RequestSerializer(many=True)}, 400, 404)),
@@ -575,11 +584,24 @@ class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixi
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        created = services.submit_request(caption=data["caption"], num_images=data["num_images"],
-                                          seed=data.get("seed"), purpose=data["purpose"], user=request.user)
+        fields = {"caption": data["caption"], "num_images": data["num_images"], "seed": data.get("seed"),
+                  "purpose": data["purpose"], "user": request.user}
+        key = request.headers.get("Idempotency-Key")
+        replayed = False
+        if key is None:
+            created = services.submit_request(**fields)
+        else:
+            try:
+                created, is_new = services.submit_idempotent(key, **fields)
+            except services.IdempotencyKeyReused as exc:
+                return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            replayed = not is_new
         code = status.HTTP_422_UNPROCESSABLE_ENTITY if created.state == GenerationRequest.State.POLICY_DENIED \
             else status.HTTP_202_ACCEPTED
-        return Response(self.get_serializer(created).data, status=code)
+        response = Response(self.get_serializer(created).data, status=code)
+        if replayed:
+            response["Idempotent-Replayed"] = "true"  # the answer to the first POST with this key, again
+        return response
 
 
 # -- verification -----------------------------------------------------------------------------------

@@ -89,6 +89,40 @@ def test_requests_are_visible_to_their_owner_only(db, active_model, no_broker, u
     assert theirs.get("/api/v1/requests/").json()["count"] == 0
 
 
+def test_a_post_sent_again_with_its_idempotency_key_asks_for_the_images_once(db, active_model, no_broker, users,
+                                                                               api_key_for):
+    """A client whose answer was lost sends the POST again: with the same Idempotency-Key it gets the
+    request the first made (a fifth probe found two POSTs made two requests and two GPU jobs)."""
+    from django.contrib.auth.models import Permission
+
+    from stackgan_django.models import GenerationRequest
+
+    editor, reviewer = users
+    reviewer.user_permissions.add(Permission.objects.get(codename="add_generationrequest"))
+    mine, theirs = api_key_for(editor, "requests:write"), api_key_for(reviewer, "requests:write")
+    body = {"caption": "a red apple", "num_images": 1, "purpose": "editorial"}
+    first = mine.post("/api/v1/requests/", body, format="json", HTTP_IDEMPOTENCY_KEY="order-77")
+    again = mine.post("/api/v1/requests/", body, format="json", HTTP_IDEMPOTENCY_KEY="order-77")
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"] and again["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert GenerationRequest.objects.filter(requested_by=editor).count() == 1
+    # The same key with another body is refused; the key is the client's, so another user's is theirs.
+    other = mine.post("/api/v1/requests/", {**body, "caption": "a green pear"}, format="json",
+                      HTTP_IDEMPOTENCY_KEY="order-77")
+    assert other.status_code == 409 and "another caption" in other.json()["detail"]
+    assert theirs.post("/api/v1/requests/", body, format="json", HTTP_IDEMPOTENCY_KEY="order-77").status_code == 202
+    assert GenerationRequest.objects.count() == 2
+    # A refused caption is answered the same way each time, and recorded once.
+    refused = {**body, "caption": "a n.u.d.e figure"}
+    answers = [mine.post("/api/v1/requests/", refused, format="json", HTTP_IDEMPOTENCY_KEY="order-78") for _ in range(2)]
+    assert [a.status_code for a in answers] == [422, 422] and answers[0].json()["id"] == answers[1].json()["id"]
+    for bad in ("", " ", "x" * 256, "clé", "two words"):
+        response = mine.post("/api/v1/requests/", body, format="json", HTTP_IDEMPOTENCY_KEY=bad)
+        assert response.status_code == 400 and "Idempotency-Key" in response.json()["detail"], bad
+    assert GenerationRequest.objects.count() == 3
+
+
 # -- keys -------------------------------------------------------------------------------------------
 
 def test_keys_are_hashed_at_rest_and_audited(db, users, api_key_for):

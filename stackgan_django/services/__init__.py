@@ -6,7 +6,13 @@ state on its own. The public names are re-exported here so callers import from o
 from stackgan_django.conf import app_settings
 from stackgan_django.services.api_keys import KEY_SCOPES, InvalidApiKey, create_api_key, revoke_api_key
 from stackgan_django.services.delivery import GENERATE_TASK, MAINTENANCE_TASK, enqueue, queue_depth, send_pending_requests
-from stackgan_django.services.editor import resubmit_once, resubmit_request, submit_once
+from stackgan_django.services.editor import (
+    IdempotencyKeyReused,
+    resubmit_once,
+    resubmit_request,
+    submit_idempotent,
+    submit_once,
+)
 from stackgan_django.services.errors import TransitionError, WorkflowError
 from stackgan_django.services.model_versions import (
     activate_model_version,
@@ -75,7 +81,7 @@ __all__ = [
     "queue_depth", "recover_lapsed_leases", "remove_unowned_files", "run_maintenance", "send_pending_requests",
     # issue 15: editor and review desks
     "NoteRequired", "SelfReview", "PROGRESS_STAGES", "approve_assets", "progress_steps", "queue_position", "record_progress",
-    "resubmit_once", "resubmit_request", "submit_once",
+    "resubmit_once", "resubmit_request", "submit_once", "submit_idempotent", "IdempotencyKeyReused",
     # API v1 (issue 11)
     "DELIVER_WEBHOOK_TASK", "KEY_SCOPES", "DeliveryOutcome", "InvalidApiKey", "create_api_key", "deliver_webhook",
     "queue_webhooks", "revoke_api_key",

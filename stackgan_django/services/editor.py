@@ -3,6 +3,8 @@ re-sent POSTs) and "generate again with new seeds" in one click."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,38 @@ State = GenerationRequest.State
 def submit_once(submission_key: str, *, user: Any, **fields: Any) -> tuple[GenerationRequest, bool]:
     """Submit unless a request with this form token exists already; returns (request, created)."""
     return _once(submission_key, user, lambda: submit_request(user=user, **fields))
+
+
+class IdempotencyKeyReused(WorkflowError):
+    """An API client sent an Idempotency-Key again with another request body."""
+
+
+# The Idempotency-Key header (IETF httpapi draft): visible ASCII, no spaces (a UUID, an order number),
+# 1 to 255 characters; the API's schema states the same pattern.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = rf"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"
+
+
+def submit_idempotent(idempotency_key: str, *, user: Any, caption: Any, num_images: Any, seed: Any = None,
+                      purpose: str = "editorial") -> tuple[GenerationRequest, bool]:
+    """An API submission under the client's Idempotency-Key: a retried POST (a lost answer, a timeout)
+    finds the request the first one made instead of asking for the images twice. Returns (request,
+    created). The key is the client's, so it is kept per user (hashed into the column the admin
+    form's token uses); sent again with another body it is refused (409)."""
+    key = idempotency_key
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise WorkflowError(f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII "
+                            "characters without spaces, e.g. a UUID.")
+    stored = f"api:{getattr(user, 'pk', '')}:{hashlib.sha256(key.encode()).hexdigest()[:48]}"
+    request, created = _once(stored, user, lambda: submit_request(caption=caption, num_images=num_images, seed=seed,
+                                                                   purpose=purpose, user=user))
+    if not created:
+        sent = (caption, num_images, purpose) + ((seed,) if seed is not None else ())
+        kept = (request.caption, request.num_images, request.purpose) + ((request.seed,) if seed is not None else ())
+        if sent != kept:
+            raise IdempotencyKeyReused("This Idempotency-Key was used for a request with another caption, number "
+                                       "of images, seed or purpose; use a new key for a new request.")
+    return request, created
 
 
 def resubmit_once(submission_key: str, request_id: int, user: Any) -> tuple[GenerationRequest, bool]:
