@@ -376,9 +376,11 @@ class UsagePolicy:
             for index, lifted in self.semantic.lifted_reviews(assessment, verdict.decisions, caption).items():
                 verdict.decisions[index] = lifted
             meaning = assessment.decisions
-            other = self.language.other_language(caption) if self.language is not None else None
-            if other is not None:
-                meaning = [_unread_meaning(d, other) for d in meaning]
+            # Asked only when the meaning would refuse: most captions have nothing to cap.
+            if self.language is not None and any(d.outcome is Outcome.DENY for d in meaning):
+                other = self.language.other_language(caption)
+                if other is not None:
+                    meaning = [_unread_meaning(d, other) for d in meaning]
             verdict.decisions.extend(meaning)
         return verdict
 

@@ -40,11 +40,10 @@ def submit_idempotent(idempotency_key: str, *, user: Any, caption: Any, num_imag
     finds the request the first one made instead of asking for the images twice. Returns (request,
     created). The key is the client's, so it is kept per user (hashed into the column the admin
     form's token uses); sent again with another body it is refused (409)."""
-    key = idempotency_key
-    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
         raise WorkflowError(f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII "
                             "characters without spaces, e.g. a UUID.")
-    stored = f"api:{getattr(user, 'pk', '')}:{hashlib.sha256(key.encode()).hexdigest()[:48]}"
+    stored = f"api:{getattr(user, 'pk', '')}:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:48]}"
     request, created = _once(stored, user, lambda: submit_request(caption=caption, num_images=num_images, seed=seed,
                                                                    purpose=purpose, user=user))
     if not created:
