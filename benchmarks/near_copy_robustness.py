@@ -51,6 +51,7 @@ class Thresholds:
     luminance_similarity: float
     luminance_detail: float
     reframe_from: float = 0.93  # the gate of the search with a turn or a margin undone (not chosen here)
+    recolour_from: float = 0.9  # the gate of the search with colours turned back (not chosen here)
 
     def __str__(self) -> str:
         return (f"colour: similarity >= {self.similarity}, detail >= {self.detail}; luminance: similarity >= "
@@ -65,6 +66,8 @@ class Scored:
     luminance: NearCopyMatch | None = None  # the search in grey's answer
     # The search with a turn or a margin undone (colour thresholds), where the policy runs it.
     reframed: NearCopyMatch | None = None
+    # The search with the colours turned back (luminance thresholds), where the policy runs it.
+    recoloured: NearCopyMatch | None = None
 
 
 def open_rgb(folder: Path, name: str) -> Image.Image:
@@ -199,17 +202,19 @@ BEYOND = {
 
 
 def same_drawing(a: Image.Image, b: Image.Image) -> float:
-    """How far two images are the same drawing up to a mirror image and a change of colour: the
-    correlation of their grey edges at full resolution, with no shift or crop allowed. Twemoji has
-    such twins (left and right arrows and hands, hearts and circles in several colours, flags that are
-    identical), and a held-out twin of an indexed image is an edited copy, not a false alarm."""
+    """How far two images are the same drawing up to a mirror image, a quarter or half turn, and a
+    change of colour: the correlation of their grey edges at full resolution, with no shift or crop
+    allowed. Twemoji has such twins (left and right arrows and hands, up and down arrows, hearts and
+    circles in several colours, flags that are identical), and a held-out twin of an indexed image is
+    an edited copy, not a false alarm."""
     def edges(image: Image.Image) -> np.ndarray:
         grey = np.asarray(image.convert("L").resize((128, 128), Image.Resampling.BOX), dtype=np.float64)
         return np.abs(np.diff(grey, axis=0))[:, :-1] + np.abs(np.diff(grey, axis=1))[:-1, :]
 
     target = edges(b)
     best = -1.0
-    for candidate in (a, mirror(a)):
+    turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+    for candidate in [turned for side in (a, mirror(a)) for turned in (side.transpose(t) if t else side for t in turns)]:
         x, y = edges(candidate).ravel(), target.ravel()
         x, y = x - x.mean(), y - y.mean()
         best = max(best, float(x @ y / max(np.sqrt((x @ x) * (y @ y)), 1e-9)))
@@ -225,7 +230,7 @@ def score_images(index: NearCopyIndex, folder: Path, planted: list[str], negativ
     (the luminance search only for what the colour search let through, as in OutputPolicy)."""
     variants: dict[str, list[Scored]] = defaultdict(list)
 
-    def search(image: Image.Image) -> tuple[NearCopyMatch | None, NearCopyMatch | None, NearCopyMatch | None]:
+    def search(image: Image.Image) -> tuple[NearCopyMatch | None, ...]:
         start = time.perf_counter()
         match = index.nearest(image, verify_from=VERIFY_FROM)
         colour_seconds = time.perf_counter() - start
@@ -236,25 +241,30 @@ def score_images(index: NearCopyIndex, folder: Path, planted: list[str], negativ
         start = time.perf_counter()
         reframed = index.nearest_reframed_many([image], verify_from=VERIFY_FROM, search_from=shipped.reframe_from)[0]
         reframe_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        recoloured = index.nearest_recoloured_many([image], verify_from=LUMINANCE_VERIFY_FROM,
+                                                   search_from=shipped.recolour_from)[0]
+        recolour_seconds = time.perf_counter() - start
         # The policy's cost: the later searches run only for what the colour search let through.
         flagged = match is not None and match.similarity >= shipped.similarity and match.detail >= shipped.detail
-        times.append(colour_seconds + (0.0 if flagged else grey_seconds + reframe_seconds))
-        return match, in_grey, reframed
+        times.append(colour_seconds + (0.0 if flagged else grey_seconds + reframe_seconds + recolour_seconds))
+        return match, in_grey, reframed, recoloured
 
     for name in planted:
         original = open_rgb(folder, name)
         for kind, edit in (edits or EDITS).items():
-            match, in_grey, reframed = search(edit(original, rng))
-            variants[kind].append(Scored(name, match, twin=False, luminance=in_grey, reframed=reframed))
+            match, in_grey, reframed, recoloured = search(edit(original, rng))
+            variants[kind].append(Scored(name, match, twin=False, luminance=in_grey, reframed=reframed,
+                                         recoloured=recoloured))
     others = []
     for name in negatives:
         image = open_rgb(folder, name)
-        match, in_grey, reframed = search(image)
-        # A twin: the image the search flagged it against is the same drawing (up to mirror and
-        # colour), whichever search flagged it.
-        found = [m for m in (match, in_grey, reframed) if m is not None]
+        match, in_grey, reframed, recoloured = search(image)
+        # A twin: the image the search flagged it against is the same drawing (up to the turns,
+        # mirror images and colour changes the search undoes), whichever search flagged it.
+        found = [m for m in (match, in_grey, reframed, recoloured) if m is not None]
         twin = bool(found) and all(same_drawing(image, open_rgb(folder, m.name)) >= 0.95 for m in found)
-        others.append(Scored(name, match, twin, in_grey, reframed))
+        others.append(Scored(name, match, twin, in_grey, reframed, recoloured))
     return variants, others
 
 
@@ -263,7 +273,8 @@ def caught(scored: Scored, thresholds: Thresholds, exact: bool = True) -> bool:
     original)."""
     for match, similarity, detail in ((scored.match, thresholds.similarity, thresholds.detail),
                                       (scored.luminance, thresholds.luminance_similarity, thresholds.luminance_detail),
-                                      (scored.reframed, thresholds.similarity, thresholds.detail)):
+                                      (scored.reframed, thresholds.similarity, thresholds.detail),
+                                      (scored.recoloured, thresholds.luminance_similarity, thresholds.luminance_detail)):
         if match is not None and match.similarity >= similarity and match.detail >= detail:
             if not exact or match.name == scored.name:
                 return True
@@ -302,14 +313,16 @@ def choose_thresholds(variants: dict[str, list[Scored]], others: list[Scored], m
 
 def report(title: str, variants: dict[str, list[Scored]], others: list[Scored], thresholds: Thresholds) -> None:
     print(f"\n{title}: thresholds {thresholds}")
-    print(f"{'edit of a training image':44} {'caught':>9} {'rate':>6} {'in grey':>9} {'turned/framed':>14}")
+    print(f"{'edit of a training image':44} {'caught':>9} {'rate':>6} {'in grey':>9} {'turned/framed':>14} {'recoloured':>11}")
     colour_only = Thresholds(thresholds.similarity, thresholds.detail, 2.0, 2.0)
     for kind, scored in variants.items():
         hits = sum(caught(s, thresholds) for s in scored)
-        without_reframing = [dataclasses.replace(s, reframed=None) for s in scored]
-        undone = hits - sum(caught(s, thresholds) for s in without_reframing)
-        in_grey = hits - undone - sum(caught(s, colour_only) for s in without_reframing)
-        print(f"{kind:44} {hits:>4}/{len(scored):<4} {hits / len(scored):>6.3f} {in_grey:>9} {undone:>14}")
+        without_recolouring = [dataclasses.replace(s, recoloured=None) for s in scored]
+        recoloured = hits - sum(caught(s, thresholds) for s in without_recolouring)
+        without_reframing = [dataclasses.replace(s, reframed=None) for s in without_recolouring]
+        undone = hits - recoloured - sum(caught(s, thresholds) for s in without_reframing)
+        in_grey = hits - recoloured - undone - sum(caught(s, colour_only) for s in without_reframing)
+        print(f"{kind:44} {hits:>4}/{len(scored):<4} {hits / len(scored):>6.3f} {in_grey:>9} {undone:>14} {recoloured:>11}")
     every = [s for scored in variants.values() for s in scored]
     if not others:
         return
@@ -322,7 +335,7 @@ def report(title: str, variants: dict[str, list[Scored]], others: list[Scored], 
     alarms = [s for s in flagged if not s.twin]
     negatives = len(others) - len([s for s in others if s.twin])
     print(f"images not in the index flagged: {len(flagged)}/{len(others)}, of which {len(twins)} are twins in twemoji itself "
-          f"(the same drawing as an indexed emoji up to mirror and colour: an edited copy by this benchmark's own definition)")
+          f"(the same drawing as an indexed emoji up to turns, mirror and colour: an edited copy by this benchmark's own definition)")
     print(f"false alarms (flagged, not twins): {len(alarms)}/{negatives} = {len(alarms) / max(negatives, 1):.4f}")
     for scored in alarms[:15]:
         print(f"  false alarm: {scored.name} ~ {scored.match.name} (similarity {scored.match.similarity:.3f}, "
@@ -365,7 +378,7 @@ def main() -> int:
           + ", ".join(f"{label} {len(p)} planted x {len(EDITS)} edits, {len(n)} not in the index"
                       for label, (p, n) in halves.items()))
     shipped = Thresholds(policy.min_similarity, policy.min_copy_detail, policy.min_luminance_similarity,
-                         policy.min_luminance_detail, policy.reframe_from)
+                         policy.min_luminance_detail, policy.reframe_from, policy.recolour_from)
     times: list[float] = []
     scored = {label: score_images(index, folder, planted, negatives, rng, times, shipped)
               for label, (planted, negatives) in halves.items()}

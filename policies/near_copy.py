@@ -14,9 +14,12 @@ grey against the training images' grey (made from the same thumbnails, so the in
 unchanged), with stricter thresholds: colour keeps apart drawings that differ by colour alone
 (flags), which luminance partly cannot.
 
-A copy turned a few degrees or zoomed out onto a margin is neither: a third search turns the query
-back or crops the margin off (``nearest_reframed_many``), for the few images whose 8x8 layout,
-so undone, already agrees closely with a training image.
+A copy turned a few degrees, turned upside down or on its side, or zoomed out onto a margin is
+neither: a third search turns the query back or crops the margin off (``nearest_reframed_many``),
+for the few images whose 8x8 layout, so undone, already agrees closely with a training image. A
+copy whose colours were turned (hues turned round the colour wheel, colours inverted) keeps its
+drawing but not its colours: a fourth search turns the query's colours back
+(``nearest_recoloured_many``), gated the same way, under the stricter thresholds of the grey search.
 
 The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
 shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 FORMAT = "thumbnail-correlation-v1"
 LEGACY_FORMAT = "phash-dct-64"
@@ -62,9 +65,20 @@ PHASES = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
 # 0.75 of one: the colour layout keeps a copy's 0.95 to about a degree), and margins cropped off (a
 # copy zoomed out onto white; with the search's own sizes the three cover images shrunk to 70-97%).
 REFRAME_ANGLES = (-9.0, -7.5, -6.0, -4.5, -3.0, -1.5, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0)
+# Exact quarter turns (with the search's own mirror image, every way of laying a square drawing down:
+# upside down, on either side, flipped top to bottom), searched over the search's sizes and offsets.
+REFRAME_QUARTER_TURNS = (90, 180, 270)
 REFRAME_MARGINS = (0.08, 0.16, 0.24)
 REFRAME_CANDIDATES = 8
 REFRAME_SIDE = 128  # pixels: twice the finest grid the search compares
+# Colour turns undone on the query (``nearest_recoloured_many``): the colours inverted, and the hue
+# turned by each multiple of 30 degrees (HSV, as image editors turn hues). The gate compares each
+# with the index as a turn of the 8x8 layout's colours about the grey axis, a linear stand-in for
+# the hue turn (hue-turned copies of twemoji agree 0.93 or more at the 5th percentile, the shipped
+# model's images 0.87 at most); the few turns that pass it are searched with the real HSV turn.
+RECOLOUR_HUE_TURNS = tuple(range(30, 360, 30))
+RECOLOUR_TRIED = 3
+QUARTER_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
 
 class NearCopyIndexError(ValueError):
@@ -159,7 +173,8 @@ class NearCopyMatch:
     # False when the search stopped before verifying (``nearest(..., verify_from=...)``): the
     # colour layout was already too far from every training image; ``detail`` is then 0.
     verified: bool = True
-    # "colour": the images were compared in colour; "luminance": in grey (``nearest_luminance_many``).
+    # "colour": the images were compared in colour; "luminance": in grey (``nearest_luminance_many``);
+    # "recoloured": in colour, after the query's colours were turned back (``nearest_recoloured_many``).
     compared: str = "colour"
     # What was undone on the query before it matched (``nearest_reframed_many``): "" for nothing.
     reframed: str = ""
@@ -390,9 +405,10 @@ class NearCopyIndex:
         return found
 
     def nearest_reframed_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
-                              search_from: float = -1.0) -> list[NearCopyMatch | None]:
+                              search_from: float = -1.0, thumbnails: np.ndarray | None = None) -> list[NearCopyMatch | None]:
         """``nearest`` for copies the search does not undo by itself, undone on the query instead: a
-        rotation by a few degrees either way (REFRAME_ANGLES) and a margin, the image zoomed out
+        rotation by a few degrees either way (REFRAME_ANGLES), a quarter or half turn
+        (REFRAME_QUARTER_TURNS: upside down, on its side) and a margin, the image zoomed out
         onto white (REFRAME_MARGINS cropped off again). The match says what was undone
         (``reframed``).
 
@@ -402,11 +418,12 @@ class NearCopyIndex:
         percentile), the shipped model's images 0.92 at most, so the search proper (a dozen searches on a few candidates, about the cost of
         ``nearest`` itself) runs for almost no generated image. Each image searched is compared
         with its REFRAME_CANDIDATES nearest training images by that layout: all its reframings
-        scored unverified in one pass, then the best one verified as ``nearest_many`` verifies."""
+        scored unverified in one pass, then the best one verified as ``nearest_many`` verifies.
+        ``thumbnails``: the images' 32x32 thumbnails, when the caller has them already."""
         rgbs = [as_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
-        rows, best = self._reframed_candidates(np.stack([thumbnail(rgb) for rgb in rgbs]))
+        rows, best = self._reframed_candidates(_thumbnails(rgbs, thumbnails))
         return [self._nearest_reframed(rgb, image_rows, verify_from) if image_best >= search_from else None
                 for rgb, image_rows, image_best in zip(rgbs, rows, best, strict=True)]
 
@@ -444,6 +461,9 @@ class NearCopyIndex:
             # A copy turned by -angle is turned back by +angle (PIL turns anticlockwise).
             (f"turned {-angle:+g} degrees", rgb.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor="white"),
              (GRID,)) for angle in REFRAME_ANGLES]
+        # A quarter turn is exact (no corner filled), so the crops and shifts the search undoes are
+        # searched on top of it.
+        tried += [(f"turned {-angle:+g} degrees", rgb.transpose(QUARTER_TURNS[angle]), SIZES) for angle in REFRAME_QUARTER_TURNS]
         for margin in REFRAME_MARGINS:
             dx, dy = round(width * margin / 2), round(height * margin / 2)
             tried.append((f"framed by a {margin:.0%} margin", rgb.crop((dx, dy, width - dx, height - dy)), SIZES))
@@ -457,6 +477,87 @@ class NearCopyIndex:
         undone, query, sizes = tried[best]
         match = subset.nearest_many([query], verify_from, sizes)[0]
         return dataclasses.replace(match, reframed=undone) if match is not None else None
+
+    def nearest_recoloured_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
+                                search_from: float = -1.0, thumbnails: np.ndarray | None = None) -> list[NearCopyMatch | None]:
+        """``nearest`` for copies whose colours were turned rather than shifted or taken away: the
+        colours inverted, or every hue turned round the colour wheel (a red flower made blue). The
+        search cancels per-channel shifts and scales, not a change that moves colours into other
+        channels, and the grey search does not see them either (they stay colourful, and a hue turn
+        changes the lightness too). The query's colours are turned back and it is searched again;
+        the match says what was undone (``reframed``) and is ``compared`` "recoloured": the output
+        policy holds it to the grey search's stricter thresholds, since with colours undone,
+        drawings that differ by colour alone meet.
+
+        Gated as ``nearest_reframed_many`` is: every colour turn of the query's 8x8 layout against
+        the whole index (a few small matrix products for the batch); only an image that some turn
+        brings to ``search_from`` or above is searched, with the RECOLOUR_TRIED best turns that do,
+        against its REFRAME_CANDIDATES nearest training images by that layout. ``thumbnails``: the
+        images' 32x32 thumbnails, when the caller has them already."""
+        rgbs = [as_rgb(image) for image in images]
+        if not self.names or not rgbs or search_from > 1.0:
+            return [None] * len(rgbs)
+        rows, scores = self._recoloured_candidates(_thumbnails(rgbs, thumbnails))
+        found: list[NearCopyMatch | None] = []
+        for rgb, image_rows, image_scores in zip(rgbs, rows, scores, strict=True):
+            turns = [number for number in np.argsort(-image_scores, kind="stable")[:RECOLOUR_TRIED]
+                     if image_scores[number] >= search_from]
+            found.append(self._nearest_recoloured(rgb, image_rows, turns, verify_from) if turns else None)
+        return found
+
+    def _recoloured_candidates(self, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (N, 32, 32, 3) query thumbnails: (N, REFRAME_CANDIDATES) rows of the index nearest any
+        colour turn of each image by the 8x8 layout (either orientation), and (N, 1 + hue turns) each
+        turn's best agreement: first the inversion, then RECOLOUR_HUE_TURNS in order.
+
+        An inverted layout, centred, is the centred layout negated; a hue turn is taken as the turn
+        of the centred colours about the grey axis by the same angle, R(t) = cos t (I - kk') +
+        sin t [k]x + kk'. Agreement is linear in the layout, so three products with the index (the
+        colours' part across the grey axis, that part turned a quarter, and the part along it) give
+        every turn's agreement as cos t * A + sin t * B + C, and the inversion's as -(A + C)."""
+        count = len(thumbnails)
+        coarse = thumbnails.reshape(count, COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
+        centred = _centre(coarse).reshape(count, COARSE * COARSE, 3)
+        axis = np.full(3, 1 / np.sqrt(3), dtype=np.float32)
+        along = (centred @ axis)[..., None] * axis
+        across = centred - along
+        quarter = across @ _grey_axis_turn(90.0).T
+        parts = np.stack([across, quarter, along], axis=1).reshape(count, 3, COARSE, COARSE, 3)
+        orientations = np.stack([parts, parts[:, :, :, ::-1]], axis=2).reshape(-1, COARSE * COARSE * 3)
+        # (N, 3 parts, 2 orientations, M), then each turn's agreement with every training image, the
+        # better orientation, turn by turn (small arrays, contiguous along the index).
+        agreement = (orientations @ self._coarse.T).reshape(count, 3, 2, len(self.names))
+        across_a, quarter_a, along_a = agreement[:, 0], agreement[:, 1], agreement[:, 2]
+        inverted = -(across_a + along_a)
+        turned = [np.maximum(inverted[:, 0], inverted[:, 1])]
+        for angle in np.deg2rad(np.array(RECOLOUR_HUE_TURNS, dtype=np.float32)):
+            scores = np.cos(angle) * across_a + np.sin(angle) * quarter_a + along_a
+            turned.append(np.maximum(scores[:, 0], scores[:, 1]))  # (N, M)
+        best_any = np.maximum.reduce(turned)
+        keep = min(REFRAME_CANDIDATES, len(self.names))
+        rows = np.argpartition(-best_any, keep - 1, axis=1)[:, :keep]
+        per_turn = np.stack([scores.max(axis=1) for scores in turned], axis=1)  # (N, T)
+        return rows, per_turn
+
+    def _nearest_recoloured(self, rgb: Image.Image, rows: np.ndarray, turns: list[int],
+                            verify_from: float | None) -> NearCopyMatch | None:
+        rows = np.sort(rows)
+        subset = NearCopyIndex([self.names[row] for row in rows], self.thumbnails[rows], self.details[rows])
+        if max(rgb.size) > REFRAME_SIDE:
+            rgb = rgb.resize((REFRAME_SIDE, REFRAME_SIDE), Image.Resampling.BOX)
+        tried: list[tuple[str, Image.Image]] = []
+        for number in turns:
+            if number == 0:
+                tried.append(("colours inverted", ImageOps.invert(rgb)))
+            else:
+                angle = RECOLOUR_HUE_TURNS[number - 1]
+                # Turning the hue by +angle undoes a turn of the copy by 360 - angle.
+                tried.append((f"hue turned {360 - angle} degrees", turn_hue(rgb, angle)))
+        unverified = subset.nearest_many([query for _, query in tried], np.inf)
+        scores = [match.similarity if match is not None else -np.inf for match in unverified]
+        undone, query = tried[int(np.argmax(scores))]
+        match = subset.nearest_many([query], verify_from)[0]
+        return dataclasses.replace(match, compared="recoloured", reframed=undone) if match is not None else None
 
     def _colourfulness(self) -> np.ndarray:
         if self._chroma is None:
@@ -649,12 +750,34 @@ class QueryGrey:
         return np.asarray(self.image.resize((cells, cells), Image.Resampling.BOX, box=box), dtype=np.float32)
 
 
+def _thumbnails(rgbs: list[Image.Image], given: np.ndarray | None) -> np.ndarray:
+    """(N, 32, 32, 3) thumbnails of the images: ``given`` when the caller made them already."""
+    return np.asarray(given, dtype=np.float32) if given is not None else np.stack([thumbnail(rgb) for rgb in rgbs])
+
+
+def turn_hue(image: Image.Image, degrees: float) -> Image.Image:
+    """Every hue turned by ``degrees`` round the HSV colour wheel, saturation and value kept (what an
+    image editor's hue slider does)."""
+    shift = round(degrees * 256 / 360) % 256
+    hue, saturation, value = image.convert("HSV").split()
+    return Image.merge("HSV", (hue.point([(level + shift) % 256 for level in range(256)]), saturation, value)).convert("RGB")
+
+
+def _grey_axis_turn(degrees: float) -> np.ndarray:
+    """The 3x3 rotation of RGB colours about the grey axis by ``degrees`` (Rodrigues' formula): a
+    linear stand-in for a hue turn, which turns red towards yellow for positive angles as HSV does."""
+    theta = np.deg2rad(degrees)
+    axis = np.ones(3) / np.sqrt(3)
+    cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return (np.cos(theta) * np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * np.outer(axis, axis)).astype(np.float32)
+
+
 _REFRAMING_MAPS: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
     """The 8x8 area average of every reframing ``nearest_reframed_many`` tries (as is, each turn of
-    REFRAME_ANGLES, each margin of REFRAME_MARGINS cropped off) as a linear map of the 32x32
+    REFRAME_ANGLES and REFRAME_QUARTER_TURNS, each margin of REFRAME_MARGINS cropped off) as a linear map of the 32x32
     thumbnail: (R, 64, 1024) weights, and (R, 64) the share of each cell that falls outside the
     image (white, as a turn fills its corners). Sampled at 8x8 points per cell, nearest thumbnail
     pixel: the gate needs the layout, not every pixel. Made once per process."""
@@ -671,7 +794,7 @@ def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
     ys, xs = ys.reshape(COARSE * COARSE, -1), xs.reshape(COARSE * COARSE, -1)
     centre = GRID / 2
     sources: list[tuple[np.ndarray, np.ndarray]] = [(xs, ys)]
-    for angle in REFRAME_ANGLES:
+    for angle in (*REFRAME_ANGLES, *REFRAME_QUARTER_TURNS):
         # PIL turns anticlockwise: the output point at angle t from the centre shows the source
         # point at t - angle (y grows downwards).
         theta = np.deg2rad(angle)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from policies.decisions import Decision, Outcome, Verdict
-from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch
+from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch, thumbnail
 
 # The most pixels an image to be checked may declare: the same as the API's verify endpoint
 # (STACKGAN['VERIFY_MAX_PIXELS'] defaults to it). Judged from the header, before any pixel is decoded.
@@ -84,6 +84,9 @@ class OutputPolicy:
         # 8x8 layout agrees with a training image at least this much (the shipped model's images
         # almost never do).
         self.reframe_from = float(near.get("reframe_from", 0.93))
+        # The same for a copy whose colours were inverted or whose hues were turned, with its colours
+        # turned back (judged under the grey search's thresholds).
+        self.recolour_from = float(near.get("recolour_from", 0.9))
         self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
         self.extra_checks = list(extra_checks or [])
@@ -159,11 +162,23 @@ class OutputPolicy:
         # Last, with a turn or a margin undone on the query, for the images still let through (a
         # flat image, None, has no layout to turn).
         close = [number for number, match in enumerate(matches) if match is not None and not self.is_near_copy(match)]
+        thumbnails = {number: thumbnail(pils[number]) for number in close}  # both gates read them
         if close:
             reframed = index.nearest_reframed_many([pils[number] for number in close],
                                                    verify_from=self.min_similarity - VERIFY_MARGIN,
-                                                   search_from=self.reframe_from)
+                                                   search_from=self.reframe_from,
+                                                   thumbnails=np.stack([thumbnails[number] for number in close]))
             for number, match in zip(close, reframed, strict=True):
+                if self.is_near_copy(match):
+                    matches[number] = match
+        # And with its colours turned back (inverted, or hues turned), for what is still let through.
+        close = [number for number in close if not self.is_near_copy(matches[number])]
+        if close:
+            recoloured = index.nearest_recoloured_many([pils[number] for number in close],
+                                                       verify_from=self.min_luminance_similarity - VERIFY_MARGIN,
+                                                       search_from=self.recolour_from,
+                                                       thumbnails=np.stack([thumbnails[number] for number in close]))
+            for number, match in zip(close, recoloured, strict=True):
                 if self.is_near_copy(match):
                     matches[number] = match
         decisions = []
@@ -181,8 +196,10 @@ class OutputPolicy:
         return decisions
 
     def thresholds(self, match: NearCopyMatch) -> tuple[float, float]:
-        """(similarity, detail) a match must reach: the colour search's or the luminance search's."""
-        if match.compared == "luminance":
+        """(similarity, detail) a match must reach: the colour search's, or the luminance search's
+        stricter ones for a match found in grey or with the query's colours turned back (either way,
+        drawings that differ by colour alone come closer)."""
+        if match.compared in ("luminance", "recoloured"):
             return self.min_luminance_similarity, self.min_luminance_detail
         return self.min_similarity, self.min_copy_detail
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from policies import (
     Decision,
@@ -250,6 +250,90 @@ def test_only_images_close_to_a_training_image_are_turned_and_cropped(monkeypatc
     POLICY.check_images([unrelated, TRAINING[2][1]], INDEX)  # far off, and an exact copy (flagged at once)
     assert searched == []
     POLICY.check_images([unrelated, TURNS_AND_MARGINS["turned -8 degrees"](TRAINING[2][1])], INDEX)
+    assert len(searched) == 1
+
+
+QUARTER_TURNS_AND_RECOLOURINGS = {
+    "upside down": (lambda image: image.transpose(Image.Transpose.ROTATE_180), "turned"),
+    "on its side": (lambda image: image.transpose(Image.Transpose.ROTATE_90), "turned"),
+    "flipped top to bottom": (lambda image: image.transpose(Image.Transpose.FLIP_TOP_BOTTOM), "turned"),
+    "on its side, cropped 6% and re-encoded": (
+        lambda image: robustness.jpeg(image.transpose(Image.Transpose.ROTATE_270).crop((8, 8, 248, 248)), 80), "turned"),
+    "hue turned 60 degrees": (lambda image: robustness.hue(image, 43), "hue turned"),
+    "hue turned 180 degrees": (lambda image: robustness.hue(image, 128), "hue turned"),
+    "hue turned 100 degrees, mirrored": (lambda image: robustness.mirror(robustness.hue(image, 71)), "hue turned"),
+    "colours inverted": (lambda image: ImageOps.invert(image), "colours inverted"),
+}
+
+
+@pytest.mark.parametrize("kind", list(QUARTER_TURNS_AND_RECOLOURINGS))
+def test_copies_turned_over_or_recoloured_are_caught_and_say_what_was_undone(kind):
+    """A copy laid down another way (upside down, on its side, flipped top to bottom) or with its
+    colours turned (hues round the wheel, inverted) keeps the drawing; the search alone misses most
+    of them, the query turned back (or its colours turned back) does not."""
+    edit, undone = QUARTER_TURNS_AND_RECOLOURINGS[kind]
+    never = {**POLICY.config["near_copy"], "reframe_from": 2.0, "recolour_from": 2.0}
+    without = OutputPolicy({**POLICY.config, "near_copy": never}, "nothing turned back")
+    caught = by_search_alone = 0
+    for name, image in TRAINING[:8]:
+        edited = edit(image)
+        decision = next((d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"), None)
+        if decision is not None and decision.evidence["training_item"] == name:
+            caught += 1
+            assert decision.evidence["similarity"] >= decision.evidence["minimum"]
+            if "undone" in decision.evidence:
+                assert decision.evidence["undone"].startswith(undone), decision.evidence
+            if undone != "turned" and "undone" in decision.evidence:
+                # Colours turned back: held to the grey search's stricter thresholds.
+                assert decision.evidence["compared"] == "recoloured"
+                assert decision.evidence["minimum"] == POLICY.min_luminance_similarity
+        by_search_alone += any(d.rule_id == "output.near_copy" and d.evidence["training_item"] == name
+                               for d in without.check_image(edited, INDEX).decisions)
+    assert caught >= 7 and by_search_alone < caught, (kind, caught, by_search_alone)
+
+
+def test_turning_colours_back_raises_no_false_alarm():
+    # Other drawings of the same kind, every colour turn searched whatever its layout's agreement.
+    found = INDEX.nearest_recoloured_many([sticker(seed) for seed in range(1000, 1040)], verify_from=0.7)
+    assert all(match is None or match.compared == "recoloured" for match in found)
+    assert [match for match in found if POLICY.is_near_copy(match)] == []
+
+
+def test_the_colour_turn_gate_is_the_layout_turned_about_the_grey_axis():
+    """The gate's three products stand for every turn: each turn's agreement equals turning the
+    query's centred 8x8 colours about the grey axis (and negating them, for the inversion) and
+    comparing with the whole index directly."""
+    from policies.near_copy import COARSE, GRID, RECOLOUR_HUE_TURNS, _centre, _grey_axis_turn, thumbnail
+
+    images = [sticker(seed) for seed in range(2000, 2006)] + [robustness.hue(TRAINING[3][1], 60)]
+    thumbs = np.stack([thumbnail(image) for image in images])
+    _, per_turn = INDEX._recoloured_candidates(thumbs)
+    centred = _centre(thumbs.reshape(len(images), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4)))
+    for number, layout in enumerate([-centred] + [centred @ _grey_axis_turn(angle).T for angle in RECOLOUR_HUE_TURNS]):
+        both = np.concatenate([layout, layout[:, :, ::-1]]).reshape(2 * len(images), -1)
+        direct = (INDEX._coarse @ both.T).reshape(len(INDEX), 2, len(images)).max(axis=(0, 1))
+        np.testing.assert_allclose(per_turn[:, number], direct, atol=1e-5)
+    # A red drawn yellow by HSV is found nearest the linear turn by the same angle's neighbourhood.
+    red = Image.new("RGB", (1, 1), (255, 0, 0))
+    turned = np.asarray(robustness.hue(red, 43), dtype=np.float32).ravel()
+    linear = (np.array([255.0, 0, 0]) - 85) @ _grey_axis_turn(60).T + 85
+    assert np.corrcoef(turned, linear)[0, 1] > 0.99
+
+
+def test_only_images_whose_colours_could_turn_into_a_training_image_are_searched(monkeypatch):
+    searched: list[Image.Image] = []
+    original = NearCopyIndex._nearest_recoloured
+
+    def counting(self, rgb, rows, turns, verify_from):
+        searched.append(rgb)
+        return original(self, rgb, rows, turns, verify_from)
+
+    monkeypatch.setattr(NearCopyIndex, "_nearest_recoloured", counting)
+    unrelated = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(unrelated).rectangle((20, 100, 236, 150), fill=(0, 90, 200))
+    POLICY.check_images([unrelated, TRAINING[2][1]], INDEX)  # far off, and an exact copy (flagged at once)
+    assert searched == []
+    POLICY.check_images([unrelated, robustness.hue(TRAINING[2][1], 100)], INDEX)
     assert len(searched) == 1
 
 
