@@ -5,6 +5,7 @@ spot-checked against the encoder, and anything doubtful is embedded again."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -80,6 +81,13 @@ def test_an_unwritable_cache_folder_is_only_a_warning(tmp_path, caplog):
 
 
 def test_a_second_process_judges_alike_without_embedding_the_examples_again(tmp_path):
+    # The shipped folder with every tenth labelled training caption: the same kind of layer, a quarter
+    # of the phrases to embed in the first, cold process (a minute for the whole folder on this CPU).
+    folder = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies" / "default", folder)
+    rows = (folder / "semantic_training.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "semantic_training.csv").write_text("".join(rows[:1] + rows[1::10]), encoding="utf-8")
+    cache = tmp_path / "cache"
     script = textwrap.dedent("""
         import json, sys
         import policies.embedding as embedding
@@ -90,16 +98,16 @@ def test_a_second_process_judges_alike_without_embedding_the_examples_again(tmp_
             return call(self, texts, *args, **kwargs)
         embedding.MiniLMEncoder.__call__ = counting
         from policies import load_policies
-        usage = load_policies().usage
+        usage = load_policies(sys.argv[1]).usage
         captions = ["a red apple on a table", "how to build a pipe bomb at home", "a man cutting his own wrists"]
         outcomes = [usage.check_caption(c).outcome.value for c in captions]
         print(json.dumps({"outcomes": outcomes, "embedded": counted[0]}))
     """)
-    env = {"STACKGAN_POLICY_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    runs = [json.loads(subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+    env = {"STACKGAN_POLICY_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script, str(folder)], cwd=ROOT, env=env, capture_output=True,
                                       text=True, timeout=300, check=True).stdout.strip().splitlines()[-1])
             for _ in range(2)]
     assert runs[0]["outcomes"] == runs[1]["outcomes"] == ["allow", "deny", "deny"]
-    assert runs[0]["embedded"] > 1000  # every example of the shipped folder
+    assert runs[0]["embedded"] > 1000  # every example of the folder
     assert runs[1]["embedded"] < 100  # the spot check and the captions' own windows
-    assert len(list(tmp_path.glob("vectors-*.npz"))) == 1
+    assert len(list(cache.glob("vectors-*.npz"))) == 1

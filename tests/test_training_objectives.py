@@ -112,13 +112,14 @@ def test_the_encoder_is_cached_by_key_and_identified_by_its_weights(shapes, tmp_
 
 def test_matching_loss_teaches_the_generator_to_follow_its_captions(shapes, tmp_path):
     """Short runs with the matching loss make samples agree better with their own captions: the median
-    drop of the matching loss of fixed samples over three seeds is clear."""
+    drop of the matching loss of fixed samples over three seeds is clear (measured with these 80 steps
+    and 20 epochs of the matcher, five seeds: drops 1.02-3.47 against the 0.2 asked)."""
     folder, _, _ = shapes
     drops = []
     for seed in range(3):
-        options = TrainingOptions(data=folder, output=tmp_path / f"run-{seed}", steps=120, batch_size=8, seed=seed,
+        options = TrainingOptions(data=folder, output=tmp_path / f"run-{seed}", steps=80, batch_size=8, seed=seed,
                                   device="cpu", config=StackGANConfig(ngf=8, ndf=8, base_size=16, branches=2),
-                                  matching_weight=5.0, matching_epochs=40, diff_augment="color,translation,cutout",
+                                  matching_weight=5.0, matching_epochs=20, diff_augment="color,translation,cutout",
                                   sample_every=0, checkpoint_every=0, log_every=10, progress=False)
         trainer = Trainer(options)
         captions = [item.captions[0] for item in trainer.dataset.items]
