@@ -130,7 +130,10 @@ class OutputPolicy:
                 "The image is almost a single flat colour: the generator failed on this one.",
                 {"std": round(std, 3), "minimum": self.min_std},
             )]
-        detail = float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()) / 2
+        # A one-pixel-wide image has no differences along that side: only the other side counts
+        # (the mean of an empty array would be NaN, and NaN passes every comparison).
+        steps = [np.abs(np.diff(grey, axis=axis)).mean() for axis in (0, 1) if grey.shape[axis] > 1]
+        detail = float(sum(steps) / len(steps)) if steps else 0.0
         if detail < self.min_smear_detail:
             return [Decision(
                 self.degenerate_outcome, "output.degenerate.detail",

@@ -417,6 +417,14 @@ def test_output_policy_denies_blank_and_smooth_images():
     assert POLICIES.output.check_image(drawing()).outcome is Outcome.ALLOW
 
 
+def test_a_one_pixel_wide_smear_is_judged_on_its_one_side():
+    # Its differences across are empty: their mean was NaN, which passed the detail check.
+    column = np.linspace(0, 127.5, 256).astype(np.uint8).reshape(256, 1)
+    smooth = POLICIES.output.check_image(np.stack([column] * 3, axis=-1))
+    assert smooth.decisions[0].rule_id == "output.degenerate.detail"
+    assert smooth.decisions[0].evidence["mean_gradient"] < 0.6
+
+
 def test_the_smear_and_near_copy_detail_thresholds_are_separate_settings():
     # Both sections name their setting min_detail; once the near-copy one overwrote the smear one.
     policy = OutputPolicy({"degenerate": {"min_detail": 40.0}, "near_copy": {"min_detail": 0.5}}, "test")
