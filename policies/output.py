@@ -162,26 +162,20 @@ class OutputPolicy:
             for number, match in zip(unflagged, in_grey, strict=True):
                 if self.is_near_copy(match):
                     matches[number] = match
-        # Last, with a turn or a margin undone on the query, for the images still let through (a
-        # flat image, None, has no layout to turn).
+        # Last, with a turn or a margin undone on the query, then with its colours turned back
+        # (inverted, or hues turned), each for the images still let through (a flat image, None, has
+        # no layout to turn). Both gates read the same thumbnails.
         close = [number for number, match in enumerate(matches) if match is not None and not self.is_near_copy(match)]
-        thumbnails = {number: thumbnail(pils[number]) for number in close}  # both gates read them
-        if close:
-            reframed = index.nearest_reframed_many([pils[number] for number in close],
-                                                   verify_from=self.min_similarity - VERIFY_MARGIN,
-                                                   search_from=self.reframe_from,
-                                                   thumbnails=np.stack([thumbnails[number] for number in close]))
-            for number, match in zip(close, reframed, strict=True):
-                if self.is_near_copy(match):
-                    matches[number] = match
-        # And with its colours turned back (inverted, or hues turned), for what is still let through.
-        close = [number for number in close if not self.is_near_copy(matches[number])]
-        if close:
-            recoloured = index.nearest_recoloured_many([pils[number] for number in close],
-                                                       verify_from=self.min_luminance_similarity - VERIFY_MARGIN,
-                                                       search_from=self.recolour_from,
-                                                       thumbnails=np.stack([thumbnails[number] for number in close]))
-            for number, match in zip(close, recoloured, strict=True):
+        thumbnails = {number: thumbnail(pils[number]) for number in close}
+        stages = ((index.nearest_reframed_many, self.min_similarity, self.reframe_from),
+                  (index.nearest_recoloured_many, self.min_luminance_similarity, self.recolour_from))
+        for search, minimum, search_from in stages:
+            close = [number for number in close if not self.is_near_copy(matches[number])]
+            if not close:
+                break
+            found = search([pils[number] for number in close], verify_from=minimum - VERIFY_MARGIN,
+                           search_from=search_from, thumbnails=np.stack([thumbnails[number] for number in close]))
+            for number, match in zip(close, found, strict=True):
                 if self.is_near_copy(match):
                     matches[number] = match
         decisions = []
