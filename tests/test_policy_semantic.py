@@ -300,7 +300,7 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # dev18 is not a writer's set: long harmless prompts and fragments of them, written to teach the
     # layer what a harmless window looks like (README, "The seventh red team").
     assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10",
-                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "test"}
+                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test"}
     assert {(r.expected, r.category) for r in rows if r.split == "dev18"} == {(Outcome.ALLOW, "(none)")}
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
                   "dev13", "dev14", "dev15", "dev16", "dev17"):
@@ -322,7 +322,7 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
-                  "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "test"):
+                  "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
