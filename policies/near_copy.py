@@ -448,13 +448,7 @@ class NearCopyIndex:
         return rows, np.take_along_axis(scores, rows, axis=1).max(axis=1)
 
     def _nearest_reframed(self, rgb: Image.Image, rows: np.ndarray, verify_from: float | None) -> NearCopyMatch | None:
-        rows = np.sort(rows)
-        # The search proper, whatever subclass holds the index (the speed benchmark times an older one).
-        subset = NearCopyIndex([self.names[row] for row in rows], self.thumbnails[rows], self.details[rows])
-        # Turned and cropped at REFRAME_SIDE: the search reads 32 and 64 cells of it, and turning a
-        # 256 px image a dozen times cost more than the search itself.
-        if max(rgb.size) > REFRAME_SIDE:
-            rgb = rgb.resize((REFRAME_SIDE, REFRAME_SIDE), Image.Resampling.BOX)
+        rgb = _reframing_size(rgb)
         width, height = rgb.size
         # (what was undone, the query, the sizes searched): a turn is searched at full size only.
         tried: list[tuple[str, Image.Image, tuple[int, ...]]] = [
@@ -467,6 +461,16 @@ class NearCopyIndex:
         for margin in REFRAME_MARGINS:
             dx, dy = round(width * margin / 2), round(height * margin / 2)
             tried.append((f"framed by a {margin:.0%} margin", rgb.crop((dx, dy, width - dx, height - dy)), SIZES))
+        return self._best_undone(rows, tried, verify_from)
+
+    def _best_undone(self, rows: np.ndarray, tried: list[tuple[str, Image.Image, tuple[int, ...]]],
+                     verify_from: float | None) -> NearCopyMatch | None:
+        """The search proper on the candidate rows for queries with an edit undone, (what was undone,
+        the query, the sizes searched) each: every one scored unverified, the best verified; its
+        match says what was undone (``reframed``)."""
+        rows = np.sort(rows)
+        # The search proper, whatever subclass holds the index (the speed benchmark times an older one).
+        subset = NearCopyIndex([self.names[row] for row in rows], self.thumbnails[rows], self.details[rows])
         best_score, best = -np.inf, 0
         for sizes in sorted({entry[2] for entry in tried}):
             positions = [position for position, entry in enumerate(tried) if entry[2] == sizes]
@@ -541,23 +545,17 @@ class NearCopyIndex:
 
     def _nearest_recoloured(self, rgb: Image.Image, rows: np.ndarray, turns: list[int],
                             verify_from: float | None) -> NearCopyMatch | None:
-        rows = np.sort(rows)
-        subset = NearCopyIndex([self.names[row] for row in rows], self.thumbnails[rows], self.details[rows])
-        if max(rgb.size) > REFRAME_SIDE:
-            rgb = rgb.resize((REFRAME_SIDE, REFRAME_SIDE), Image.Resampling.BOX)
-        tried: list[tuple[str, Image.Image]] = []
+        rgb = _reframing_size(rgb)
+        tried: list[tuple[str, Image.Image, tuple[int, ...]]] = []
         for number in turns:
             if number == 0:
-                tried.append(("colours inverted", ImageOps.invert(rgb)))
+                tried.append(("colours inverted", ImageOps.invert(rgb), SIZES))
             else:
                 angle = RECOLOUR_HUE_TURNS[number - 1]
                 # Turning the hue by +angle undoes a turn of the copy by 360 - angle.
-                tried.append((f"hue turned {360 - angle} degrees", turn_hue(rgb, angle)))
-        unverified = subset.nearest_many([query for _, query in tried], np.inf)
-        scores = [match.similarity if match is not None else -np.inf for match in unverified]
-        undone, query = tried[int(np.argmax(scores))]
-        match = subset.nearest_many([query], verify_from)[0]
-        return dataclasses.replace(match, compared="recoloured", reframed=undone) if match is not None else None
+                tried.append((f"hue turned {360 - angle} degrees", turn_hue(rgb, angle), SIZES))
+        match = self._best_undone(rows, tried, verify_from)
+        return dataclasses.replace(match, compared="recoloured") if match is not None else None
 
     def _colourfulness(self) -> np.ndarray:
         if self._chroma is None:
@@ -748,6 +746,14 @@ class QueryGrey:
         top = self.margin + phase_y * self.height / cells
         box = (left / self.step, top / self.step, (left + self.width) / self.step, (top + self.height) / self.step)
         return np.asarray(self.image.resize((cells, cells), Image.Resampling.BOX, box=box), dtype=np.float32)
+
+
+def _reframing_size(rgb: Image.Image) -> Image.Image:
+    """The query at most REFRAME_SIDE a side before an edit is undone on it: the search reads 32 and
+    64 cells of it, and turning a 256 px image a dozen times cost more than the search itself."""
+    if max(rgb.size) > REFRAME_SIDE:
+        return rgb.resize((REFRAME_SIDE, REFRAME_SIDE), Image.Resampling.BOX)
+    return rgb
 
 
 def _thumbnails(rgbs: list[Image.Image], given: np.ndarray | None) -> np.ndarray:
