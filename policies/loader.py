@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.data import DataPolicy
-from policies.embedding import Embedder
+from policies.embedding import ENCODERS, Embedder
 from policies.evaluation import UNCATEGORISED, LabelledSetError, read_labelled
 from policies.language import LanguageCheckUnavailable
 from policies.output import ImageCheck, OutputPolicy
@@ -85,7 +85,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "semantic.toml": {
         "model": {"ridge": ("number", False), "other_category_weight": ("number", False), "nearest_k": ("int", False)},
-        "encoder": {"folder": ("str", False)},
+        "encoder": {"folder": ("str", False), "precision": ("str", False)},
         "categories": {"*": {"message": ("str", False), "review_at": ("probability", False),
                              "deny_at": ("probability", False), "covers": ("str_list", True),
                              "does_not_cover": ("str_list", False)}},
@@ -129,6 +129,9 @@ MIN_EXAMPLES = 10
 def validate_semantic(data: dict[str, Any]) -> list[str]:
     """What the schema cannot say: a category needs a threshold and enough examples to learn from."""
     errors = []
+    precision = data.get("encoder", {}).get("precision", "float32") if isinstance(data.get("encoder"), dict) else "float32"
+    if precision not in ENCODERS:
+        errors.append(f"semantic.toml: [encoder] precision must be one of {', '.join(ENCODERS)}, got {precision!r}")
     categories = data.get("categories", {})
     if not isinstance(categories, dict):
         return errors

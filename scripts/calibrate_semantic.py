@@ -59,8 +59,8 @@ class Scored:
 class CachedEmbedder:
     """Each caption embedded once, however many folds refit on it."""
 
-    def __init__(self, folder: str | None) -> None:
-        self.encoder = shared_encoder(folder)
+    def __init__(self, folder: str | None, precision: str = "float32") -> None:
+        self.encoder = shared_encoder(folder, precision)
         self.cache: dict[str, np.ndarray] = {}
         self.token_ids = getattr(self.encoder, "token_ids", None)
         self.truncate = getattr(self.encoder, "truncate", None)
@@ -285,7 +285,8 @@ def main() -> int:
     config = tomllib.loads((Path(args.policy_dir) / "semantic.toml").read_text())
     labelled = config.get("training", {}).get("labelled")
     training = _read_training(Path(args.policy_dir), labelled)[1] if labelled else []
-    embedder = CachedEmbedder(config.get("encoder", {}).get("folder"))
+    # The policy's own arithmetic (int8 or float32): thresholds proposed for the vectors it will judge.
+    embedder = CachedEmbedder(config.get("encoder", {}).get("folder"), config.get("encoder", {}).get("precision", "float32"))
     words = policies.usage
     words.semantic = None  # the word rules alone
     scored = out_of_fold(config, training, embedder, words, args.folds)

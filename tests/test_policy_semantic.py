@@ -213,7 +213,9 @@ def test_a_missing_encoder_denies_every_caption_with_a_rule_id(tmp_path):
     folder = tmp_path / "policies"
     shutil.copytree(DEFAULT_DIR, folder)
     text = (folder / "semantic.toml").read_text()
-    (folder / "semantic.toml").write_text(f'[encoder]\nfolder = "{tmp_path / "no-such-model"}"\n\n{text}')
+    missing = f'folder = "{tmp_path / "no-such-model"}"\n'
+    text = text.replace("[encoder]\n", "[encoder]\n" + missing) if "[encoder]\n" in text else f"[encoder]\n{missing}\n{text}"
+    (folder / "semantic.toml").write_text(text)
     verdict = load_policies(folder).usage.check_caption("a red apple")
     assert verdict.denied and verdict.decisions[-1].rule_id == "usage.semantic.unavailable"
 
@@ -654,11 +656,13 @@ def test_a_denying_word_in_a_caption_that_reports_on_the_harm_is_mostly_reviewed
     """Captions that report on a harm the word rules deny by name: none is allowed (a reviewer always
     looks), and where the meaning is confidently not the harm the denial becomes a review that says
     why. Where the semantic layer scores the harm high, as a whole or around the word ("the signs of
-    child abuse": minors 0.87), the denial stands: 5 of these 12 were reviewed when written."""
+    child abuse": minors 0.87), the denial stands: 5 of these 12 were reviewed when written, with the
+    float32 encoder; with the int8 one (the shipped policy's) 4, "a history textbook page on the kkk's
+    decline" scoring hate around the word just past the bound (0.45 in float32, under it)."""
     verdicts = [USAGE.check_caption(caption) for caption in REPORTING_A_DENIED_WORD]
     assert all(v.outcome is not Outcome.ALLOW for v in verdicts)
     reviewed = [v for v in verdicts if v.outcome is Outcome.REVIEW]
-    assert len(reviewed) >= 5, [(c, v.outcome.value) for c, v in zip(REPORTING_A_DENIED_WORD, verdicts)]
+    assert len(reviewed) >= 4, [(c, v.outcome.value) for c, v in zip(REPORTING_A_DENIED_WORD, verdicts)]
     for verdict in reviewed:
         reported = [d for d in verdict.decisions if d.evidence.get("reported")]
         assert reported and all(d.outcome is Outcome.REVIEW and d.rule_id.startswith("usage.blocked.") for d in reported)

@@ -26,6 +26,7 @@ class CountingEncoder:
     def __init__(self):
         self.inner = shared_encoder()
         self.dim, self.folder, self.max_tokens = self.inner.dim, self.inner.folder, self.inner.max_tokens
+        self.precision = self.inner.precision
         self.embedded = 0
 
     def __call__(self, texts):
