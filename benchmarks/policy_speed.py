@@ -1,10 +1,12 @@
 """Policy check speed, each against a plain baseline measured in the same run:
 
 * the whole usage check per caption (word rules + semantic layer) on the shipped labelled captions,
-  and its parts (the word rules alone, one sentence embedding);
+  and its parts (the word rules alone, one sentence embedding with the policy's encoder against the
+  float32 one);
 * a 500-character caption of plain words, the same with a harmful phrase at its end, and the worst
   hostile caption, each against the semantic layer as it was before (a long caption embedded window
-  by window instead of in one banded pass), the two alternating on the same captions;
+  by window instead of in one banded pass), the two alternating on the same captions, and against
+  the same policy with the float32 encoder instead of the int8 one;
 * the policy's load time per process (encoder, examples embedded, classifiers fitted), against the
   policy folder as it was before this change (``BEFORE``, read from git when it is there);
 * the worst of several hostile 500-character generators (characters that several letters of a blocked
