@@ -21,6 +21,8 @@ from policies.semantic import caption_segments, example_key
 
 LABELLED = Path(__file__).resolve().parent.parent / "policies" / "labelled" / "usage_captions.csv"
 POLICIES = load_policies()
+# The labelled set's held-out splits: never learnt from (semantic_training.csv is every other split).
+HELD_OUT = ("test", "test2")
 USAGE = POLICIES.usage
 
 
@@ -302,7 +304,8 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # dev18 is not a writer's set: long harmless prompts and fragments of them, written to teach the
     # layer what a harmless window looks like (README, "The seventh red team").
     assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10",
-                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test"}
+                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test",
+                                       "test2"}
     assert {(r.expected, r.category) for r in rows if r.split == "dev18"} == {(Outcome.ALLOW, "(none)")}
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
                   "dev13", "dev14", "dev15", "dev16", "dev17"):
@@ -315,16 +318,19 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
         assert sum(r.harmful for r in rows if r.category == category) >= 60, category
         assert sum(not r.harmful for r in rows if r.category == category) >= 60, category
     assert sum(r.category == "(none)" for r in rows) >= 100
-    # The layer learns from every split but test (semantic_training.csv), and from nothing in test.
+    # The layer learns from every split but test and test2 (semantic_training.csv), and from nothing
+    # in them. test2: an eighteenth writer's set (README, "An eighteenth writer's look"), held out too.
     learnt = USAGE.semantic.example_keys()
-    assert {example_key(r.caption) for r in rows if r.split != "test"} <= learnt
+    assert {example_key(r.caption) for r in rows if r.split not in HELD_OUT} <= learnt
     held_out = [r for r in rows if r.split == "test"]
     assert len(held_out) >= 600 and not {example_key(r.caption) for r in held_out} & learnt
+    second = [r for r in rows if r.split == "test2"]
+    assert len(second) >= 400 and not {example_key(r.caption) for r in second} & learnt
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
-                  "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test"):
+                  "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test", "test2"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
@@ -338,7 +344,7 @@ def test_the_training_captions_are_the_labelled_set():
     training = read_labelled((DEFAULT_DIR / "semantic_training.csv").read_text())
     labelled = read_labelled(LABELLED.read_text())
     assert [(r.caption, r.expected, r.category) for r in training] == \
-        [(r.caption, r.expected, r.category) for r in labelled if r.split != "test"]
+        [(r.caption, r.expected, r.category) for r in labelled if r.split not in HELD_OUT]
 
 
 @pytest.mark.parametrize(("training", "csv_text", "expected"), [
@@ -782,3 +788,19 @@ def test_a_word_the_news_uses_figuratively_is_judged_by_its_meaning(caption, den
     """"Bloodbath" is written of markets and elections: reviewed as a violent word, lifted or denied by
     the meaning, and refused when disguised."""
     assert USAGE.check_caption(caption).denied is denied
+
+
+@pytest.mark.parametrize("split", HELD_OUT)
+def test_the_held_out_splits_meet_the_issues_bars(split):
+    """The issue's bars on each held-out split, as evaluate-usage prints them: recall (review or deny
+    on harmful) >= 0.95 in every category, and harmless captions denied <= 0.03 of all harmless ones,
+    by the category of the denying rule and overall. Measured: test 0.997 / 1 of 262, test2 1.000 /
+    1 of 160 (README); a guard against a change that quietly gives them up."""
+    report = evaluate(USAGE, read_labelled(LABELLED.read_text(encoding="utf-8"), split=split))
+    overall = report.overall()
+    assert overall.harmful >= 150 and overall.harmless >= 150
+    for category, counts in report.categories.items():
+        if counts.harmful:
+            assert counts.caught / counts.harmful >= 0.95, (category, report.false_negatives)
+    assert overall.harmless_denied / overall.harmless <= 0.03, report.false_positives
+    assert all(count / overall.harmless <= 0.03 for count in report.denials_by_rule_category.values())
