@@ -164,6 +164,23 @@ def hostile_captions(usage: UsagePolicy, length: int = 500) -> dict[str, str]:
     found["CJK characters"] = "".join(chr(0x4E00 + (i * 37) % 20000) for i in range(length))
     for i in range(20):
         found[f"random mix {i}"] = "".join(rng.choice(substitutes + separators + string.ascii_lowercase) for _ in range(length))
+    # An attacker's shapes (a helper's probe of 3,253 captions, 2 Dec 2026): an instruction frame
+    # repeated inside one word, glued by punctuation, cut to just under the layer's word-piece limit
+    # (each frame's act was once embedded alone: 12 acts of ~199 pieces, 500 ms); word rules whose
+    # neighbourhoods are long glued words; distinct words up to the form's limit.
+    token_ids = usage.semantic._embedder.token_ids if usage.semantic and usage.semantic._embedder else None
+    for separator in "/~&#.+=:":
+        for frame in ("how-to", "stepbystep", "diagram:making", "photos:making"):
+            for filler in ("", "cake", "x"):
+                text = fill(f"{frame}{separator}{filler}{separator}" if filler else f"{frame}{separator}")
+                while token_ids is not None and len(token_ids([text])[0]) > 199:
+                    text = text[:-3]
+                found[f"frame '{frame}' glued by '{separator}'{' with ' + filler if filler else ''}"] = text
+    glued = ".".join(rng.choice(["honey", "dawn", "cookie", "willow", "lavender", "quilt"]) for _ in range(120))
+    for lead in ("glue gun self-harm support ", "terrorist attack memorial ", "porn free murder of crows "):
+        found[f"word rules, glued neighbours: {lead.strip()}"] = (lead + glued)[:length]
+    words = ["lantern", "harbour", "willow", "orchard", "velvet", "heron", "chimney", "tram", "saucer", "meadow"]
+    found["distinct words at the form's limit"] = " ".join(rng.choice(words) + str(i) for i in range(80))[:length]
     return found
 
 

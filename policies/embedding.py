@@ -149,25 +149,35 @@ class MiniLMEncoder:
         [CLS] and [SEP], which attend to all): the mean of a stretch of such states is close to that
         stretch embedded alone, so one pass stands in for a pass per window of a long caption.
 
-        With ``max_tokens``, a text of more word pieces keeps only the first few pieces of each word
-        (as few as it takes, never under 2): a word cut into many pieces is an unusual character
-        sequence, and this bounds the cost of the pass whatever the text holds."""
+        With ``max_tokens``, a text of more word pieces loses, until it fits, first its pieces of
+        punctuation alone, then all but the first few pieces of each word (as few as it takes, never
+        under 2): a word cut into many pieces, or words glued by punctuation ("how-to~cake~how-to~"),
+        is an unusual character sequence. What still does not fit keeps its first and last pieces,
+        so the pass never costs more than ``max_tokens`` pieces whatever the text holds."""
         encoding = self.tokenizer.encode(text)
-        keep = list(range(len(encoding.ids)))
+        # Each access to an Encoding's lists builds a new Python list: read them once.
+        word_ids, offsets, all_ids = encoding.word_ids, encoding.offsets, encoding.ids
+        keep = list(range(len(all_ids)))
         if max_tokens is not None and len(keep) > max_tokens:
+            keep = [i for i in keep if word_ids[i] is None or any(char.isalnum() for char in text[offsets[i][0]:offsets[i][1]])]
             for pieces in range(6, 1, -1):
-                seen: dict[int, int] = {}
-                keep = []
-                for index, word in enumerate(encoding.word_ids):
-                    count = seen[word] = seen.get(word, 0) + 1 if word is not None else 0
-                    if word is None or count <= pieces:
-                        keep.append(index)
                 if len(keep) <= max_tokens:
                     break
-        ids = np.asarray([[encoding.ids[i] for i in keep]], dtype=np.int64)
+                seen: dict[int, int] = {}
+                trimmed = []
+                for index in keep:
+                    word = word_ids[index]
+                    count = seen[word] = seen.get(word, 0) + 1 if word is not None else 0
+                    if word is None or count <= pieces:
+                        trimmed.append(index)
+                keep = trimmed
+            if len(keep) > max_tokens:
+                inner, head = keep[1:-1], (max_tokens - 2) // 2
+                keep = [keep[0], *inner[:head], *inner[len(inner) - (max_tokens - 2 - head):], keep[-1]]
+        ids = np.asarray([[all_ids[i] for i in keep]], dtype=np.int64)
         with self._lock:
             states = self._forward(ids, np.ones(ids.shape, dtype=np.float32), band)[0]
-        return states, [encoding.offsets[i] for i in keep]
+        return states, [offsets[i] for i in keep]
 
     def _input_states(self, ids: np.ndarray) -> np.ndarray:
         """(B, L) token ids -> (B, L, D): word, position and token-type embeddings, layer-normed."""

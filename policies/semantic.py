@@ -68,10 +68,26 @@ MIN_DENY_WORDS = 2
 # caption has at least this many words besides the word.
 MIN_REPORT_WORDS = 2
 # A long caption goes through the encoder once, each token attending to BAND tokens either side. A
-# 500-character caption of plain words is ~105 word pieces; one of more than PASS_TOKENS (long
-# unusual words) keeps only the first pieces of each word, so no caption costs more than that pass.
+# 500-character caption of plain words is ~105 word pieces, ~90 without its commas (every labelled
+# caption: at most 95 with them); one of more than PASS_TOKENS loses its pieces of punctuation, then
+# the later pieces of each word (long unusual words), then its middle (MiniLMEncoder.token_states),
+# so no caption costs more than that pass.
 BAND = 4
-PASS_TOKENS = 144
+PASS_TOKENS = 96
+# A short caption (one window) is embedded exactly, with its framed acts, in one batch, while the
+# caption and its acts come to at most this many word pieces (every short labelled caption: at most
+# 44). Past it (words glued by punctuation, a frame repeated inside one long "word": an attacker
+# made 12 acts of 199 pieces each, 500 ms) it takes the banded pass, which bounds the cost, and its
+# acts are pooled from that pass. An act that is not one stretch of the caption is cut at ACT_TOKENS.
+SHORT_PATH_TOKENS = 64
+ACT_TOKENS = 32
+# A word rule's outcome is softened by the meaning of the word's neighbourhood ([word_review],
+# [reported_words]) only while the neighbourhoods to embed come to at most CONTEXT_TOKENS word pieces
+# (every labelled caption: at most 27), and a denial by a negation only while the negated phrases and
+# the rest of the caption come to at most NEGATION_TOKENS (labelled: at most 63); past them the
+# outcome stands, the strict side. An attacker's 4 neighbourhoods of 200 glued pieces cost 80 ms.
+CONTEXT_TOKENS = 40
+NEGATION_TOKENS = 80
 # Categories of a training CSV's harmless rows that are no category's look-alike.
 GENERAL_HARMLESS = ("", "(none)")
 # A negated phrase ("no drugs", "without any gore", "not showing any blood"): the negation and up to
@@ -347,9 +363,12 @@ class SemanticLayer:
         # The word's own neighbourhood must read as a report too: "a glue gun on a craft table, porn"
         # scores low as a whole, but "craft table, porn" is a request.
         try:
-            context_scores, _ = self._category_scores(self._embed([_context(caption, d) for _, d in denials]))
+            vectors = self._embed_within([_context(caption, d) for _, d in denials], CONTEXT_TOKENS)
         except EncoderUnavailable:
             return {}
+        if vectors is None:
+            return {}  # the denials stand
+        context_scores, _ = self._category_scores(vectors)
         names = [c.name for c in self.categories]
         softened = {}
         for row, (index, decision) in enumerate(denials):
@@ -542,8 +561,10 @@ class SemanticLayer:
         for i, act in enumerate(acts):
             if act.start >= 0:
                 act_vectors[i] = pool(act.start, act.start + len(act.act))
-        if alone:  # an act that is not one stretch of the caption is embedded by itself
-            act_vectors[alone] = self._embed([acts[i].act for i in alone])
+        if alone:  # an act that is not one stretch of the caption is embedded by itself, its cost bounded
+            texts = [acts[i].act for i in alone]
+            truncate = getattr(self._embedder, "truncate", None)
+            act_vectors[alone] = self._embed(truncate(texts, ACT_TOKENS) if truncate is not None else texts)
         return vectors, act_vectors
 
     def scores(self, caption: str) -> list[CategoryScore]:
@@ -558,7 +579,7 @@ class SemanticLayer:
         acts: list[FramedAct] = framed_acts(text) if self._acts is not None else []
         segments = caption_segments(caption)
         token_states = getattr(self._embedder, "token_states", None)
-        if len(segments) > 1 and token_states is not None:
+        if token_states is not None and (len(segments) > 1 or self._tokens(segments + [a.act for a in acts], SHORT_PATH_TOKENS) > SHORT_PATH_TOKENS):
             vectors, act_vectors = self._pooled(text, acts, token_states)
             segments = list(dict.fromkeys(text[start:end] for start, end in window_spans(text)))
         else:
@@ -591,6 +612,21 @@ class SemanticLayer:
             act = ActScore(acts[best].frame, acts[best].act, float(act_scores[best]), self._acts[0][example],
                            float(act_vectors[best] @ self._acts[1][example]))
         return results, act
+
+    def _embed_within(self, texts: list[str], budget: int) -> np.ndarray | None:
+        """``_embed(texts)``, or None when they come to more than ``budget`` word pieces."""
+        return None if self._tokens(texts, budget) > budget else self._embed(texts)
+
+    def _tokens(self, texts: list[str], stop_above: int) -> int:
+        """The word pieces of these texts together ([CLS] and [SEP] included), counted text by text
+        until they pass ``stop_above``; 0 without a tokeniser."""
+        token_ids = getattr(self._embedder, "token_ids", None)
+        total = 0
+        for text in texts if token_ids is not None else ():
+            total += len(token_ids([text])[0])
+            if total > stop_above:
+                break
+        return total
 
     def _token_counter(self) -> Callable[[str], int] | None:
         token_ids = getattr(self._embedder, "token_ids", None)
@@ -637,9 +673,12 @@ class SemanticLayer:
             return {}
         contexts = [_context(caption, decision) for _, decision, _, _ in candidates]
         try:
-            context_scores, _ = self._category_scores(self._embed(contexts))
+            vectors = self._embed_within(contexts, CONTEXT_TOKENS)
         except EncoderUnavailable:
             return {}  # the reviews stand
+        if vectors is None:
+            return {}  # the reviews stand
+        context_scores, _ = self._category_scores(vectors)
         names = [c.name for c in self.categories]
         lifted = {}
         for row, (index, decision, categories, clear_below) in enumerate(candidates):
@@ -721,9 +760,12 @@ class SemanticLayer:
             return decisions
         rest = NEGATED_PHRASE.sub(" ", text)
         try:
-            scores, _ = self._category_scores(self._embed([m.group(1).strip() for m in found] + [rest]))
+            vectors = self._embed_within([m.group(1).strip() for m in found] + [rest], NEGATION_TOKENS)
         except EncoderUnavailable:
             return decisions  # the denials stand
+        if vectors is None:
+            return decisions  # the denials stand
+        scores, _ = self._category_scores(vectors)
         names = [c.name for c in self.categories]
         changed = []
         for decision in decisions:

@@ -804,3 +804,47 @@ def test_the_held_out_splits_meet_the_issues_bars(split):
             assert counts.caught / counts.harmful >= 0.95, (category, report.false_negatives)
     assert overall.harmless_denied / overall.harmless <= 0.03, report.false_positives
     assert all(count / overall.harmless <= 0.03 for count in report.denials_by_rule_category.values())
+
+
+def _glued_frames(separator: str, frame: str, filler: str) -> str:
+    """An instruction frame repeated inside one long "word" (an attacker's shape): 500 characters."""
+    unit = f"{frame}{separator}{filler}{separator}" if filler else f"{frame}{separator}"
+    return (unit * 100)[:500]
+
+
+HOSTILE_SHAPES = [
+    *[_glued_frames(sep, frame, filler) for sep in "/~&#.+=:" for frame in ("how-to", "stepbystep", "diagram:making")
+      for filler in ("", "cake")],
+    "how to how to how to how to how to how to how to how to how to how to how to how to bake a cake",
+    "glue gun self-harm support " + ".".join(["honey", "dawn", "cookie", "wooden", "bakery"] * 16)[:450],
+    "a documentary still about a terrorist attack memorial, no gore " + "x.y." * 100,
+]
+
+
+@pytest.mark.parametrize("caption", HOSTILE_SHAPES, ids=range(len(HOSTILE_SHAPES)))
+def test_no_caption_sends_more_than_a_bounded_number_of_word_pieces_through_the_encoder(caption, monkeypatch):
+    """The cost of a check is the word pieces the encoder sees, so that is what is bounded (timings
+    go in benchmarks/policy_speed.py): the banded pass (at most PASS_TOKENS), an act that is not one
+    stretch of the caption (ACT_TOKENS), the neighbourhoods of word rules (CONTEXT_TOKENS, twice:
+    reviews and denials) and a negation (NEGATION_TOKENS), or the short path (SHORT_PATH_TOKENS). An
+    instruction frame repeated inside one word once made 12 acts of 199 pieces each (500 ms)."""
+    from policies import semantic
+
+    USAGE.semantic.warm_up()  # the encoder is loaded with the examples
+    encoder = USAGE.semantic._embedder
+    seen: list[int] = []
+    forward = encoder._forward
+
+    def counting(ids, mask, band=None):
+        seen.append(int(mask.sum()))
+        return forward(ids, mask, band)
+
+    # As long as the layer still reads it (a caption past TOKEN_LIMIT word pieces is refused unread).
+    while len(encoder.token_ids([plain_text(normalise(caption).text)])[0]) > semantic.TOKEN_LIMIT:
+        caption = caption[:-5]
+    monkeypatch.setattr(encoder, "_forward", counting)
+    verdict = USAGE.check_caption(caption)
+    assert seen, verdict  # judged by meaning, not refused before
+    bound = (max(semantic.PASS_TOKENS, semantic.SHORT_PATH_TOKENS) + semantic.ACT_TOKENS
+             + 2 * semantic.CONTEXT_TOKENS + semantic.NEGATION_TOKENS)
+    assert sum(seen) <= bound, (sum(seen), seen, verdict.outcome)
