@@ -70,6 +70,8 @@ class Scored:
     reframed: NearCopyMatch | None = None
     # The search with the colours turned back (luminance thresholds), where the policy runs it.
     recoloured: NearCopyMatch | None = None
+    # The search with a new background or a tint undone (luminance thresholds), where the policy runs it.
+    repainted: NearCopyMatch | None = None
 
 
 def open_rgb(folder: Path, name: str) -> Image.Image:
@@ -150,6 +152,20 @@ def background(image: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
     return Image.fromarray(array)
 
 
+def random_background(rng: np.random.Generator) -> tuple[int, int, int]:
+    while True:
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if max(255 - c for c in colour) >= 60:
+            return colour
+
+
+def duotone(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The image's grey mapped from a dark shade of a random hue to white (a duotone print)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
+    dark = rng.integers(0, 160, 3).astype(np.float32)
+    return Image.fromarray(np.clip(dark + grey * (255.0 - dark), 0, 255).astype(np.uint8))
+
+
 EDITS = {
     "identical": lambda im, rng: im,
     "jpeg q70": lambda im, rng: jpeg(im, 70),
@@ -196,7 +212,11 @@ BEYOND = {
     "banner over the bottom eighth": lambda im, rng: banner(im),
     "background blue": lambda im, rng: background(im, (40, 60, 200)),
     "flipped upside down": lambda im, rng: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    "background at random (any colour 60 from white)": lambda im, rng: background(im, random_background(rng)),
+    "background at random + jpeg q70": lambda im, rng: jpeg(background(im, random_background(rng)), 70),
     "sepia": lambda im, rng: sepia(im),
+    "sepia + crop 5% + jpeg q70": lambda im, rng: jpeg(crop(sepia(im), 0.05, rng), 70),
+    "duotone at random (grey onto one hue)": lambda im, rng: duotone(im, rng),
     "hue turned 60 degrees": lambda im, rng: hue(im, 43),
     "hue turned 180 degrees": lambda im, rng: hue(im, 128),
     "inverted colours": lambda im, rng: ImageOps.invert(im),
@@ -261,27 +281,31 @@ def score_images(index: NearCopyIndex, folder: Path, planted: list[str], negativ
         recoloured = index.nearest_recoloured_many([image], verify_from=LUMINANCE_VERIFY_FROM,
                                                    search_from=shipped.recolour_from)[0]
         recolour_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        repainted = index.nearest_repainted_many([image], verify_from=LUMINANCE_VERIFY_FROM,
+                                                 search_from=shipped.recolour_from)[0]
+        repaint_seconds = time.perf_counter() - start
         # The policy's cost: the later searches run only for what the colour search let through.
         flagged = match is not None and match.similarity >= shipped.similarity and match.detail >= shipped.detail
-        times.append(colour_seconds + (0.0 if flagged else grey_seconds + reframe_seconds + recolour_seconds))
-        return match, in_grey, reframed, recoloured
+        times.append(colour_seconds + (0.0 if flagged else grey_seconds + reframe_seconds + recolour_seconds + repaint_seconds))
+        return match, in_grey, reframed, recoloured, repainted
 
     for name in planted:
         original = open_rgb(folder, name)
         for kind, edit in (edits or EDITS).items():
-            match, in_grey, reframed, recoloured = search(edit(original, rng))
+            match, in_grey, reframed, recoloured, repainted = search(edit(original, rng))
             variants[kind].append(Scored(name, match, twins=frozenset(), luminance=in_grey, reframed=reframed,
-                                         recoloured=recoloured))
+                                         recoloured=recoloured, repainted=repainted))
     others = []
     for name in negatives:
         image = open_rgb(folder, name)
-        match, in_grey, reframed, recoloured = search(image)
+        match, in_grey, reframed, recoloured, repainted = search(image)
         # Twins: the training images it matched that are the same drawing (up to the turns, mirror
         # images and colour changes the searches undo), judged for each search's match apart, since
         # the thresholds decide later which of them flag it.
-        found = {m.name for m in (match, in_grey, reframed, recoloured) if m is not None}
+        found = {m.name for m in (match, in_grey, reframed, recoloured, repainted) if m is not None}
         twins = frozenset(n for n in found if same_drawing(image, open_rgb(folder, n)) >= 0.95)
-        others.append(Scored(name, match, twins, in_grey, reframed, recoloured))
+        others.append(Scored(name, match, twins, in_grey, reframed, recoloured, repainted))
     return variants, others
 
 
@@ -292,6 +316,7 @@ def flagging(scored: Scored, thresholds: Thresholds) -> list[NearCopyMatch]:
         (scored.luminance, thresholds.luminance_similarity, thresholds.luminance_detail),
         (scored.reframed, thresholds.similarity, thresholds.detail),
         (scored.recoloured, thresholds.luminance_similarity, thresholds.luminance_detail),
+        (scored.repainted, thresholds.luminance_similarity, thresholds.luminance_detail),
     ) if match is not None and match.similarity >= similarity and match.detail >= detail]
 
 
@@ -337,16 +362,21 @@ def choose_thresholds(variants: dict[str, list[Scored]], others: list[Scored], m
 
 def report(title: str, variants: dict[str, list[Scored]], others: list[Scored], thresholds: Thresholds) -> None:
     print(f"\n{title}: thresholds {thresholds}")
-    print(f"{'edit of a training image':44} {'caught':>9} {'rate':>6} {'in grey':>9} {'turned/framed':>14} {'recoloured':>11}")
+    print(f"{'edit of a training image':44} {'caught':>9} {'rate':>6} {'in grey':>9} {'turned/framed':>14} {'recoloured':>11}"
+          f" {'repainted':>10}")
     colour_only = Thresholds(thresholds.similarity, thresholds.detail, 2.0, 2.0)
     for kind, scored in variants.items():
         hits = sum(caught(s, thresholds) for s in scored)
-        without_recolouring = [dataclasses.replace(s, recoloured=None) for s in scored]
-        recoloured = hits - sum(caught(s, thresholds) for s in without_recolouring)
+        # Each later stage counts the copies only it caught, as the policy runs them in order.
+        without_repainting = [dataclasses.replace(s, repainted=None) for s in scored]
+        repainted = hits - sum(caught(s, thresholds) for s in without_repainting)
+        without_recolouring = [dataclasses.replace(s, recoloured=None) for s in without_repainting]
+        recoloured = hits - repainted - sum(caught(s, thresholds) for s in without_recolouring)
         without_reframing = [dataclasses.replace(s, reframed=None) for s in without_recolouring]
-        undone = hits - recoloured - sum(caught(s, thresholds) for s in without_reframing)
-        in_grey = hits - recoloured - undone - sum(caught(s, colour_only) for s in without_reframing)
-        print(f"{kind:44} {hits:>4}/{len(scored):<4} {hits / len(scored):>6.3f} {in_grey:>9} {undone:>14} {recoloured:>11}")
+        undone = hits - repainted - recoloured - sum(caught(s, thresholds) for s in without_reframing)
+        in_grey = hits - repainted - recoloured - undone - sum(caught(s, colour_only) for s in without_reframing)
+        print(f"{kind:44} {hits:>4}/{len(scored):<4} {hits / len(scored):>6.3f} {in_grey:>9} {undone:>14} {recoloured:>11}"
+              f" {repainted:>10}")
     every = [s for scored in variants.values() for s in scored]
     if not others:
         return

@@ -20,6 +20,9 @@ for the few images whose 8x8 layout, so undone, already agrees closely with a tr
 copy whose colours were turned (hues turned round the colour wheel, colours inverted) keeps its
 drawing but not its colours: a fourth search turns the query's colours back
 (``nearest_recoloured_many``), gated the same way, under the stricter thresholds of the grey search.
+A copy repainted (its white background filled with a colour, or tinted: sepia, a duotone) is
+undone by a fifth (``nearest_repainted_many``): the background turned back to white, or the tint
+taken away, for the few images with a coloured border or a single muted hue.
 
 The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
 shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
@@ -78,6 +81,27 @@ REFRAME_SIDE = 128  # pixels: twice the finest grid the search compares
 # model's images 0.87 at most); the few turns that pass it are searched with the real HSV turn.
 RECOLOUR_HUE_TURNS = tuple(range(30, 360, 30))
 RECOLOUR_TRIED = 3
+# Copies repainted rather than recoloured (``nearest_repainted_many``). A new background: the white
+# behind the drawing filled with one colour. Its colour is the thumbnail's border, when more than
+# BACKGROUND_BORDER_SHARE of the border's cells (a flag or a wide drawing touches the sides) lie within BACKGROUND_TOLERANCE (largest channel
+# difference, 0-255) of their median and that median is at least BACKGROUND_NOT_WHITE from white;
+# every pixel within BACKGROUND_FILL_TOLERANCE of it is turned back to white (a re-encode blurs it).
+BACKGROUND_BORDER_SHARE = 0.55
+BACKGROUND_TOLERANCE = 24.0
+BACKGROUND_NOT_WHITE = 40.0
+BACKGROUND_FILL_TOLERANCE = 48.0
+# A tint (sepia, a duotone, a photo filter): every coloured cell of the thumbnail (at least
+# TINT_CHROMA from grey, at least TINT_COLOURED_SHARE of them) of nearly one hue, the mean of their
+# hue directions at least TINT_HUE_AGREEMENT long (1: one hue; sepia's clipped light tones drift
+# from orange towards yellow).
+TINT_CHROMA = 12.0
+TINT_COLOURED_SHARE = 0.05
+TINT_HUE_AGREEMENT = 0.95
+# ... and muted: the 90th percentile of the coloured cells' saturation (HSV, 0-1) at most this. A
+# sepia copy is 0.21-0.33, a duotone 0.58 at the 90th percentile of 60 random ones; a drawing of one
+# bold hue (a red flag, a basketball: 0.86-0.95) is not a tint of anything, and in grey many
+# such drawings look alike (flags with a field and an emblem).
+TINT_MAX_SATURATION = 0.5
 QUARTER_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
 
@@ -557,6 +581,72 @@ class NearCopyIndex:
         match = self._best_undone(rows, tried, verify_from)
         return dataclasses.replace(match, compared="recoloured") if match is not None else None
 
+    def nearest_repainted_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
+                               search_from: float = -1.0, thumbnails: np.ndarray | None = None) -> list[NearCopyMatch | None]:
+        """``nearest`` for copies repainted rather than recoloured: the drawing on **a new background
+        colour** (the white behind it filled), or **tinted** (sepia, a duotone, a photo filter: every
+        colour of one hue, its strength following the lightness). Neither is undone by the colour
+        search (a background is most of the image), nor by the grey one (a tinted copy keeps a
+        quarter to a half of its original's colourfulness, and sepia clips red and green in the
+        light tones, which compresses its luma).
+
+        Undone on the query: the background's colour turned back to white, searched in colour
+        (``compared`` "recoloured"); the tint taken away, the query's least clipped channel as its
+        grey, searched in grey (``compared`` "luminance"). The output policy holds both to the grey
+        search's stricter thresholds. The match says what was undone (``reframed``).
+
+        Gated as ``nearest_recoloured_many`` is: the undone query's 8x8 layout against the whole
+        index, searched only from ``search_from``, against its CANDIDATES nearest training images by
+        that layout. An image with neither a coloured border nor a single hue (nearly
+        every generated one) costs two tests on its thumbnail. ``thumbnails``: the images' 32x32
+        thumbnails, when the caller has them already."""
+        rgbs = [as_rgb(image) for image in images]
+        if not self.names or not rgbs or search_from > 1.0:
+            return [None] * len(rgbs)
+        thumbs = _thumbnails(rgbs, thumbnails)
+        return [self._nearest_repainted(rgb, thumb, verify_from, search_from)
+                for rgb, thumb in zip(rgbs, thumbs, strict=True)]
+
+    def _nearest_repainted(self, rgb: Image.Image, thumb: np.ndarray, verify_from: float | None,
+                           search_from: float) -> NearCopyMatch | None:
+        found: list[NearCopyMatch] = []
+        colour = background_colour(thumb)
+        if colour is not None:
+            rows, best = max((self._layout_candidates(whiten(thumb, colour, from_border)) for from_border in (False, True)),
+                             key=lambda candidates: candidates[1])
+            if best >= search_from:
+                # Whitened at full size (resized first, the drawing's edges would blend into the
+                # background and keep a halo of its colour), and searched at full size like any
+                # query: nothing is turned. Both ways (every pixel of that colour, and only the
+                # background joined to the border): the better one is verified.
+                tried = [("background turned white", whiten(rgb, colour, from_border), SIZES) for from_border in (False, True)]
+                match = self._best_undone(rows, tried, verify_from)
+                if match is not None:
+                    found.append(dataclasses.replace(match, compared="recoloured"))
+        if is_tinted(thumb):
+            channel = least_clipped_channel(thumb)
+            grey = np.repeat(thumb[..., channel:channel + 1], 3, axis=-1)
+            luminance = self.luminance_index()
+            rows, best = luminance._layout_candidates(grey)
+            if best >= search_from:
+                query = rgb.getchannel(channel).convert("RGB")
+                match = luminance._best_undone(rows, [("tint taken away", query, SIZES)], verify_from)
+                if match is not None:
+                    found.append(dataclasses.replace(match, compared="luminance"))
+        # Both are held to the same thresholds: the one that agrees best on both counts.
+        return max(found, key=lambda match: min(match.similarity, match.detail), default=None)
+
+    def _layout_candidates(self, thumb: np.ndarray) -> tuple[np.ndarray, float]:
+        """For one (32, 32, 3) thumbnail: the CANDIDATES rows of the index nearest it by the 8x8
+        layout (either orientation), as many as the search itself takes (a crop moves the layout, so
+        the right image may rank below the first few), and the best agreement."""
+        coarse = thumb.reshape(COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(1, 3))
+        orientations = _centre(np.stack([coarse, coarse[:, ::-1]])).reshape(2, -1)
+        scores = (self._coarse @ orientations.T).max(axis=1)
+        keep = min(CANDIDATES, len(self.names))
+        rows = np.argpartition(-scores, keep - 1)[:keep]
+        return rows, float(scores[rows].max())
+
     def _colourfulness(self) -> np.ndarray:
         if self._chroma is None:
             self._chroma = colourfulness(self.thumbnails.astype(np.float32))
@@ -767,6 +857,80 @@ def turn_hue(image: Image.Image, degrees: float) -> Image.Image:
     shift = round(degrees * 256 / 360) % 256
     hue, saturation, value = image.convert("HSV").split()
     return Image.merge("HSV", (hue.point([(level + shift) % 256 for level in range(256)]), saturation, value)).convert("RGB")
+
+
+def background_colour(thumb: np.ndarray) -> np.ndarray | None:
+    """The colour of a (32, 32, 3) thumbnail's background when it is one colour other than white
+    (its border cells agree, BACKGROUND_*), else None."""
+    border = np.concatenate([thumb[0], thumb[-1], thumb[1:-1, 0], thumb[1:-1, -1]]).astype(np.float32)
+    median = np.median(border, axis=0)
+    agreeing = (np.abs(border - median).max(axis=1) <= BACKGROUND_TOLERANCE).mean()
+    if agreeing < BACKGROUND_BORDER_SHARE or float(np.abs(255.0 - median).max()) < BACKGROUND_NOT_WHITE:
+        return None
+    return median
+
+
+def whiten(image: Image.Image | np.ndarray, colour: np.ndarray, from_border: bool = False) -> Image.Image | np.ndarray:
+    """The image (or a thumbnail array) with every pixel within BACKGROUND_FILL_TOLERANCE of
+    ``colour`` turned white: a background colour undone. ``from_border``: only those joined to the
+    border through such pixels, so that parts of the drawing in that colour stay as they are (an
+    editor's fill reaches the whites inside the drawing too; a cut-out pasted on colour does not)."""
+    array = np.asarray(image, dtype=np.float32)
+    near = np.abs(array - np.asarray(colour, dtype=np.float32)).max(axis=-1) <= BACKGROUND_FILL_TOLERANCE
+    if from_border:
+        near = _joined_to_border(near)
+    whitened = np.where(near[..., None], np.float32(255.0), array)
+    if isinstance(image, Image.Image):
+        return Image.fromarray(np.clip(np.rint(whitened), 0, 255).astype(np.uint8))
+    return whitened
+
+
+def _joined_to_border(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` joined to the image's border through pixels of ``mask`` (4-connected),
+    grown one pixel a step from the border until nothing changes."""
+    reached = np.zeros_like(mask)
+    reached[0], reached[-1], reached[:, 0], reached[:, -1] = mask[0], mask[-1], mask[:, 0], mask[:, -1]
+    while True:
+        grown = reached.copy()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= mask
+        if np.array_equal(grown, reached):
+            return reached
+        reached = grown
+
+
+def is_tinted(thumb: np.ndarray) -> bool:
+    """Whether a (32, 32, 3) thumbnail is tinted: coloured, but every coloured cell of one muted hue
+    (TINT_*)."""
+    pixels = thumb.reshape(-1, 3).astype(np.float32)
+    # The colour across the grey axis, in the plane's two coordinates.
+    u = (pixels[:, 0] - pixels[:, 1]) / np.sqrt(2.0)
+    v = (pixels[:, 0] + pixels[:, 1] - 2.0 * pixels[:, 2]) / np.sqrt(6.0)
+    strength = np.hypot(u, v)
+    coloured = strength >= TINT_CHROMA
+    if coloured.mean() < TINT_COLOURED_SHARE:
+        return False  # grey: the grey search's
+    direction = (u[coloured] + 1j * v[coloured]) / strength[coloured]
+    if abs(direction.mean()) < TINT_HUE_AGREEMENT:
+        return False
+    largest = pixels[coloured].max(axis=1)
+    saturation = (largest - pixels[coloured].min(axis=1)) / np.maximum(largest, 1.0)
+    return bool(np.percentile(saturation, 90) <= TINT_MAX_SATURATION)
+
+
+def least_clipped_channel(thumb: np.ndarray) -> int:
+    """The channel of a tinted thumbnail that keeps its grey best: the one clipped least in the
+    light tones (sepia's blue: red and green reach 255 where the blue has not, in cells that are
+    not white), and of those the one with the most contrast (a red and white flag's red channel is
+    nearly flat)."""
+    pixels = thumb.reshape(-1, 3).astype(np.float32)
+    clipped = ((pixels >= 250.0) & (pixels.min(axis=1, keepdims=True) < 240.0)).mean(axis=0)
+    spread = pixels.std(axis=0)
+    least = clipped <= clipped.min() + 0.01
+    return int(np.argmax(np.where(least, spread, -1.0)))
 
 
 def _grey_axis_turn(degrees: float) -> np.ndarray:

@@ -85,7 +85,8 @@ class OutputPolicy:
         # almost never do).
         self.reframe_from = float(near.get("reframe_from", 0.93))
         # The same for a copy whose colours were inverted or whose hues were turned, with its colours
-        # turned back (judged under the grey search's thresholds).
+        # turned back, and for one on a new background or tinted, with those undone (judged under
+        # the grey search's thresholds).
         self.recolour_from = float(near.get("recolour_from", 0.9))
         self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
@@ -163,12 +164,14 @@ class OutputPolicy:
                 if self.is_near_copy(match):
                     matches[number] = match
         # Last, with a turn or a margin undone on the query, then with its colours turned back
-        # (inverted, or hues turned), each for the images still let through (a flat image, None, has
-        # no layout to turn). Both gates read the same thumbnails.
+        # (inverted, or hues turned), then with a new background or a tint undone, each for the
+        # images still let through (a flat image, None, has no layout to turn). The gates read the
+        # same thumbnails.
         close = [number for number, match in enumerate(matches) if match is not None and not self.is_near_copy(match)]
         thumbnails = {number: thumbnail(pils[number]) for number in close}
         stages = ((index.nearest_reframed_many, self.min_similarity, self.reframe_from),
-                  (index.nearest_recoloured_many, self.min_luminance_similarity, self.recolour_from))
+                  (index.nearest_recoloured_many, self.min_luminance_similarity, self.recolour_from),
+                  (index.nearest_repainted_many, self.min_luminance_similarity, self.recolour_from))
         for search, minimum, search_from in stages:
             close = [number for number in close if not self.is_near_copy(matches[number])]
             if not close:

@@ -337,6 +337,81 @@ def test_only_images_whose_colours_could_turn_into_a_training_image_are_searched
     assert len(searched) == 1
 
 
+REPAINTINGS = {
+    "background blue": (lambda image, rng: robustness.background(image, (40, 60, 200)), "background turned white"),
+    "background at random": (lambda image, rng: robustness.background(image, robustness.random_background(rng)),
+                             "background turned white"),
+    "background dark, re-encoded": (lambda image, rng: robustness.jpeg(robustness.background(image, (30, 30, 30)), 80),
+                                    "background turned white"),
+    "sepia": (lambda image, rng: robustness.sepia(image), "tint taken away"),
+    "sepia, re-encoded": (lambda image, rng: robustness.jpeg(robustness.sepia(image), 80), "tint taken away"),
+    # On these stickers the grey search already catches most duotones (muted, drained of colour).
+    "duotone": (lambda image, rng: robustness.duotone(image, rng), ""),
+}
+
+
+@pytest.mark.parametrize("kind", list(REPAINTINGS))
+def test_copies_on_a_new_background_or_tinted_are_caught_and_say_what_was_undone(kind):
+    """A copy whose white background was filled with a colour, or which was tinted (sepia, a
+    duotone), keeps the drawing; the searches before miss most of them, the query with its
+    background turned white or its tint taken away does not, under the grey search's thresholds."""
+    edit, undone = REPAINTINGS[kind]
+    never = {**POLICY.config["near_copy"], "recolour_from": 2.0}
+    without = OutputPolicy({**POLICY.config, "near_copy": never}, "nothing repainted")
+    rng = np.random.default_rng(11)
+    caught = by_others = 0
+    for name, image in TRAINING[:8]:
+        edited = edit(image, rng)
+        decision = next((d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"), None)
+        if decision is not None and decision.evidence["training_item"] == name:
+            caught += 1
+            if decision.evidence.get("undone") == undone:
+                assert decision.evidence["minimum"] == POLICY.min_luminance_similarity
+                assert decision.evidence["compared"] == ("luminance" if undone == "tint taken away" else "recoloured")
+        by_others += any(d.rule_id == "output.near_copy" and d.evidence["training_item"] == name
+                         for d in without.check_image(edited, INDEX).decisions)
+    assert caught >= 7 and (by_others < caught or not undone), (kind, caught, by_others)
+
+
+def test_repainting_back_raises_no_false_alarm():
+    """Other drawings of the same kind, on new backgrounds and tinted, every one searched whatever
+    its layout's agreement: none is a near-copy."""
+    rng = np.random.default_rng(5)
+    others = [sticker(seed) for seed in range(3000, 3030)]
+    edited = ([robustness.background(image, robustness.random_background(rng)) for image in others[:10]]
+              + [robustness.sepia(image) for image in others[10:20]] + [robustness.duotone(image, rng) for image in others[20:]])
+    found = INDEX.nearest_repainted_many(edited, verify_from=0.7)
+    assert [match for match in found if POLICY.is_near_copy(match)] == []
+
+
+def test_only_images_with_a_coloured_background_or_a_muted_tint_are_repainted(monkeypatch):
+    from policies.near_copy import background_colour, is_tinted, least_clipped_channel, thumbnail
+
+    searched: list[str] = []
+    original = NearCopyIndex._best_undone
+
+    def counting(self, rows, tried, verify_from):
+        searched.extend(undone for undone, _, _ in tried)
+        return original(self, rows, tried, verify_from)
+
+    monkeypatch.setattr(NearCopyIndex, "_best_undone", counting)
+    unrelated = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(unrelated).rectangle((20, 100, 236, 150), fill=(0, 90, 200))
+    INDEX.nearest_repainted_many([unrelated, sticker(4000), TRAINING[2][1]])
+    assert searched == []  # white backgrounds, and colourful
+    # A bold drawing of one hue (a red flag) is not a tint: in grey such drawings look alike.
+    flag = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(flag).rectangle((16, 64, 240, 192), fill=(220, 30, 40))
+    assert not is_tinted(thumbnail(flag))
+    sepia = robustness.sepia(TRAINING[2][1])
+    assert is_tinted(thumbnail(sepia)) and least_clipped_channel(thumbnail(sepia)) == 2  # sepia's blue is never clipped
+    assert background_colour(thumbnail(robustness.background(TRAINING[2][1], (40, 60, 200)))) is not None
+    assert background_colour(thumbnail(TRAINING[2][1])) is None
+    INDEX.nearest_repainted_many([sepia, robustness.background(TRAINING[2][1], (40, 60, 200))])
+    # The background both ways: every pixel of its colour, and only what is joined to the border.
+    assert searched == ["tint taken away", "background turned white", "background turned white"]
+
+
 @pytest.mark.parametrize("content", [
     "not json", json.dumps({"format": "something-else"}), json.dumps([1, 2]),
     json.dumps({**INDEX.to_json(), "count": 3}), json.dumps({**INDEX.to_json(), "thumbnails": "@@@"}),
