@@ -152,6 +152,16 @@ def background(image: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
     return Image.fromarray(array)
 
 
+def vignette(image: Image.Image, strength: float) -> Image.Image:
+    """Darkened towards the corners (a photo filter): each pixel times 1 - strength * r^2, r the
+    distance from the centre over half the side, at most 1.5."""
+    array = np.asarray(image, dtype=np.float32)
+    h, w = array.shape[:2]
+    y, x = np.mgrid[:h, :w]
+    r = np.minimum(np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2)), 1.5)
+    return Image.fromarray(np.clip(array * (1 - strength * r * r)[..., None], 0, 255).astype(np.uint8))
+
+
 def random_background(rng: np.random.Generator) -> tuple[int, int, int]:
     while True:
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
@@ -217,6 +227,12 @@ BEYOND = {
     "sepia": lambda im, rng: sepia(im),
     "sepia + crop 5% + jpeg q70": lambda im, rng: jpeg(crop(sepia(im), 0.05, rng), 70),
     "duotone at random (grey onto one hue)": lambda im, rng: duotone(im, rng),
+    "red and blue swapped": lambda im, rng: Image.merge("RGB", im.split()[::-1]),
+    "green and blue swapped + jpeg q70": lambda im, rng: jpeg(Image.merge("RGB", [im.split()[i] for i in (0, 2, 1)]), 70),
+    "background pale grey (200)": lambda im, rng: background(im, (200, 200, 200)),
+    "greyscale + brightness +20%": lambda im, rng: ImageEnhance.Brightness(ImageOps.grayscale(im).convert("RGB")).enhance(1.2),
+    "vignette (corners 35% darker)": lambda im, rng: vignette(im, 0.35),
+    "histogram equalised": lambda im, rng: ImageOps.equalize(im),
     "hue turned 60 degrees": lambda im, rng: hue(im, 43),
     "hue turned 180 degrees": lambda im, rng: hue(im, 128),
     "inverted colours": lambda im, rng: ImageOps.invert(im),

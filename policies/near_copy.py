@@ -80,6 +80,10 @@ REFRAME_SIDE = 128  # pixels: twice the finest grid the search compares
 # the hue turn (hue-turned copies of twemoji agree 0.93 or more at the 5th percentile, the shipped
 # model's images 0.87 at most); the few turns that pass it are searched with the real HSV turn.
 RECOLOUR_HUE_TURNS = tuple(range(30, 360, 30))
+# Two colour channels swapped (red and blue, ...): a reflection of the colours across a plane through
+# the grey axis, which no hue turn undoes (a cycle of all three is a turn by 120 degrees). Undone by
+# swapping them back, gated the same way.
+RECOLOUR_SWAPS = ((2, 1, 0), (1, 0, 2), (0, 2, 1))
 RECOLOUR_TRIED = 3
 # Copies repainted rather than recoloured (``nearest_repainted_many``). A new background: the white
 # behind the drawing filled with one colour. Its colour is the thumbnail's border, when more than
@@ -509,10 +513,10 @@ class NearCopyIndex:
     def nearest_recoloured_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
                                 search_from: float = -1.0, thumbnails: np.ndarray | None = None) -> list[NearCopyMatch | None]:
         """``nearest`` for copies whose colours were turned rather than shifted or taken away: the
-        colours inverted, or every hue turned round the colour wheel (a red flower made blue). The
-        search cancels per-channel shifts and scales, not a change that moves colours into other
-        channels, and the grey search does not see them either (they stay colourful, and a hue turn
-        changes the lightness too). The query's colours are turned back and it is searched again;
+        colours inverted, every hue turned round the colour wheel (a red flower made blue), or two
+        colour channels swapped. The search cancels per-channel shifts and scales, not a change
+        that moves colours into other channels, and the grey search does not see them either (they
+        stay colourful, and a hue turn changes the lightness too). The query's colours are turned back and it is searched again;
         the match says what was undone (``reframed``) and is ``compared`` "recoloured": the output
         policy holds it to the grey search's stricter thresholds, since with colours undone,
         drawings that differ by colour alone meet.
@@ -535,8 +539,9 @@ class NearCopyIndex:
 
     def _recoloured_candidates(self, thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (N, 32, 32, 3) query thumbnails: (N, REFRAME_CANDIDATES) rows of the index nearest any
-        colour turn of each image by the 8x8 layout (either orientation), and (N, 1 + hue turns) each
-        turn's best agreement: first the inversion, then RECOLOUR_HUE_TURNS in order.
+        colour turn of each image by the 8x8 layout (either orientation), and (N, 1 + hue turns +
+        swaps) each turn's best agreement: first the inversion, then RECOLOUR_HUE_TURNS, then
+        RECOLOUR_SWAPS in order.
 
         An inverted layout, centred, is the centred layout negated; a hue turn is taken as the turn
         of the centred colours about the grey axis by the same angle, R(t) = cos t (I - kk') +
@@ -561,6 +566,13 @@ class NearCopyIndex:
         for angle in np.deg2rad(np.array(RECOLOUR_HUE_TURNS, dtype=np.float32)):
             scores = np.cos(angle) * across_a + np.sin(angle) * quarter_a + along_a
             turned.append(np.maximum(scores[:, 0], scores[:, 1]))  # (N, M)
+        # A swap of two channels is a permutation of the centred colours, one product each.
+        layouts = centred.reshape(count, COARSE, COARSE, 3)
+        for order in RECOLOUR_SWAPS:
+            swapped = layouts[..., list(order)]
+            both = np.stack([swapped, swapped[:, :, ::-1]], axis=1).reshape(-1, COARSE * COARSE * 3)
+            scores = (both @ self._coarse.T).reshape(count, 2, len(self.names))
+            turned.append(np.maximum(scores[:, 0], scores[:, 1]))
         best_any = np.maximum.reduce(turned)
         keep = min(REFRAME_CANDIDATES, len(self.names))
         rows = np.argpartition(-best_any, keep - 1, axis=1)[:, :keep]
@@ -574,6 +586,11 @@ class NearCopyIndex:
         for number in turns:
             if number == 0:
                 tried.append(("colours inverted", ImageOps.invert(rgb), SIZES))
+            elif number > len(RECOLOUR_HUE_TURNS):
+                order = RECOLOUR_SWAPS[number - 1 - len(RECOLOUR_HUE_TURNS)]
+                channels = rgb.split()
+                pair = " and ".join(("red", "green", "blue")[i] for i in range(3) if order[i] != i)
+                tried.append((f"{pair} swapped back", Image.merge("RGB", [channels[i] for i in order]), SIZES))
             else:
                 angle = RECOLOUR_HUE_TURNS[number - 1]
                 # Turning the hue by +angle undoes a turn of the copy by 360 - angle.

@@ -263,6 +263,9 @@ QUARTER_TURNS_AND_RECOLOURINGS = {
     "hue turned 180 degrees": (lambda image: robustness.hue(image, 128), "hue turned"),
     "hue turned 100 degrees, mirrored": (lambda image: robustness.mirror(robustness.hue(image, 71)), "hue turned"),
     "colours inverted": (lambda image: ImageOps.invert(image), "colours inverted"),
+    "red and blue swapped": (lambda image: Image.merge("RGB", image.split()[::-1]), "red and blue swapped back"),
+    "green and blue swapped, re-encoded": (lambda image: robustness.jpeg(Image.merge(
+        "RGB", [image.split()[i] for i in (0, 2, 1)]), 80), "green and blue swapped back"),
 }
 
 
