@@ -99,6 +99,14 @@ def crop(image: Image.Image, fraction: float, rng: np.random.Generator) -> Image
     return image.crop((left, top, left + w - cut_x, top + h - cut_y))
 
 
+def crop_side(image: Image.Image, fraction: float, rng: np.random.Generator) -> Image.Image:
+    """Remove ``fraction`` of the image from one side, chosen at random (the aspect changes)."""
+    w, h = image.size
+    cut_x, cut_y = round(w * fraction), round(h * fraction)
+    side = int(rng.integers(0, 4))
+    return image.crop(((cut_x, 0, w, h), (0, 0, w - cut_x, h), (0, cut_y, w, h), (0, 0, w, h - cut_y))[side])
+
+
 def shift(image: Image.Image, pixels: int, rng: np.random.Generator) -> Image.Image:
     angle = rng.uniform(0, 2 * np.pi)
     dx, dy = round(pixels * np.cos(angle)), round(pixels * np.sin(angle))
@@ -205,6 +213,10 @@ EDITS = {
     "blur radius 1.5": lambda im, rng: im.filter(ImageFilter.GaussianBlur(1.5)),
     "noise sigma 12": lambda im, rng: Image.fromarray(np.clip(np.asarray(im, dtype=np.float32) + rng.normal(
         0, 12, (im.height, im.width, 3)), 0, 255).astype(np.uint8)),
+    # Last, so that the random draws of the edits above stay as they were before these joined.
+    # One side only: the aspect changes, or, resized back to a square, the drawing is stretched one way.
+    "crop 10% off one side": lambda im, rng: crop_side(im, 0.10, rng),
+    "crop 10% off one side resized back": lambda im, rng: crop_side(im, 0.10, rng).resize(im.size, Image.Resampling.BICUBIC),
 }
 
 # Edits beyond the issue's list, reported apart and never used to choose thresholds: what the search

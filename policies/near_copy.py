@@ -72,6 +72,13 @@ REFRAME_ANGLES = (-9.0, -7.5, -6.0, -4.5, -3.0, -1.5, 1.5, 3.0, 4.5, 6.0, 7.5, 9
 # upside down, on either side, flipped top to bottom), searched over the search's sizes and offsets.
 REFRAME_QUARTER_TURNS = (90, 180, 270)
 REFRAME_MARGINS = (0.08, 0.16, 0.24)
+# A copy cropped on one side and stretched back to a square (10% off the right, then resized: 11%
+# wider than its original): squeezed back across or down by each of these, onto white, which
+# leaves a crop the search undoes. Together with the search's own sizes they cover stretches of
+# about 2-14% either way.
+REFRAME_SQUEEZES = (0.95, 0.9)
+# Undone queries verified per search (the best by the unverified score first).
+UNDONE_VERIFIED = 2
 REFRAME_CANDIDATES = 8
 REFRAME_SIDE = 128  # pixels: twice the finest grid the search compares
 # Colour turns undone on the query (``nearest_recoloured_many``): the colours inverted, and the hue
@@ -87,9 +94,10 @@ RECOLOUR_SWAPS = ((2, 1, 0), (1, 0, 2), (0, 2, 1))
 RECOLOUR_TRIED = 3
 # Copies repainted rather than recoloured (``nearest_repainted_many``). A new background: the white
 # behind the drawing filled with one colour. Its colour is the thumbnail's border, when more than
-# BACKGROUND_BORDER_SHARE of the border's cells (a flag or a wide drawing touches the sides) lie within BACKGROUND_TOLERANCE (largest channel
-# difference, 0-255) of their median and that median is at least BACKGROUND_NOT_WHITE from white;
-# every pixel within BACKGROUND_FILL_TOLERANCE of it is turned back to white (a re-encode blurs it).
+# BACKGROUND_BORDER_SHARE of the border's cells (a flag or a wide drawing touches the sides) lie
+# within BACKGROUND_TOLERANCE (largest channel difference, 0-255) of their median and that median is
+# at least BACKGROUND_NOT_WHITE from white; every pixel within BACKGROUND_FILL_TOLERANCE of it is
+# turned back to white (a re-encode blurs it).
 BACKGROUND_BORDER_SHARE = 0.55
 BACKGROUND_TOLERANCE = 24.0
 BACKGROUND_NOT_WHITE = 40.0
@@ -114,7 +122,13 @@ class NearCopyIndexError(ValueError):
 
 
 def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """RGB; transparency is laid on white, as training images are drawn on white."""
+    """RGB on a square; transparency is laid on white, as training images are drawn on white.
+
+    An image that is not square is laid in the middle of a white square (training images and
+    queries alike): a crop of one side (10% off the right) changes the aspect, and squeezing the
+    rest back into a square would stretch the drawing by 11% one way, which no search undoes (3 of
+    30 such crops were caught when they were squeezed). Laid on a square, it is a crop the search
+    undoes: a margin and a shift. A square image is left as it is."""
     if isinstance(image, np.ndarray):
         array = image
         if array.dtype != np.uint8:
@@ -123,8 +137,16 @@ def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
+        rgb = Image.alpha_composite(canvas, rgba).convert("RGB")
+    else:
+        rgb = image.convert("RGB")
+    width, height = rgb.size
+    if width == height:
+        return rgb
+    side = max(width, height)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(rgb, ((side - width) // 2, (side - height) // 2))
+    return square
 
 
 def thumbnail(image: Image.Image | np.ndarray, size: int = GRID) -> np.ndarray:
@@ -489,26 +511,37 @@ class NearCopyIndex:
         for margin in REFRAME_MARGINS:
             dx, dy = round(width * margin / 2), round(height * margin / 2)
             tried.append((f"framed by a {margin:.0%} margin", rgb.crop((dx, dy, width - dx, height - dy)), SIZES))
+        for squeeze in REFRAME_SQUEEZES:
+            for across in (True, False):
+                for anchor in (0.0, 1.0):
+                    stretch = f"stretched {1 / squeeze - 1:.0%} {'across' if across else 'down'}"
+                    tried.append((stretch, _squeezed(rgb, squeeze, across, anchor), SIZES))
         return self._best_undone(rows, tried, verify_from)
 
     def _best_undone(self, rows: np.ndarray, tried: list[tuple[str, Image.Image, tuple[int, ...]]],
                      verify_from: float | None) -> NearCopyMatch | None:
         """The search proper on the candidate rows for queries with an edit undone, (what was undone,
-        the query, the sizes searched) each: every one scored unverified, the best verified; its
-        match says what was undone (``reframed``)."""
+        the query, the sizes searched) each: every one scored unverified, the best UNDONE_VERIFIED
+        verified (ways of undoing that are near one another, a stretch and a margin, score alike
+        unverified), the one that agrees best on both counts kept; its match says what was undone
+        (``reframed``)."""
         rows = np.sort(rows)
         # The search proper, whatever subclass holds the index (the speed benchmark times an older one).
         subset = NearCopyIndex([self.names[row] for row in rows], self.thumbnails[rows], self.details[rows])
-        best_score, best = -np.inf, 0
+        scored: list[tuple[float, int]] = []
         for sizes in sorted({entry[2] for entry in tried}):
             positions = [position for position, entry in enumerate(tried) if entry[2] == sizes]
             for position, match in zip(positions, subset.nearest_many([tried[p][1] for p in positions], np.inf, sizes),
                                        strict=True):
-                if match is not None and match.similarity > best_score:
-                    best_score, best = match.similarity, position
-        undone, query, sizes = tried[best]
-        match = subset.nearest_many([query], verify_from, sizes)[0]
-        return dataclasses.replace(match, reframed=undone) if match is not None else None
+                if match is not None:
+                    scored.append((match.similarity, position))
+        best: NearCopyMatch | None = None
+        for _, position in sorted(scored, key=lambda entry: (-entry[0], entry[1]))[:UNDONE_VERIFIED]:
+            undone, query, sizes = tried[position]
+            match = subset.nearest_many([query], verify_from, sizes)[0]
+            if match is not None and (best is None or match.similarity + match.detail > best.similarity + best.detail):
+                best = dataclasses.replace(match, reframed=undone)
+        return best
 
     def nearest_recoloured_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
                                 search_from: float = -1.0, thumbnails: np.ndarray | None = None) -> list[NearCopyMatch | None]:
@@ -863,6 +896,16 @@ def _reframing_size(rgb: Image.Image) -> Image.Image:
     return rgb
 
 
+def _squeezed(rgb: Image.Image, squeeze: float, across: bool, anchor: float) -> Image.Image:
+    """The image squeezed to ``squeeze`` of its width (``across``) or height on white, against the
+    left (top) side for ``anchor`` 0, the right (bottom) for 1."""
+    width, height = rgb.size
+    size = (max(1, round(width * squeeze)), height) if across else (width, max(1, round(height * squeeze)))
+    canvas = Image.new("RGB", rgb.size, (255, 255, 255))
+    canvas.paste(rgb.resize(size, Image.Resampling.BOX), (round(anchor * (width - size[0])), round(anchor * (height - size[1]))))
+    return canvas
+
+
 def _thumbnails(rgbs: list[Image.Image], given: np.ndarray | None) -> np.ndarray:
     """(N, 32, 32, 3) thumbnails of the images: ``given`` when the caller made them already."""
     return np.asarray(given, dtype=np.float32) if given is not None else np.stack([thumbnail(rgb) for rgb in rgbs])
@@ -990,6 +1033,13 @@ def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
     for margin in REFRAME_MARGINS:
         cut = GRID * margin / 2
         sources.append((cut + xs * (1 - margin), cut + ys * (1 - margin)))
+    for squeeze in REFRAME_SQUEEZES:
+        # Squeezed into ``squeeze`` of the width (or height), against either side (the side the
+        # crop took is not known); the rest is white.
+        for anchor in (0.0, 1.0):
+            start = anchor * (1 - squeeze) * GRID
+            sources.append(((xs - start) / squeeze, ys))
+            sources.append((xs, (ys - start) / squeeze))
     weights = np.zeros((len(sources), COARSE * COARSE, GRID * GRID), dtype=np.float32)
     white = np.zeros((len(sources), COARSE * COARSE), dtype=np.float32)
     for number, (sx, sy) in enumerate(sources):
