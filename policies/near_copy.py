@@ -122,13 +122,7 @@ class NearCopyIndexError(ValueError):
 
 
 def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """RGB on a square; transparency is laid on white, as training images are drawn on white.
-
-    An image that is not square is laid in the middle of a white square (training images and
-    queries alike): a crop of one side (10% off the right) changes the aspect, and squeezing the
-    rest back into a square would stretch the drawing by 11% one way, which no search undoes (3 of
-    30 such crops were caught when they were squeezed). Laid on a square, it is a crop the search
-    undoes: a margin and a shift. A square image is left as it is."""
+    """RGB; transparency is laid on white, as training images are drawn on white."""
     if isinstance(image, np.ndarray):
         array = image
         if array.dtype != np.uint8:
@@ -137,9 +131,19 @@ def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(canvas, rgba).convert("RGB")
-    else:
-        rgb = image.convert("RGB")
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def query_rgb(image: Image.Image | np.ndarray) -> Image.Image:
+    """An image to search for, in RGB on a square: one that is not square is laid in the middle of
+    a white square. A crop of one side (10% off the right) changes the aspect, and squeezing the
+    rest back into a square would stretch the drawing by 11% one way, which no search undoes (3 of
+    30 such crops were caught); laid on a square, it is a crop the search undoes, a margin and a
+    shift. Training images are squeezed, not laid on a square, when the index is built: the model
+    trains on them squeezed to a square, so that is how a memorised one comes out. Generated images
+    are square and pass unchanged."""
+    rgb = as_rgb(image)
     width, height = rgb.size
     if width == height:
         return rgb
@@ -346,7 +350,7 @@ class NearCopyIndex:
             return [None] * len(images)
         if not images:
             return []
-        rgbs = [as_rgb(image) for image in images]
+        rgbs = [query_rgb(image) for image in images]
         count = len(rgbs)
         # The queries' thumbnails are made once; a mirror image's are the mirrored arrays (an area
         # average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as the
@@ -438,7 +442,7 @@ class NearCopyIndex:
         matches: in grey, drawings that differ by colour alone (flags, the same figure with other
         hair) look alike, and an image as colourful as its match was not drained of colour, so
         the colour search has already judged it. None where nothing qualifies."""
-        rgbs = [as_rgb(image) for image in images]
+        rgbs = [query_rgb(image) for image in images]
         chroma = [colourfulness(thumbnail(rgb)) for rgb in rgbs]
         if not self.names:
             return [None] * len(rgbs)
@@ -470,7 +474,7 @@ class NearCopyIndex:
         with its REFRAME_CANDIDATES nearest training images by that layout: all its reframings
         scored unverified in one pass, then the best one verified as ``nearest_many`` verifies.
         ``thumbnails``: the images' 32x32 thumbnails, when the caller has them already."""
-        rgbs = [as_rgb(image) for image in images]
+        rgbs = [query_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
         rows, best = self._reframed_candidates(_thumbnails(rgbs, thumbnails))
@@ -559,7 +563,7 @@ class NearCopyIndex:
         brings to ``search_from`` or above is searched, with the RECOLOUR_TRIED best turns that do,
         against its REFRAME_CANDIDATES nearest training images by that layout. ``thumbnails``: the
         images' 32x32 thumbnails, when the caller has them already."""
-        rgbs = [as_rgb(image) for image in images]
+        rgbs = [query_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
         rows, scores = self._recoloured_candidates(_thumbnails(rgbs, thumbnails))
@@ -650,7 +654,7 @@ class NearCopyIndex:
         that layout. An image with neither a coloured border nor a single hue (nearly
         every generated one) costs two tests on its thumbnail. ``thumbnails``: the images' 32x32
         thumbnails, when the caller has them already."""
-        rgbs = [as_rgb(image) for image in images]
+        rgbs = [query_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
         thumbs = _thumbnails(rgbs, thumbnails)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from policies.decisions import Decision, Outcome, Verdict
-from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch, thumbnail
+from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch, query_rgb, thumbnail
 
 # The most pixels an image to be checked may declare: the same as the API's verify endpoint
 # (STACKGAN['VERIFY_MAX_PIXELS'] defaults to it). Judged from the header, before any pixel is decoded.
@@ -168,7 +168,7 @@ class OutputPolicy:
         # images still let through (a flat image, None, has no layout to turn). The gates read the
         # same thumbnails.
         close = [number for number, match in enumerate(matches) if match is not None and not self.is_near_copy(match)]
-        thumbnails = {number: thumbnail(pils[number]) for number in close}
+        thumbnails = {number: thumbnail(query_rgb(pils[number])) for number in close}
         stages = ((index.nearest_reframed_many, self.min_similarity, self.reframe_from),
                   (index.nearest_recoloured_many, self.min_luminance_similarity, self.recolour_from),
                   (index.nearest_repainted_many, self.min_luminance_similarity, self.recolour_from))

@@ -340,6 +340,33 @@ def test_only_images_whose_colours_could_turn_into_a_training_image_are_searched
     assert len(searched) == 1
 
 
+def test_crops_of_one_side_are_caught_whether_or_not_stretched_back():
+    """10% off one side leaves an image of another aspect; laid on a square it is a margin and a
+    shift the search undoes. Stretched back to a square, it is squeezed back by the turned/framed
+    stage. Either way the match names the right image."""
+    rng = np.random.default_rng(21)
+    for stretched in (False, True):
+        caught = 0
+        for name, image in TRAINING[:8]:
+            edited = robustness.crop_side(image, 0.10, rng)
+            if stretched:
+                edited = edited.resize(image.size, Image.Resampling.BICUBIC)
+            decision = next((d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"), None)
+            caught += decision is not None and decision.evidence["training_item"] == name
+        assert caught >= 7, (stretched, caught)
+
+
+def test_a_training_image_that_is_not_square_is_indexed_as_the_model_sees_it():
+    """The model trains on images squeezed to a square, so a memorised copy of a wide image comes
+    out squeezed: that is what the index keeps (a query that is not square is laid on a square; a
+    generated image is square, so it is compared as it is)."""
+    wide = sticker(4100).resize((256, 192), Image.Resampling.BICUBIC)
+    index = NearCopyIndex.build([("wide.png", wide), *TRAINING[:10]])
+    as_generated = wide.resize((256, 256), Image.Resampling.BICUBIC)
+    decision = next(d for d in POLICY.check_image(as_generated, index).decisions if d.rule_id == "output.near_copy")
+    assert decision.evidence["training_item"] == "wide.png" and "undone" not in decision.evidence
+
+
 REPAINTINGS = {
     "background blue": (lambda image, rng: robustness.background(image, (40, 60, 200)), "background turned white"),
     "background at random": (lambda image, rng: robustness.background(image, robustness.random_background(rng)),
