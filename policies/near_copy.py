@@ -20,9 +20,10 @@ for the few images whose 8x8 layout, so undone, already agrees closely with a tr
 copy whose colours were turned (hues turned round the colour wheel, colours inverted) keeps its
 drawing but not its colours: a fourth search turns the query's colours back
 (``nearest_recoloured_many``), gated the same way, under the stricter thresholds of the grey search.
-A copy repainted (its white background filled with a colour, or tinted: sepia, a duotone) is
-undone by a fifth (``nearest_repainted_many``): the background turned back to white, or the tint
-taken away, for the few images with a coloured border or a single muted hue.
+A copy repainted (its white background filled with a colour, tinted: sepia, a duotone, or
+darkened towards the corners: a vignette) is undone by a fifth (``nearest_repainted_many``): the
+background turned back to white, the tint taken away or the vignette lifted, for the few images
+with a coloured border, a single muted hue or corners that darken as a vignette does.
 
 The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
 shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
@@ -77,6 +78,12 @@ REFRAME_MARGINS = (0.08, 0.16, 0.24)
 # leaves a crop the search undoes. Together with the search's own sizes they cover stretches of
 # about 2-14% either way.
 REFRAME_SQUEEZES = (0.95, 0.9)
+# A vignette (``nearest_repainted_many``): the light background darkened towards the corners by
+# k r^2 (r from the centre, 1 at the middle of an edge), k at least VIGNETTE_MIN_STRENGTH, the rings
+# between these squared radii agreeing with that within VIGNETTE_MISFIT (0-1 of white).
+VIGNETTE_RINGS = (0.8, 1.1, 1.4, 1.7, 2.0)
+VIGNETTE_MIN_STRENGTH = 0.08
+VIGNETTE_MISFIT = 0.04
 # Undone queries verified per search (the best by the unverified score first).
 UNDONE_VERIFIED = 2
 REFRAME_CANDIDATES = 8
@@ -638,16 +645,19 @@ class NearCopyIndex:
     def nearest_repainted_many(self, images: Sequence[Image.Image | np.ndarray], verify_from: float | None = None,
                                search_from: float = -1.0, thumbnails: np.ndarray | None = None) -> list[NearCopyMatch | None]:
         """``nearest`` for copies repainted rather than recoloured: the drawing on **a new background
-        colour** (the white behind it filled), or **tinted** (sepia, a duotone, a photo filter: every
-        colour of one hue, its strength following the lightness). Neither is undone by the colour
-        search (a background is most of the image), nor by the grey one (a tinted copy keeps a
-        quarter to a half of its original's colourfulness, and sepia clips red and green in the
-        light tones, which compresses its luma).
+        colour** (the white behind it filled), **tinted** (sepia, a duotone, a photo filter: every
+        colour of one hue, its strength following the lightness), or under **a vignette** (darkened
+        towards the corners). None is undone by the colour search (a background is most of the
+        image; a vignette changes brightness from place to place), nor by the grey one (a tinted copy
+        keeps a quarter to a half of its original's colourfulness, and sepia clips red and green in
+        the light tones, which compresses its luma).
 
         Undone on the query: the background's colour turned back to white, searched in colour
         (``compared`` "recoloured"); the tint taken away, the query's least clipped channel as its
-        grey, searched in grey (``compared`` "luminance"). The output policy holds both to the grey
-        search's stricter thresholds. The match says what was undone (``reframed``).
+        grey, searched in grey (``compared`` "luminance"); the vignette lifted (the image divided by
+        the darkening fitted to its background), searched in colour ("recoloured"). The output
+        policy holds all three to the grey search's stricter thresholds. The match says what was
+        undone (``reframed``).
 
         Gated as ``nearest_recoloured_many`` is: the undone query's 8x8 layout against the whole
         index, searched only from ``search_from``, against its CANDIDATES nearest training images by
@@ -687,7 +697,14 @@ class NearCopyIndex:
                 match = luminance._best_undone(rows, [("tint taken away", query, SIZES)], verify_from)
                 if match is not None:
                     found.append(dataclasses.replace(match, compared="luminance"))
-        # Both are held to the same thresholds: the one that agrees best on both counts.
+        strength = vignette_strength(thumb)
+        if strength is not None:
+            rows, best = self._layout_candidates(lift_vignette(thumb, strength))
+            if best >= search_from:
+                match = self._best_undone(rows, [("vignette lifted", lift_vignette(rgb, strength), SIZES)], verify_from)
+                if match is not None:
+                    found.append(dataclasses.replace(match, compared="recoloured"))
+        # All are held to the same thresholds: the one that agrees best on both counts.
         return max(found, key=lambda match: min(match.similarity, match.detail), default=None)
 
     def _layout_candidates(self, thumb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -983,6 +1000,45 @@ def is_tinted(thumb: np.ndarray) -> bool:
     largest = pixels[coloured].max(axis=1)
     saturation = (largest - pixels[coloured].min(axis=1)) / np.maximum(largest, 1.0)
     return bool(np.percentile(saturation, 90) <= TINT_MAX_SATURATION)
+
+
+def _squared_radius(height: int, width: int) -> np.ndarray:
+    """(height, width) squared distance of each pixel's centre from the image's centre, over half
+    the side (1 at the middle of an edge, 2 in a corner)."""
+    y = (np.arange(height, dtype=np.float32) + 0.5 - height / 2) / (height / 2)
+    x = (np.arange(width, dtype=np.float32) + 0.5 - width / 2) / (width / 2)
+    return y[:, None] ** 2 + x[None, :] ** 2
+
+
+def vignette_strength(thumb: np.ndarray) -> float | None:
+    """k when a (32, 32, 3) thumbnail's light background darkens towards the corners as 1 - k r^2
+    (a vignette, a photo filter), else None. The background's brightness at each distance is the
+    brightest quarter of the cells in each ring from the edges' middles to the corners (a drawing
+    seldom reaches the corners); a vignette darkens those rings by k r^2, in proportion to r^2, from
+    white in the middle. A uniform grey or coloured background does not fit that (the background
+    search's), nor does a white one (k near 0)."""
+    brightness = thumb.max(axis=-1)
+    radius = _squared_radius(*brightness.shape)
+    rings = [(low, high) for low, high in zip(VIGNETTE_RINGS[:-1], VIGNETTE_RINGS[1:], strict=True)]
+    levels, centres = [], []
+    for low, high in rings:
+        ring = (radius >= low) & (radius < high)
+        levels.append(float(np.percentile(brightness[ring], 75)) / 255.0)
+        centres.append(float(radius[ring].mean()))
+    levels_a, centres_a = np.array(levels), np.array(centres)
+    strength = float(((1.0 - levels_a) * centres_a).sum() / (centres_a * centres_a).sum())
+    misfit = float(np.abs(levels_a - (1.0 - strength * centres_a)).max())
+    return strength if strength >= VIGNETTE_MIN_STRENGTH and misfit <= VIGNETTE_MISFIT else None
+
+
+def lift_vignette(image: Image.Image | np.ndarray, strength: float) -> Image.Image | np.ndarray:
+    """The image (or a thumbnail array) divided by 1 - strength r^2: a vignette undone."""
+    array = np.asarray(image, dtype=np.float32)
+    gain = 1.0 / np.maximum(1.0 - strength * _squared_radius(*array.shape[:2]), 0.2)
+    lifted = np.minimum(array * gain[..., None], 255.0)
+    if isinstance(image, Image.Image):
+        return Image.fromarray(np.rint(lifted).astype(np.uint8))
+    return lifted
 
 
 def least_clipped_channel(thumb: np.ndarray) -> int:

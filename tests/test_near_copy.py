@@ -375,6 +375,8 @@ REPAINTINGS = {
                                     "background turned white"),
     "sepia": (lambda image, rng: robustness.sepia(image), "tint taken away"),
     "sepia, re-encoded": (lambda image, rng: robustness.jpeg(robustness.sepia(image), 80), "tint taken away"),
+    "vignette": (lambda image, rng: robustness.vignette(image, 0.3), "vignette lifted"),
+    "vignette, re-encoded": (lambda image, rng: robustness.jpeg(robustness.vignette(image, 0.2), 80), "vignette lifted"),
     # On these stickers the grey search already catches most duotones (muted, drained of colour).
     "duotone": (lambda image, rng: robustness.duotone(image, rng), ""),
 }
@@ -382,9 +384,10 @@ REPAINTINGS = {
 
 @pytest.mark.parametrize("kind", list(REPAINTINGS))
 def test_copies_on_a_new_background_or_tinted_are_caught_and_say_what_was_undone(kind):
-    """A copy whose white background was filled with a colour, or which was tinted (sepia, a
-    duotone), keeps the drawing; the searches before miss most of them, the query with its
-    background turned white or its tint taken away does not, under the grey search's thresholds."""
+    """A copy whose white background was filled with a colour, which was tinted (sepia, a duotone)
+    or darkened towards the corners (a vignette) keeps the drawing; the searches before miss most of
+    them, the query with its background turned white, its tint taken away or its vignette lifted
+    does not, under the grey search's thresholds."""
     edit, undone = REPAINTINGS[kind]
     never = {**POLICY.config["near_copy"], "recolour_from": 2.0}
     without = OutputPolicy({**POLICY.config, "near_copy": never}, "nothing repainted")
