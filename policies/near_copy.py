@@ -661,9 +661,9 @@ class NearCopyIndex:
 
         Gated as ``nearest_recoloured_many`` is: the undone query's 8x8 layout against the whole
         index, searched only from ``search_from``, against its CANDIDATES nearest training images by
-        that layout. An image with neither a coloured border nor a single hue (nearly
-        every generated one) costs two tests on its thumbnail. ``thumbnails``: the images' 32x32
-        thumbnails, when the caller has them already."""
+        that layout. An image with no coloured border, no single muted hue and no vignette (every
+        one of 128 of the shipped model's) costs three tests on its thumbnail. ``thumbnails``: the
+        images' 32x32 thumbnails, when the caller has them already."""
         rgbs = [query_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
