@@ -23,7 +23,9 @@ drawing but not its colours: a fourth search turns the query's colours back
 A copy repainted (its white background filled with a colour, tinted: sepia, a duotone, or
 darkened towards the corners: a vignette) is undone by a fifth (``nearest_repainted_many``): the
 background turned back to white, the tint taken away or the vignette lifted, for the few images
-with a coloured border, a single muted hue or corners that darken as a vignette does.
+with a coloured border, a single muted hue or corners that darken as a vignette does; the same
+stage compares a copy brightened until its light tones clipped with the training images brightened
+alike.
 
 The index is built at training time (``python -m policies build-near-copy-index DATA --out FILE``),
 shipped beside the checkpoint as ``near_copies.json`` and read with ``NearCopyIndex.load(folder)``.
@@ -84,6 +86,9 @@ REFRAME_SQUEEZES = (0.95, 0.9)
 VIGNETTE_RINGS = (0.8, 1.1, 1.4, 1.7, 2.0)
 VIGNETTE_MIN_STRENGTH = 0.08
 VIGNETTE_MISFIT = 0.04
+# A brightened copy (``nearest_repainted_many``) is compared with the training images brightened
+# by these gains, light tones clipped to white.
+BRIGHTENED_GAINS = (1.25, 1.5)
 # Undone queries verified per search (the best by the unverified score first).
 UNDONE_VERIFIED = 2
 REFRAME_CANDIDATES = 8
@@ -255,6 +260,7 @@ class NearCopyIndex:
         self._coarse = _centre(coarse).reshape(len(names), COARSE * COARSE * 3)  # explicit: an index may be empty
         self._spreads: dict[int, np.ndarray] = {}  # by query size, filled by _window_spreads
         self._luminance: NearCopyIndex | None = None  # made on the first luminance search
+        self._brightened: dict[float, NearCopyIndex] = {}  # by gain, made on first use
         self._chroma: np.ndarray | None = None  # each thumbnail's colourfulness, on first use
         self._rows: dict[str, int] = {}
 
@@ -655,14 +661,17 @@ class NearCopyIndex:
         Undone on the query: the background's colour turned back to white, searched in colour
         (``compared`` "recoloured"); the tint taken away, the query's least clipped channel as its
         grey, searched in grey (``compared`` "luminance"); the vignette lifted (the image divided by
-        the darkening fitted to its background), searched in colour ("recoloured"). The output
-        policy holds all three to the grey search's stricter thresholds. The match says what was
-        undone (``reframed``).
+        the darkening fitted to its background), searched in colour ("recoloured"). A copy
+        **brightened** until its light tones clipped to white (they merge with the background) is
+        compared with the training images brightened by BRIGHTENED_GAINS (in grey for a grey query).
+        The output policy holds all of them to the grey search's stricter thresholds. The match says
+        what was undone (``reframed``).
 
         Gated as ``nearest_recoloured_many`` is: the undone query's 8x8 layout against the whole
         index, searched only from ``search_from``, against its CANDIDATES nearest training images by
         that layout. An image with no coloured border, no single muted hue and no vignette (every
-        one of 128 of the shipped model's) costs three tests on its thumbnail. ``thumbnails``: the
+        one of 128 of the shipped model's) costs three tests on its thumbnail and the brightened
+        indexes' layout gates (none of 64 of the shipped model's images passes them). ``thumbnails``: the
         images' 32x32 thumbnails, when the caller has them already."""
         rgbs = [query_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
@@ -704,8 +713,28 @@ class NearCopyIndex:
                 match = self._best_undone(rows, [("vignette lifted", lift_vignette(rgb, strength), SIZES)], verify_from)
                 if match is not None:
                     found.append(dataclasses.replace(match, compared="recoloured"))
+        # Brightened until its light tones clipped to white (they merge with the background, which
+        # no correlation undoes): compared with the training images brightened the same way.
+        grey = colourfulness(thumb) <= LUMINANCE_MAX_COLOURFULNESS / 4
+        for gain in BRIGHTENED_GAINS:
+            brightened = (self.luminance_index() if grey else self).brightened(gain)
+            rows, best = brightened._layout_candidates(thumb)
+            if best >= search_from:
+                match = brightened._best_undone(rows, [(f"brightened {gain - 1:.0%}", rgb, SIZES)], verify_from)
+                if match is not None:
+                    found.append(dataclasses.replace(match, compared="recoloured"))
         # All are held to the same thresholds: the one that agrees best on both counts.
         return max(found, key=lambda match: min(match.similarity, match.detail), default=None)
+
+    def brightened(self, gain: float) -> NearCopyIndex:
+        """The same training images brightened by ``gain``, their light tones clipped to white (and
+        the same fine features): what a brightened copy is compared with. Made once per gain."""
+        if gain not in self._brightened:
+            def brighten(array: np.ndarray) -> np.ndarray:
+                return np.clip(np.rint(array.astype(np.float32) * gain), 0, 255).astype(np.uint8)
+
+            self._brightened[gain] = type(self)(self.names, brighten(self.thumbnails), brighten(self.details))
+        return self._brightened[gain]
 
     def _layout_candidates(self, thumb: np.ndarray) -> tuple[np.ndarray, float]:
         """For one (32, 32, 3) thumbnail: the CANDIDATES rows of the index nearest it by the 8x8

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from policies import (
     Decision,
@@ -377,6 +377,8 @@ REPAINTINGS = {
     "sepia, re-encoded": (lambda image, rng: robustness.jpeg(robustness.sepia(image), 80), "tint taken away"),
     "vignette": (lambda image, rng: robustness.vignette(image, 0.3), "vignette lifted"),
     "vignette, re-encoded": (lambda image, rng: robustness.jpeg(robustness.vignette(image, 0.2), 80), "vignette lifted"),
+    "greyscale, brightened 25%": (lambda image, rng: ImageEnhance.Brightness(ImageOps.grayscale(image).convert("RGB"))
+                                  .enhance(1.25), "brightened"),
     # On these stickers the grey search already catches most duotones (muted, drained of colour).
     "duotone": (lambda image, rng: robustness.duotone(image, rng), ""),
 }
@@ -398,7 +400,7 @@ def test_copies_on_a_new_background_or_tinted_are_caught_and_say_what_was_undone
         decision = next((d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"), None)
         if decision is not None and decision.evidence["training_item"] == name:
             caught += 1
-            if decision.evidence.get("undone") == undone:
+            if decision.evidence.get("undone", "").startswith(undone or "-"):
                 assert decision.evidence["minimum"] == POLICY.min_luminance_similarity
                 assert decision.evidence["compared"] == ("luminance" if undone == "tint taken away" else "recoloured")
         by_others += any(d.rule_id == "output.near_copy" and d.evidence["training_item"] == name
@@ -430,8 +432,9 @@ def test_only_images_with_a_coloured_background_or_a_muted_tint_are_repainted(mo
     monkeypatch.setattr(NearCopyIndex, "_best_undone", counting)
     unrelated = Image.new("RGB", (256, 256), "white")
     ImageDraw.Draw(unrelated).rectangle((20, 100, 236, 150), fill=(0, 90, 200))
-    INDEX.nearest_repainted_many([unrelated, sticker(4000), TRAINING[2][1]])
-    assert searched == []  # white backgrounds, and colourful
+    # White backgrounds and colourful, and an exact copy (flagged at once, never repainted).
+    POLICY.check_images([unrelated, sticker(4000), TRAINING[2][1]], INDEX)
+    assert searched == []
     # A bold drawing of one hue (a red flag) is not a tint: in grey such drawings look alike.
     flag = Image.new("RGB", (256, 256), "white")
     ImageDraw.Draw(flag).rectangle((16, 64, 240, 192), fill=(220, 30, 40))
@@ -442,7 +445,7 @@ def test_only_images_with_a_coloured_background_or_a_muted_tint_are_repainted(mo
     assert background_colour(thumbnail(TRAINING[2][1])) is None
     INDEX.nearest_repainted_many([sepia, robustness.background(TRAINING[2][1], (40, 60, 200))])
     # The background both ways: every pixel of its colour, and only what is joined to the border.
-    assert searched == ["tint taken away", "background turned white", "background turned white"]
+    assert searched.count("tint taken away") == 1 and searched.count("background turned white") == 2
 
 
 @pytest.mark.parametrize("content", [
