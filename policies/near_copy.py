@@ -358,12 +358,29 @@ class NearCopyIndex:
         comparison of every image (and its mirror) with every training image is one matrix product,
         the candidates that several images share are transformed once, and every image's
         correlations are one inverse FFT. Each image's result depends on that image alone.
-        ``sizes``: the query sizes on the 32-cell grid searched (GRID among them)."""
+        ``sizes``: the query sizes on the 32-cell grid searched (GRID among them).
+
+        An image that is not square is searched twice, laid on a white square (``query_rgb``) and
+        cut to the square in its middle (a crop of one side that took part of the drawing leaves
+        nothing white to explain away), and the better answer kept."""
         if not self.names:
             return [None] * len(images)
         if not images:
             return []
-        rgbs = [query_rgb(image) for image in images]
+        rgbs = [as_rgb(image) for image in images]
+        found = self._nearest_squares([query_rgb(rgb) for rgb in rgbs], verify_from, sizes)
+        oblong = [number for number, rgb in enumerate(rgbs) if rgb.width != rgb.height]
+        if oblong:
+            again = self._nearest_squares([_middle_square(rgbs[number]) for number in oblong], verify_from, sizes)
+            for number, match in zip(oblong, again, strict=True):
+                current = found[number]
+                if match is not None and (current is None or match.similarity + match.detail > current.similarity + current.detail):
+                    found[number] = match
+        return found
+
+    def _nearest_squares(self, rgbs: list[Image.Image], verify_from: float | None,
+                         sizes: Sequence[int]) -> list[NearCopyMatch | None]:
+        """``nearest_many`` for square RGB images."""
         count = len(rgbs)
         # The queries' thumbnails are made once; a mirror image's are the mirrored arrays (an area
         # average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as the
@@ -944,6 +961,14 @@ def _reframing_size(rgb: Image.Image) -> Image.Image:
     if max(rgb.size) > REFRAME_SIDE:
         return rgb.resize((REFRAME_SIDE, REFRAME_SIDE), Image.Resampling.BOX)
     return rgb
+
+
+def _middle_square(rgb: Image.Image) -> Image.Image:
+    """The square in the middle of an image that is not square (its long side cut to the short)."""
+    width, height = rgb.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return rgb.crop((left, top, left + side, top + side))
 
 
 def _squeezed(rgb: Image.Image, squeeze: float, across: bool, anchor: float) -> Image.Image:
