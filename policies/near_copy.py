@@ -583,10 +583,10 @@ class NearCopyIndex:
         colours inverted, every hue turned round the colour wheel (a red flower made blue), or two
         colour channels swapped. The search cancels per-channel shifts and scales, not a change
         that moves colours into other channels, and the grey search does not see them either (they
-        stay colourful, and a hue turn changes the lightness too). The query's colours are turned back and it is searched again;
-        the match says what was undone (``reframed``) and is ``compared`` "recoloured": the output
-        policy holds it to the grey search's stricter thresholds, since with colours undone,
-        drawings that differ by colour alone meet.
+        stay colourful, and a hue turn changes the lightness too). The query's colours are turned
+        back and it is searched again; the match says what was undone (``reframed``) and is
+        ``compared`` "recoloured": the output policy holds it to the grey search's stricter
+        thresholds, since with colours undone, drawings that differ by colour alone meet.
 
         Gated as ``nearest_reframed_many`` is: every colour turn of the query's 8x8 layout against
         the whole index (a few small matrix products for the batch); only an image that some turn
@@ -688,8 +688,8 @@ class NearCopyIndex:
         index, searched only from ``search_from``, against its CANDIDATES nearest training images by
         that layout. An image with no coloured border, no single muted hue and no vignette (every
         one of 128 of the shipped model's) costs three tests on its thumbnail and the brightened
-        indexes' layout gates (none of 64 of the shipped model's images passes them). ``thumbnails``: the
-        images' 32x32 thumbnails, when the caller has them already."""
+        indexes' layout gates (none of 64 of the shipped model's images passes them).
+        ``thumbnails``: the images' 32x32 thumbnails, when the caller has them already."""
         rgbs = [query_rgb(image) for image in images]
         if not self.names or not rgbs or search_from > 1.0:
             return [None] * len(rgbs)
