@@ -89,6 +89,8 @@ VIGNETTE_MISFIT = 0.04
 # A brightened copy (``nearest_repainted_many``) is compared with the training images brightened
 # by these gains, light tones clipped to white.
 BRIGHTENED_GAINS = (1.25, 1.5)
+# ... in grey for a query at most this colourful (0-255): a greyscale copy is 0.
+BRIGHTENED_GREY_COLOURFULNESS = 16.0
 # Undone queries verified per search (the best by the unverified score first).
 UNDONE_VERIFIED = 2
 REFRAME_CANDIDATES = 8
@@ -155,7 +157,11 @@ def query_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     shift. Training images are squeezed, not laid on a square, when the index is built: the model
     trains on them squeezed to a square, so that is how a memorised one comes out. Generated images
     are square and pass unchanged."""
-    rgb = as_rgb(image)
+    return _on_square(as_rgb(image))
+
+
+def _on_square(rgb: Image.Image) -> Image.Image:
+    """An RGB image laid in the middle of a white square; a square one as it is."""
     width, height = rgb.size
     if width == height:
         return rgb
@@ -256,7 +262,7 @@ class NearCopyIndex:
         self.thumbnails = np.asarray(thumbnails, dtype=np.uint8).reshape(len(names), GRID, GRID, 3)
         self.details = np.asarray(details, dtype=np.uint8).reshape(len(names), DETAIL, DETAIL)
         floats = self.thumbnails.astype(np.float32)
-        coarse = floats.reshape(len(names), COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
+        coarse = _coarse_layout(floats)
         self._coarse = _centre(coarse).reshape(len(names), COARSE * COARSE * 3)  # explicit: an index may be empty
         self._spreads: dict[int, np.ndarray] = {}  # by query size, filled by _window_spreads
         self._luminance: NearCopyIndex | None = None  # made on the first luminance search
@@ -368,7 +374,7 @@ class NearCopyIndex:
         if not images:
             return []
         rgbs = [as_rgb(image) for image in images]
-        found = self._nearest_squares([query_rgb(rgb) for rgb in rgbs], verify_from, sizes)
+        found = self._nearest_squares([_on_square(rgb) for rgb in rgbs], verify_from, sizes)
         oblong = [number for number, rgb in enumerate(rgbs) if rgb.width != rgb.height]
         if oblong:
             again = self._nearest_squares([_middle_square(rgbs[number]) for number in oblong], verify_from, sizes)
@@ -386,7 +392,7 @@ class NearCopyIndex:
         # average is symmetric), and the coarse grid is the 32-cell one averaged 4 x 4, as the
         # index's own coarse grid is.
         thumbs = {size: np.stack([thumbnail(rgb, size) for rgb in rgbs]) for size in sizes}  # (N, size, size, 3)
-        coarse = thumbs[GRID].reshape(count, COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
+        coarse = _coarse_layout(thumbs[GRID])
         # Candidates: the best coarse correlation over both orientations; every image and mirror
         # against the whole index in one product, (M, 192) @ (192, 2N).
         orientations = _centre(np.concatenate([coarse, coarse[:, :, ::-1]])).reshape(2 * count, -1)
@@ -616,7 +622,7 @@ class NearCopyIndex:
         colours' part across the grey axis, that part turned a quarter, and the part along it) give
         every turn's agreement as cos t * A + sin t * B + C, and the inversion's as -(A + C)."""
         count = len(thumbnails)
-        coarse = thumbnails.reshape(count, COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(2, 4))
+        coarse = _coarse_layout(thumbnails)
         centred = _centre(coarse).reshape(count, COARSE * COARSE, 3)
         axis = np.full(3, 1 / np.sqrt(3), dtype=np.float32)
         along = (centred @ axis)[..., None] * axis
@@ -732,7 +738,7 @@ class NearCopyIndex:
                     found.append(dataclasses.replace(match, compared="recoloured"))
         # Brightened until its light tones clipped to white (they merge with the background, which
         # no correlation undoes): compared with the training images brightened the same way.
-        grey = colourfulness(thumb) <= LUMINANCE_MAX_COLOURFULNESS / 4
+        grey = colourfulness(thumb) <= BRIGHTENED_GREY_COLOURFULNESS
         for gain in BRIGHTENED_GAINS:
             brightened = (self.luminance_index() if grey else self).brightened(gain)
             rows, best = brightened._layout_candidates(thumb)
@@ -757,7 +763,7 @@ class NearCopyIndex:
         """For one (32, 32, 3) thumbnail: the CANDIDATES rows of the index nearest it by the 8x8
         layout (either orientation), as many as the search itself takes (a crop moves the layout, so
         the right image may rank below the first few), and the best agreement."""
-        coarse = thumb.reshape(COARSE, GRID // COARSE, COARSE, GRID // COARSE, 3).mean(axis=(1, 3))
+        coarse = _coarse_layout(thumb)
         orientations = _centre(np.stack([coarse, coarse[:, ::-1]])).reshape(2, -1)
         scores = (self._coarse @ orientations.T).max(axis=1)
         keep = min(CANDIDATES, len(self.names))
@@ -1056,6 +1062,12 @@ def is_tinted(thumb: np.ndarray) -> bool:
     return bool(np.percentile(saturation, 90) <= TINT_MAX_SATURATION)
 
 
+def _coarse_layout(thumbs: np.ndarray) -> np.ndarray:
+    """(..., 32, 32, 3) thumbnails -> (..., 8, 8, 3) layouts: the 32-cell grid averaged 4 x 4."""
+    cells = GRID // COARSE
+    return thumbs.reshape(*thumbs.shape[:-3], COARSE, cells, COARSE, cells, 3).mean(axis=(-4, -2))
+
+
 def _squared_radius(height: int, width: int) -> np.ndarray:
     """(height, width) squared distance of each pixel's centre from the image's centre, over half
     the side (1 at the middle of an edge, 2 in a corner)."""
@@ -1073,9 +1085,8 @@ def vignette_strength(thumb: np.ndarray) -> float | None:
     search's), nor does a white one (k near 0)."""
     brightness = thumb.max(axis=-1)
     radius = _squared_radius(*brightness.shape)
-    rings = [(low, high) for low, high in zip(VIGNETTE_RINGS[:-1], VIGNETTE_RINGS[1:], strict=True)]
     levels, centres = [], []
-    for low, high in rings:
+    for low, high in zip(VIGNETTE_RINGS[:-1], VIGNETTE_RINGS[1:], strict=True):
         ring = (radius >= low) & (radius < high)
         levels.append(float(np.percentile(brightness[ring], 75)) / 255.0)
         centres.append(float(radius[ring].mean()))
