@@ -76,10 +76,13 @@ REFRAME_ANGLES = (-9.0, -7.5, -6.0, -4.5, -3.0, -1.5, 1.5, 3.0, 4.5, 6.0, 7.5, 9
 REFRAME_QUARTER_TURNS = (90, 180, 270)
 REFRAME_MARGINS = (0.08, 0.16, 0.24)
 # A copy cropped on one side and stretched back to a square (10% off the right, then resized: 11%
-# wider than its original): squeezed back across or down by each of these, onto white, which
-# leaves a crop the search undoes. Together with the search's own sizes they cover stretches of
-# about 2-14% either way.
+# wider than its original): squeezed back across or down by each of these, which leaves a crop the
+# search undoes. Together with the search's own sizes they cover stretches of about 2-14% either way.
 REFRAME_SQUEEZES = (0.95, 0.9)
+# What fills the strip the crop took: white (a drawing clear of that side), and the squeezed image's
+# own edge carried across it (a drawing that fills the frame, a sign or a flag: white there cost the
+# layout its agreement, 0.55-0.93 for copies the edge fill brings to 0.97-1.0).
+REFRAME_SQUEEZE_FILLS = ("white", "edge")
 # A vignette (``nearest_repainted_many``): the light background darkened towards the corners by
 # k r^2 (r from the centre, 1 at the middle of an edge), k at least VIGNETTE_MIN_STRENGTH, the rings
 # between these squared radii agreeing with that within VIGNETTE_MISFIT (0-1 of white).
@@ -554,8 +557,9 @@ class NearCopyIndex:
         for squeeze in REFRAME_SQUEEZES:
             for across in (True, False):
                 for anchor in (0.0, 1.0):
-                    stretch = f"stretched {1 / squeeze - 1:.0%} {'across' if across else 'down'}"
-                    tried.append((stretch, _squeezed(rgb, squeeze, across, anchor), SIZES))
+                    for fill in REFRAME_SQUEEZE_FILLS:
+                        stretch = f"stretched {1 / squeeze - 1:.0%} {'across' if across else 'down'}"
+                        tried.append((stretch, _squeezed(rgb, squeeze, across, anchor, fill), SIZES))
         return self._best_undone(rows, tried, verify_from)
 
     def _best_undone(self, rows: np.ndarray, tried: list[tuple[str, Image.Image, tuple[int, ...]]],
@@ -977,13 +981,19 @@ def _middle_square(rgb: Image.Image) -> Image.Image:
     return rgb.crop((left, top, left + side, top + side))
 
 
-def _squeezed(rgb: Image.Image, squeeze: float, across: bool, anchor: float) -> Image.Image:
-    """The image squeezed to ``squeeze`` of its width (``across``) or height on white, against the
-    left (top) side for ``anchor`` 0, the right (bottom) for 1."""
+def _squeezed(rgb: Image.Image, squeeze: float, across: bool, anchor: float, fill: str = "white") -> Image.Image:
+    """The image squeezed to ``squeeze`` of its width (``across``) or height, against the left (top)
+    side for ``anchor`` 0, the right (bottom) for 1; the strip left over is white (``fill``
+    "white") or its nearest edge of the squeezed image repeated ("edge")."""
     width, height = rgb.size
     size = (max(1, round(width * squeeze)), height) if across else (width, max(1, round(height * squeeze)))
+    left, top = round(anchor * (width - size[0])), round(anchor * (height - size[1]))
+    squeezed = rgb.resize(size, Image.Resampling.BOX)
+    if fill == "edge":
+        padding = ((top, height - size[1] - top), (left, width - size[0] - left), (0, 0))
+        return Image.fromarray(np.pad(np.asarray(squeezed), padding, mode="edge"))
     canvas = Image.new("RGB", rgb.size, (255, 255, 255))
-    canvas.paste(rgb.resize(size, Image.Resampling.BOX), (round(anchor * (width - size[0])), round(anchor * (height - size[1]))))
+    canvas.paste(squeezed, (left, top))
     return canvas
 
 
@@ -1132,7 +1142,8 @@ _REFRAMING_MAPS: tuple[np.ndarray, np.ndarray] | None = None
 
 def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
     """The 8x8 area average of every reframing ``nearest_reframed_many`` tries (as is, each turn of
-    REFRAME_ANGLES and REFRAME_QUARTER_TURNS, each margin of REFRAME_MARGINS cropped off) as a linear map of the 32x32
+    REFRAME_ANGLES and REFRAME_QUARTER_TURNS, each margin of REFRAME_MARGINS cropped off, each squeeze
+    of REFRAME_SQUEEZES with each fill of REFRAME_SQUEEZE_FILLS) as a linear map of the 32x32
     thumbnail: (R, 64, 1024) weights, and (R, 64) the share of each cell that falls outside the
     image (white, as a turn fills its corners). Sampled at 8x8 points per cell, nearest thumbnail
     pixel: the gate needs the layout, not every pixel. Made once per process."""
@@ -1160,11 +1171,14 @@ def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
         sources.append((cut + xs * (1 - margin), cut + ys * (1 - margin)))
     for squeeze in REFRAME_SQUEEZES:
         # Squeezed into ``squeeze`` of the width (or height), against either side (the side the
-        # crop took is not known); the rest is white.
+        # crop took is not known); the rest white, or (clipped sources) the nearest edge repeated.
         for anchor in (0.0, 1.0):
             start = anchor * (1 - squeeze) * GRID
-            sources.append(((xs - start) / squeeze, ys))
-            sources.append((xs, (ys - start) / squeeze))
+            for fill in REFRAME_SQUEEZE_FILLS:
+                def filled(source: np.ndarray, fill: str = fill) -> np.ndarray:
+                    return np.clip(source, 0.0, np.nextafter(GRID, 0.0)) if fill == "edge" else source
+                sources.append((filled((xs - start) / squeeze), ys))
+                sources.append((xs, filled((ys - start) / squeeze)))
     weights = np.zeros((len(sources), COARSE * COARSE, GRID * GRID), dtype=np.float32)
     white = np.zeros((len(sources), COARSE * COARSE), dtype=np.float32)
     for number, (sx, sy) in enumerate(sources):

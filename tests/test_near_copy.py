@@ -356,6 +356,40 @@ def test_crops_of_one_side_are_caught_whether_or_not_stretched_back():
         assert caught >= 7, (stretched, caught)
 
 
+def framed_sticker(seed: int, size: int = 256) -> Image.Image:
+    """A drawing that fills its frame, as a flag or a sign does: coloured bands edge to edge, round
+    shapes on them."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    bands = int(rng.integers(2, 4))
+    for band in range(bands):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        start, end = band * size // bands, (band + 1) * size // bands
+        draw.rectangle((start, 0, end, size) if seed % 2 else (0, start, size, end), fill=colour)
+    for _ in range(3):
+        x, y = (int(v) for v in rng.integers(30, size - 90, 2))
+        width = int(rng.integers(30, 80))
+        draw.ellipse((x, y, x + width, y + width), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return image
+
+
+def test_a_stretched_crop_of_a_drawing_that_fills_its_frame_is_caught():
+    """10% cut off one side of a flag and stretched back: squeezed back onto white, the strip the
+    crop took is white where the flag was coloured, and the layout gate turned most such copies
+    away (11 of these 16 caught with the white fill alone); the squeezed image's own edge carried
+    across the strip restores the layout."""
+    flags = [(f"flag-{number}.png", framed_sticker(100 + number)) for number in range(16)]
+    index = NearCopyIndex.build(TRAINING + flags)
+    rng = np.random.default_rng(21)
+    caught = 0
+    for name, image in flags:
+        edited = robustness.crop_side(image, 0.10, rng).resize(image.size, Image.Resampling.BICUBIC)
+        decision = next((d for d in POLICY.check_image(edited, index).decisions if d.rule_id == "output.near_copy"), None)
+        caught += decision is not None and decision.evidence["training_item"] == name
+    assert caught >= 13, caught
+
+
 def test_a_training_image_that_is_not_square_is_indexed_as_the_model_sees_it():
     """The model trains on images squeezed to a square, so a memorised copy of a wide image comes
     out squeezed: that is what the index keeps (a query that is not square is laid on a square; a
