@@ -35,7 +35,12 @@ def test_int8_vectors_stay_close_to_the_float32_ones(encoders):
     exact, fast = encoders
     cosine = _cosine(exact(CAPTIONS), fast(CAPTIONS))
     # Measured: min 0.991, mean 0.998 on 600 labelled captions; a broken scale or layout gives < 0.9.
-    assert cosine.min() > 0.98, cosine
+    # The captions with no word ("" and "x": two or three tokens averaged, so one token's rounding
+    # weighs a third or more) land lower, and where depends on the CPU's int8 kernels: 0.974 and
+    # 0.987 on one machine of this kind, above 0.98 on another. They are held to 0.95.
+    wordless = np.array([len(caption.strip()) <= 1 for caption in CAPTIONS])
+    assert cosine[~wordless].min() > 0.98, cosine
+    assert cosine[wordless].min() > 0.95, cosine
     assert cosine.mean() > 0.99, cosine
 
 
