@@ -278,10 +278,9 @@ def same_drawing(a: Image.Image, b: Image.Image) -> float:
     """How far two images are the same drawing up to a mirror image, a quarter or half turn, a
     change of colour and a small shift: the best correlation of their grey edges (blurred by
     SAME_DRAWING_BLUR) over the eight turns and mirror images of ``a`` and the shifts within
-    SAME_DRAWING_REACH. Twemoji has such twins
-    (left and right arrows and hands, up and down arrows, hearts and circles in several colours,
-    flags that are identical), and a held-out twin of an indexed image is an edited copy, not a false
-    alarm."""
+    SAME_DRAWING_REACH. Twemoji has such twins (left and right arrows and hands, up and down arrows,
+    hearts and circles in several colours, flags that are identical), and a held-out twin of an
+    indexed image is an edited copy, not a false alarm."""
     def edges(image: Image.Image) -> np.ndarray:
         side = SAME_DRAWING_SIDE
         grey = np.asarray(image.convert("L").resize((side, side), Image.Resampling.BOX), dtype=np.float64)

@@ -556,9 +556,9 @@ class NearCopyIndex:
             tried.append((f"framed by a {margin:.0%} margin", rgb.crop((dx, dy, width - dx, height - dy)), SIZES))
         for squeeze in REFRAME_SQUEEZES:
             for across in (True, False):
+                stretch = f"stretched {1 / squeeze - 1:.0%} {'across' if across else 'down'}"
                 for anchor in (0.0, 1.0):
                     for fill in REFRAME_SQUEEZE_FILLS:
-                        stretch = f"stretched {1 / squeeze - 1:.0%} {'across' if across else 'down'}"
                         tried.append((stretch, _squeezed(rgb, squeeze, across, anchor, fill), SIZES))
         return self._best_undone(rows, tried, verify_from)
 
@@ -1175,10 +1175,9 @@ def _reframing_maps() -> tuple[np.ndarray, np.ndarray]:
         for anchor in (0.0, 1.0):
             start = anchor * (1 - squeeze) * GRID
             for fill in REFRAME_SQUEEZE_FILLS:
-                def filled(source: np.ndarray, fill: str = fill) -> np.ndarray:
-                    return np.clip(source, 0.0, np.nextafter(GRID, 0.0)) if fill == "edge" else source
-                sources.append((filled((xs - start) / squeeze), ys))
-                sources.append((xs, filled((ys - start) / squeeze)))
+                low, high = (0.0, np.nextafter(GRID, 0.0)) if fill == "edge" else (-np.inf, np.inf)
+                sources.append((np.clip((xs - start) / squeeze, low, high), ys))
+                sources.append((xs, np.clip((ys - start) / squeeze, low, high)))
     weights = np.zeros((len(sources), COARSE * COARSE, GRID * GRID), dtype=np.float32)
     white = np.zeros((len(sources), COARSE * COARSE), dtype=np.float32)
     for number, (sx, sy) in enumerate(sources):
