@@ -90,6 +90,10 @@ class TrainingOptions:
         "z-and-condition", "what differs within a mode-seeking pair: z and the conditioning-augmentation noise, or z "
         "alone (the pair shares one condition sample, so the variety must come from z)",
         argparse={"choices": ("z-and-condition", "z")})
+    d_warmup_steps: int = _option(
+        0, "first steps of the run that train the discriminators alone (the generator is not updated): a "
+        "fine-tune from a checkpoint saved without discriminators starts them untrained, and until they have "
+        "caught up their gradients only disturb the generator (counted from 0 across resumes)")
     train_branches: tuple[int, ...] | None = _option(
         None, "comma-separated scale indices to train (0 = base); the others stay frozen [the variant's default]",
         argparse={"type": lambda text: tuple(int(x) for x in text.split(","))})
@@ -129,7 +133,8 @@ class TrainingOptions:
             raise ValueError("precision must be float32 or bf16")
         if self.mode_seeking_on not in ("z-and-condition", "z"):
             raise ValueError("--mode-seeking-on must be z-and-condition or z")
-        for name in ("matching_weight", "mode_seeking_weight", "kl_weight", "colour_weight", "checkpoint_seconds"):
+        for name in ("matching_weight", "mode_seeking_weight", "kl_weight", "colour_weight", "checkpoint_seconds",
+                     "d_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} cannot be negative")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -145,7 +150,7 @@ class TrainingOptions:
         return {"diff_augment": list(parse_policy(self.diff_augment)), "mode_seeking_weight": self.mode_seeking_weight,
                 "mode_seeking_on": self.mode_seeking_on,
                 "colour_weight": self.colour_weight, "kl_weight": self.kl_weight, "lr_g": self.lr_g, "lr_d": self.lr_d,
-                "precision": self.precision}
+                "precision": self.precision, "d_warmup_steps": self.d_warmup_steps}
 
 
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -332,7 +337,8 @@ class Trainer:
         if pairs and options.mode_seeking_on == "z":
             noise = torch.randn(batch_size, self.config.cond_dim, device=self.device)
             ca_noise = torch.cat([noise, noise[:pairs]])
-        with self._autocast():
+        warming_up = self.step < options.d_warmup_steps
+        with self._autocast(), torch.set_grad_enabled(not warming_up):
             if self.forward_branches < self.config.branches:
                 all_fakes, mu, logvar = self.generator(z, g_text, ca_noise=ca_noise, branches=self.forward_branches)
             else:
@@ -364,6 +370,8 @@ class Trainer:
             loss_d.backward()
             opt.step()
             losses[f"loss_d{self.config.image_sizes[i]}"] = loss_d.item()
+        if warming_up:
+            return losses
 
         loss_g = torch.zeros((), device=self.device)
         for i in self.trained_scales:

@@ -175,3 +175,22 @@ def test_every_console_script_points_at_a_main_function():
     for target in scripts.values():
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(module), name)), target
+
+
+def test_discriminator_warm_up_steps_leave_the_generator_untouched(shapes_data, tmp_path):
+    """During --d-warmup-steps only the discriminators learn; the generator starts learning right after."""
+    trainer = Trainer(tiny_options(shapes_data, tmp_path / "run", steps=3, d_warmup_steps=2))
+    generator_before = {k: v.clone() for k, v in trainer.generator.state_dict().items() if v.is_floating_point()}
+    discriminator_before = {k: v.clone() for k, v in trainer.discriminators.state_dict().items()}
+    batches = trainer.batches()
+    for _ in range(2):
+        losses = trainer.train_step(next(batches))
+        trainer.step += 1
+        assert "loss_g" not in losses and any(k.startswith("loss_d") for k in losses)
+    weights = [k for k in generator_before if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(trainer.generator.state_dict()[k], generator_before[k]) for k in weights)
+    assert any(not torch.equal(v, discriminator_before[k]) for k, v in trainer.discriminators.state_dict().items())
+    assert "loss_g" in trainer.train_step(next(batches))
+    assert any(not torch.equal(trainer.generator.state_dict()[k], generator_before[k]) for k in weights)
+    with pytest.raises(ValueError, match="d-warmup-steps"):
+        tiny_options(shapes_data, tmp_path / "bad", d_warmup_steps=-1)
