@@ -217,6 +217,43 @@ def describe(images: torch.Tensor, captions_idx: list[int], real: RealSet, refer
     return result
 
 
+SAME_LABEL_ROW = "real, same label"
+
+
+@torch.no_grad()
+def same_label_reference(real: RealSet, eval_items: list[int], per_caption: int, classifier: SmallConvNet,
+                         aligner: SmallConvNet, text_pool: torch.Tensor, true_text: torch.Tensor,
+                         seed: int) -> dict[str, float]:
+    """What a model would score that, for each caption, drew real images of the caption's label (other
+    than the caption's own where there are others): R-precision of one such image per caption, and the
+    diversity of ``per_caption`` of them, over the same first 100 captions as the checkpoints' diversity.
+
+    A reference for the diversity figure: seeds of one caption that differ as much as different real
+    images of one label (e.g. two different smiling faces) reach this row's diversity; more than that
+    means the seeds leave the caption's label."""
+    rng = random.Random(seed)
+    by_label: dict[int, list[int]] = {}
+    for index, label in enumerate(real.labels.tolist()):
+        by_label.setdefault(label, []).append(index)
+
+    def others_of(item: int) -> list[int]:
+        same = by_label[int(real.labels[item])]
+        return [i for i in same if i != item] or same
+
+    stand_ins = [rng.choice(others_of(item)) for item in eval_items]
+    vectors = aligner(real.images[stand_ins])
+    result = {"r_precision": r_precision(vectors, true_text, text_pool)}
+    distances = []
+    for item in eval_items[:100]:
+        pool = others_of(item)
+        group = rng.sample(pool, per_caption) if len(pool) >= per_caption else pool
+        if len(group) > 1:
+            distances.append(float(torch.pdist(classifier.features(real.images[group])).mean()))
+    if distances:
+        result["diversity"] = float(np.mean(distances))
+    return result
+
+
 def generate_for(pipeline: StackGANPipeline, captions: list[str], per_caption: int, seed: int) -> torch.Tensor:
     """The final scale's images, resized to the evaluation size."""
     return generate_per_scale(pipeline, captions, per_caption, seed)[pipeline.config.output_size]
@@ -272,6 +309,9 @@ def evaluate(checkpoint: Path, data: Path, samples: int = 500, per_caption: int 
     rows["real (held-out half)"] = describe(
         b_images, half_b, real, real.images[half_a], classifier, aligner, features_a, text_pool,
         torch.stack([real.embeddings[i][0] for i in half_b]), None)
+
+    rows[SAME_LABEL_ROW] = same_label_reference(real, eval_items, per_caption, classifier, aligner, text_pool,
+                                                true_text, seed)
 
     # Baseline 2: the same architecture, untrained; then the checkpoint.
     from generator.calibration import calibrate_batch_norm
@@ -351,6 +391,8 @@ def format_table(report: dict) -> str:
     if len(scales) > 1:
         # One block per scale of the same checkpoint and seeds: where quality is lost shows directly.
         add("real (held-out half)", report["rows"]["real (held-out half)"])
+        if SAME_LABEL_ROW in report["rows"]:
+            add(SAME_LABEL_ROW, report["rows"][SAME_LABEL_ROW])
         for size, rows in scales.items():
             for name, row in rows.items():
                 if not name.startswith("real"):
@@ -360,6 +402,9 @@ def format_table(report: dict) -> str:
             add(name, row)
     lines.append("* in-domain feature network (see 'note'); R-prec: true caption first among 100 (chance 0.01);")
     lines.append("  divers.: mean pairwise feature distance of 4 samples per caption; NN: distance to nearest training image")
+    if SAME_LABEL_ROW in report["rows"]:
+        lines.append(f"  '{SAME_LABEL_ROW}': real images of the caption's label in place of samples (its diversity is what")
+        lines.append("  seeds that differ like different real images of one label reach)")
     if "standard_inception" in report:
         lines.append(f"standard Inception-v3: FID {report['standard_inception']['fid']:.2f}, "
                      f"IS {report['standard_inception']['inception_score']:.2f}")

@@ -9,12 +9,16 @@ import pytest
 import torch
 
 from generator.evaluate import (
+    SAME_LABEL_ROW,
+    RealSet,
+    SmallConvNet,
     format_table,
     frechet_distance,
     inception_score,
     kernel_inception_distance,
     main,
     r_precision,
+    same_label_reference,
 )
 from tests.synthetic import make_shapes_dataset
 
@@ -51,15 +55,37 @@ def test_r_precision_perfect_and_chance():
     assert r_precision(random_images, text, torch.randn(500, 16)) < 0.1
 
 
+def test_the_same_label_reference_draws_only_from_the_captions_label():
+    """Images of one label identical, labels different: seeds "drawn" from a caption's label do not differ
+    at all, so any distance would mean images of another label were mixed in."""
+    torch.manual_seed(0)
+    looks = torch.rand(3, 3, 64, 64) * 2 - 1
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 2)
+    images = looks[labels]
+    embeddings = [torch.randn(1, 8) for _ in labels]
+    real = RealSet(images, labels, ["a", "b", "c"], [["x"]] * len(labels), embeddings)
+    items = list(range(len(labels)))
+    true_text = torch.stack([e[0] for e in embeddings])
+    row = same_label_reference(real, items, 4, SmallConvNet(3).eval(), SmallConvNet(8).eval(), true_text,
+                               true_text, seed=0)
+    assert row["diversity"] == pytest.approx(0.0, abs=1e-5) and 0 <= row["r_precision"] <= 1
+    # Different looks within a label: the seeds now differ.
+    real.images = images + 0.5 * torch.randn_like(images)
+    assert same_label_reference(real, items, 4, SmallConvNet(3).eval(), SmallConvNet(8).eval(), true_text,
+                                true_text, seed=0)["diversity"] > 0.01
+
+
 def test_evaluate_command_end_to_end(tmp_path, tiny_checkpoint, capsys):
     data = make_shapes_dataset(tmp_path / "shapes", size=64, copies=3)
     out = tmp_path / "eval.json"
     assert main([str(tiny_checkpoint), "--data", str(data), "--samples", "24", "--label-field", "none",
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["rows"]) == {"real (held-out half)", "untrained generator", f"checkpoint {tiny_checkpoint.name}"}
-    for row in report["rows"].values():
-        assert np.isfinite(row["fid_in_domain"]) and 0 <= row["r_precision"] <= 1
+    assert set(report["rows"]) == {"real (held-out half)", SAME_LABEL_ROW, "untrained generator",
+                                   f"checkpoint {tiny_checkpoint.name}"}
+    for name, row in report["rows"].items():
+        assert 0 <= row["r_precision"] <= 1
+        assert name == SAME_LABEL_ROW or np.isfinite(row["fid_in_domain"])
     assert "FID*" in capsys.readouterr().out and "FID*" in format_table(report)
     assert main([str(tmp_path / "nowhere"), "--data", str(data)]) == 2
 
