@@ -37,6 +37,7 @@ from stackgan_django.api_keys import ScopeAndModelPermission
 from stackgan_django.conf import app_settings
 from stackgan_django.disclosure import requester_decision
 from stackgan_django.files import (
+    SIGNED_HASH_LENGTH,
     BadSignedUrl,
     asset_from_signed_token,
     can_see_unapproved,
@@ -409,7 +410,7 @@ class SignedFileView(APIView):
             raise NotFound("No approved asset.")
         if asset.state == Asset.State.REVOKED:
             raise _revocation(asset)
-        if not asset.approved_sha256.startswith(claims.get("h") or "-"):
+        if asset.approved_sha256[:SIGNED_HASH_LENGTH] != claims["h"]:
             raise NotFound("The file this URL was signed for is no longer served.")
         return file_response(request._request, asset, approved_file=True)
 

@@ -122,6 +122,10 @@ def file_response(request: HttpRequest, asset: Asset, approved_file: bool, *, in
 def staff_file(request: HttpRequest, name: str) -> HttpResponse:
     """What ``FieldFile.url`` of private storage points at (admin thumbnails and previews). Anyone
     not allowed to see this particular file gets the same 404 as for a name that does not exist."""
+    # The session door of the admin: the admin itself turns away a user who is no longer staff, so
+    # this does too, whatever permissions their groups still hold.
+    if not (request.user.is_authenticated and request.user.is_active and request.user.is_staff):
+        raise Http404("No such file.")
     asset = Asset.objects.filter(file=name).first()
     approved_file = False
     if asset is None:
@@ -134,10 +138,13 @@ def staff_file(request: HttpRequest, name: str) -> HttpResponse:
 
 # -- signed URLs ---------------------------------------------------------------------------------
 
+SIGNED_HASH_LENGTH = 32  # hex digits of the approved file's SHA-256 a signed URL names
+
+
 def signed_url_token(asset: Asset) -> str:
     """Names the asset and the exact approved file; valid for STACKGAN["SIGNED_URL_MAX_AGE"] seconds."""
     return signing.TimestampSigner(salt=SIGNED_URL_SALT).sign_object(
-        {"a": str(asset.public_id), "h": asset.approved_sha256[:32]}, compress=False)
+        {"a": str(asset.public_id), "h": asset.approved_sha256[:SIGNED_HASH_LENGTH]}, compress=False)
 
 
 def signed_url_expiry() -> datetime:
@@ -160,7 +167,10 @@ def asset_from_signed_token(token: str) -> tuple[Asset | None, dict[str, str]]:
         raise BadSignedUrl("The signed URL has expired; ask the API for a new one.") from exc
     except (signing.BadSignature, ValueError, TypeError) as exc:
         raise BadSignedUrl("The signed URL is invalid.") from exc
-    if not isinstance(claims, dict) or not isinstance(claims.get("a"), str):
+    # Checked in full even though the signature holds: a token signed with a leaked or published key
+    # must still name one asset and one exact file, never a prefix of a hash or a value of another type.
+    if (not isinstance(claims, dict) or not isinstance(claims.get("a"), str)
+            or not isinstance(claims.get("h"), str) or len(claims["h"]) != SIGNED_HASH_LENGTH):
         raise BadSignedUrl("The signed URL is invalid.")
     asset = Asset.objects.filter(public_id=claims["a"]).first() if _is_uuid(claims["a"]) else None
     return asset, claims

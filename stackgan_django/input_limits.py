@@ -77,10 +77,23 @@ def _parse_int(text: str) -> int | OversizedInteger:
     return int(text)
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object that names a key twice is refused: parsers disagree on which value wins (Python's the
+    last, many proxies and firewalls the first), so a body could pass a check upstream with one
+    caption and be stored with the other."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"the key {json.dumps(key)[:80]} appears twice in one object")
+        obj[key] = value
+    return obj
+
+
 class BoundedJSONParser(JSONParser):
     """DRF's JSON parser with the limits it lacks: the body is read up to DATA_UPLOAD_MAX_MEMORY_SIZE
     (413 past it), nesting deeper than STACKGAN["MAX_JSON_DEPTH"] is refused before ``json.loads``
-    (which would otherwise recurse until RecursionError), and NaN / Infinity are not JSON."""
+    (which would otherwise recurse until RecursionError), NaN / Infinity are not JSON, and an object
+    may name each key once."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2_621_440
@@ -92,7 +105,8 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(f"The JSON body nests deeper than {max_depth} levels.")
         try:
             text = raw.decode("utf-8")
-            return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+            return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int,
+                              object_pairs_hook=_refuse_duplicate_keys)
         except UnicodeDecodeError as exc:
             raise ParseError("The JSON body is not valid UTF-8.") from exc
         except (ValueError, RecursionError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -28,6 +29,10 @@ class PermanentRedirect308(HttpResponsePermanentRedirect):
     status_code = 308
 
 
+# Exempt from CSRF: the redirect changes nothing, and a client with an API key has no CSRF cookie, so
+# its POST must reach the 308 (which keeps method and body); the view it lands on applies its own
+# checks, CSRF for a session included.
+@csrf_exempt
 def legacy_redirect(request: HttpRequest, rest: str) -> PermanentRedirect308:
     """/api/<rest> -> /api/v1/<rest>; the old download action is the new file action."""
     base = request.path_info[: len(request.path_info) - len(rest)]

@@ -129,6 +129,41 @@ def test_staff_urls_check_the_permission_on_every_request(db, active_model, no_b
     assert Client().get(url).status_code == 404
 
 
+def test_staff_urls_close_when_the_user_is_no_longer_staff(db, active_model, no_broker, users):
+    """The admin turns a user away once is_staff is off; the file door behind its thumbnails must too,
+    even for a reviewer whose permissions still let them see a rejected image."""
+    editor, reviewer = users
+    asset = make_assets(editor, 1)[0]
+    services.reject_asset(asset.pk, reviewer, note="not usable")
+    asset.refresh_from_db()
+    session = Client()
+    session.force_login(reviewer)
+    assert body_of(session.get(asset.file.url)).startswith(PNG_MAGIC)
+    type(reviewer).objects.filter(pk=reviewer.pk).update(is_staff=False)
+    refused = session.get(asset.file.url)
+    assert refused.status_code == 404 and PNG_MAGIC not in body_of(refused)
+
+
+@pytest.mark.parametrize("hash_claim", [["7"], "7", "", None, 7, {"x": 1}, "0" * 64])
+def test_a_signed_token_must_name_the_whole_file_hash(db, active_model, no_broker, users, hash_claim):
+    """Even with the signing key (the published development one), a token's claims are checked in
+    full: a one-character prefix of the hash or a value of another type is an invalid URL, not a 500."""
+    from django.core import signing
+
+    from stackgan_django.files import SIGNED_URL_SALT
+
+    editor, reviewer = users
+    asset = make_assets(editor, 1)[0]
+    services.approve_asset(asset.pk, reviewer)
+    asset.refresh_from_db()
+    claims = {"a": str(asset.public_id)} if hash_claim is None else {"a": str(asset.public_id), "h": hash_claim}
+    token = signing.TimestampSigner(salt=SIGNED_URL_SALT).sign_object(claims, compress=False)
+    response = APIClient().get(f"/api/v1/files/{token}/")
+    assert response.status_code in (403, 404) and "detail" in response.json()
+    good = APIClient().get(f"/api/v1/files/{signed_url_token(asset)}/")
+    assert good.status_code == 200 and body_of(good).startswith(PNG_MAGIC)
+
+
 def test_signed_urls_expire_and_stop_at_revocation(db, active_model, no_broker, users, settings, api_key_for):
     editor, reviewer = users
     asset = make_assets(editor, 1)[0]
