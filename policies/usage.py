@@ -13,6 +13,7 @@ from typing import Any
 import regex
 
 from policies.decisions import Decision, Outcome, Verdict
+from policies.gazetteer import LISTS, Gazetteer, caption_tokens, default_gazetteer
 from policies.language import LanguageRule
 from policies.normalize import (
     INVISIBLE,
@@ -271,6 +272,10 @@ class UsagePolicy:
         blocked = config.get("blocked", {})
         self.term_rules = [self._compile_category(name, spec, blocked) for name, spec in blocked.items()]
         self.name_rules = [self._compile_names(name, spec) for name, spec in config.get("protected", {}).items()]
+        # The shipped lists of people, characters and brands (policies/default/gazetteer_*.csv) extend
+        # the sections of those names: their outcome and message are the section's.
+        self.gazetteer: Gazetteer | None = (default_gazetteer() if any(r.category in LISTS for r in self.name_rules)
+                                            else None)
         pii = config.get("personal_data", {})
         self.pii_outcome = Outcome.parse(pii.get("outcome", "deny"))
         self.pii_kinds = set(pii.get("kinds", ["email", "phone", "payment_card", "iban"]))
@@ -355,6 +360,13 @@ class UsagePolicy:
                                     "tell the site administrator.", {"rule": rule.rule_id})
             if decision:
                 verdict.decisions.append(decision)
+        if self.gazetteer is not None:
+            for decision in self._check_named(caption, normalised, verdict.decisions):
+                same = [k for k, d in enumerate(verdict.decisions) if d.rule_id == decision.rule_id]
+                if not same:
+                    verdict.decisions.append(decision)
+                elif decision.outcome.severity > verdict.decisions[same[0]].outcome.severity:
+                    verdict.decisions[same[0]] = decision
         verdict.decisions.extend(self._check_personal_data(caption))
         # A caption neither layer can read is not judged as if it had been read.
         unreadable = self.language.check(caption) if self.language is not None else None
@@ -464,6 +476,53 @@ class UsagePolicy:
             evidence["evasion"] = True  # never read as a caption reporting on the harm ([reported_words])
         evidence["words_around"] = len(caption[:start].split()) + len(caption[end:].split())
         return Decision(rule.outcome, rule.rule_id, f"{rule.message} (matched “{quoted}”)", evidence)
+
+    def _check_named(self, caption: str, normalised: NormalisedText, earlier: list[Decision]) -> list[Decision]:
+        """The protected sections' decisions from the shipped name lists, and a review for a caption
+        that names a person on no list. One decision per section: its strongest match."""
+        assert self.gazetteer is not None
+        tokens = caption_tokens(caption, normalised)
+        letters = [c for c in caption if c.isalpha()]
+        all_caps = len(letters) >= 4 and not any(c.islower() for c in letters)
+        long_words = [t for t in tokens if len(t.text) > 3 and t.text.isalpha()]
+        # "Rose Gold Watch On Marble": where nearly every word has a capital, capitals say less.
+        title_case = len(long_words) >= 3 and sum(t.capitalised for t in long_words) >= 0.7 * len(long_words)
+        matches = self.gazetteer.find(tokens, all_caps, normalised.text)
+        rules = {rule.category: rule for rule in self.name_rules}
+        decisions = []
+        for kind in LISTS:
+            rule = rules.get(kind)
+            found = [m for m in matches if m.entry.kind == kind]
+            if rule is None or not found:
+                continue
+            best = min(found, key=lambda m: (not m.strong, m.start - m.end, m.distance, m.start))
+            start, end, quoted = normalised.original_span(caption, tokens[best.start].start, tokens[best.end - 1].end)
+            outcome = rule.outcome if best.strong else min(rule.outcome, Outcome.REVIEW, key=lambda o: o.severity)
+            spelled = " (a misspelling)" if best.distance else ""
+            message = rule.message if best.strong else (
+                f"{rule.message.split(';')[0].rstrip('.')}, perhaps; the word is also an ordinary word or "
+                "another name, so the images get an extra review")
+            decisions.append(Decision(outcome, rule.rule_id, f"{message} (matched “{quoted}” as {best.entry.name}{spelled})", {
+                "category": kind, "span": [start, end], "matched": quoted, "name": best.entry.name, "form": best.form,
+                "edit_distance": best.distance, "list": f"gazetteer_{kind}.csv", "list_version": self.gazetteer.digest,
+                "words_around": len(caption[:start].split()) + len(caption[end:].split()),
+            }))
+        people = rules.get("people")
+        if people is not None:
+            taken = [d.evidence["span"] for d in [*earlier, *decisions]
+                     if d.rule_id.startswith("usage.protected.") and "span" in d.evidence]
+            taken += [list(normalised.original_span(caption, tokens[m.start].start, tokens[m.end - 1].end)[:2]) for m in matches]
+            for first, last, signal in self.gazetteer.name_like(tokens, normalised.text, title_case):
+                start, end, quoted = normalised.original_span(caption, tokens[first].start, tokens[last - 1].end)
+                if any(start < b and a < end for a, b in taken):
+                    continue
+                decisions.append(Decision(
+                    min(people.outcome, Outcome.REVIEW, key=lambda o: o.severity), f"{people.rule_id}.unlisted",
+                    f"The caption seems to name a person (“{quoted}”, {signal}); generated images of real people "
+                    "are not allowed, so a reviewer checks who it is.",
+                    {"category": "people", "span": [start, end], "matched": quoted, "signal": signal}))
+                break
+        return decisions
 
     def _check_personal_data(self, caption: str) -> list[Decision]:
         text = unicodedata.normalize("NFKC", caption)
