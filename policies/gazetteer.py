@@ -493,6 +493,40 @@ def caption_tokens(caption: str, normalised: NormalisedText) -> list[Token]:
     return tokens
 
 
+LIST_FILES = (*LISTS.values(), *WORD_LISTS.values())
+
+
+def lists_folder_of(policy_folder: Path) -> Path:
+    """Where a policy folder's name lists are read from: the folder itself when it holds them (a
+    proposed policy with its own lists), else the packaged ones. Some but not all is an error."""
+    present = [name for name in LIST_FILES if (policy_folder / name).is_file()]
+    if present and len(present) != len(LIST_FILES):
+        missing = sorted(set(LIST_FILES) - set(present))
+        raise ValueError(f"{policy_folder} holds some of the name lists but not {', '.join(missing)}")
+    return policy_folder if present else FOLDER
+
+
+@functools.lru_cache(maxsize=4)
+def gazetteer_for(folder: Path, digest: str) -> Gazetteer:
+    """The lists of ``folder``, kept per content (``digest``: the policy loader's hash of the files), so
+    an edited list is read again while unchanged ones are loaded once per process."""
+    return Gazetteer.load(folder)
+
+
+def lists_digest(folder: Path) -> tuple[str, bytes]:
+    """(hex digest, the bytes hashed) of the name lists in ``folder``: the loader adds the bytes to the
+    policy version, and the digest keys the loaded lists."""
+    digest, hashed = hashlib.sha256(), []
+    for name in LIST_FILES:
+        hashed.append(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+        digest.update(hashed[-1])
+    return digest.hexdigest(), b"".join(hashed)
+
+
 @functools.lru_cache(maxsize=1)
+def _packaged_digest() -> str:
+    return lists_digest(FOLDER)[0]
+
+
 def default_gazetteer() -> Gazetteer:
-    return Gazetteer.load()
+    return gazetteer_for(FOLDER, _packaged_digest())

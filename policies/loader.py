@@ -15,6 +15,7 @@ from typing import Any
 from policies.data import DataPolicy
 from policies.embedding import ENCODERS, Embedder
 from policies.evaluation import UNCATEGORISED, LabelledSetError, read_labelled
+from policies.gazetteer import gazetteer_for, lists_digest, lists_folder_of
 from policies.language import LanguageCheckUnavailable
 from policies.output import ImageCheck, OutputPolicy
 from policies.semantic import SemanticLayer, TrainingCaption
@@ -243,13 +244,26 @@ def load_policies(folder: str | Path | None = None, extra_image_checks: list[Ima
             digest.update(labelled.encode() + b"\0" + raw + b"\0")
         except PolicyError as exc:
             raise PolicyError(f"invalid policy files:\n  {exc}") from None
+    # The name lists of [protected] (people, characters, brands, and the word lists that keep ordinary
+    # words from reading as names) are part of the policy: an edit to one is a new version.
+    try:
+        lists_folder = lists_folder_of(folder)
+        lists_version, hashed = lists_digest(lists_folder)
+        digest.update(hashed)
+    except (ValueError, OSError) as exc:
+        raise PolicyError(f"invalid policy files:\n  name lists: {exc}") from None
     version = digest.hexdigest()
+    try:
+        name_lists = gazetteer_for(lists_folder, lists_version)
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"invalid policy files:\n  name lists in {lists_folder}: {exc}") from None
     try:
         return PolicySet(
             folder=folder,
             version=version,
             usage=UsagePolicy(parsed["usage.toml"], version,
-                              SemanticLayer(parsed["semantic.toml"], embedder, training) if "semantic.toml" in parsed else None),
+                              SemanticLayer(parsed["semantic.toml"], embedder, training) if "semantic.toml" in parsed else None,
+                              name_lists),
             data=DataPolicy(parsed["data.toml"], version),
             output=OutputPolicy(parsed["output.toml"], version, extra_image_checks),
         )

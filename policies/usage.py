@@ -261,7 +261,8 @@ class UsageContext:
 
 
 class UsagePolicy:
-    def __init__(self, config: dict[str, Any], version: str, semantic: SemanticLayer | None = None):
+    def __init__(self, config: dict[str, Any], version: str, semantic: SemanticLayer | None = None,
+                 name_lists: Gazetteer | None = None):
         self.version = version
         # The meaning of the caption, beside its words (semantic.toml); None: word rules only.
         self.semantic = semantic
@@ -274,8 +275,9 @@ class UsagePolicy:
         self.name_rules = [self._compile_names(name, spec) for name, spec in config.get("protected", {}).items()]
         # The shipped lists of people, characters and brands (policies/default/gazetteer_*.csv) extend
         # the sections of those names: their outcome and message are the section's.
-        self.gazetteer: Gazetteer | None = (default_gazetteer() if any(r.category in LISTS for r in self.name_rules)
-                                            else None)
+        # ``name_lists``: the policy folder's own lists (the loader passes them); default: the packaged ones.
+        uses_lists = any(r.category in LISTS for r in self.name_rules)
+        self.gazetteer: Gazetteer | None = (name_lists or default_gazetteer()) if uses_lists else None
         pii = config.get("personal_data", {})
         self.pii_outcome = Outcome.parse(pii.get("outcome", "deny"))
         self.pii_kinds = set(pii.get("kinds", ["email", "phone", "payment_card", "iban"]))

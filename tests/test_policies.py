@@ -349,6 +349,32 @@ def test_the_policy_version_changes_with_any_edit(tmp_path):
     assert load_policies(folder).version != POLICIES.version
 
 
+def test_a_policy_folder_with_its_own_name_lists_uses_them_and_they_are_in_its_version(tmp_path):
+    """The people/characters/brands lists are policy: a folder holding its own is judged by them, and
+    an edit to a list is a new policy version, as an edit to a TOML file is."""
+    import shutil
+
+    from policies.gazetteer import LIST_FILES
+
+    folder = tmp_path / "own-lists"
+    shutil.copytree(DEFAULT_DIR, folder)
+    caption = "Zorblax Quintavian waving"
+    before = load_policies(folder)
+    assert before.version == POLICIES.version  # the same files as the packaged ones
+    assert not [d for d in before.usage.check_caption(caption).decisions if d.outcome is Outcome.DENY]
+    people = folder / "gazetteer_people.csv"
+    header = people.read_text().splitlines()[0]
+    row = ",".join(["Zorblax Quintavian"] + [""] * (len(header.split(",")) - 1))
+    people.write_text(people.read_text().rstrip("\n") + "\n" + row + "\n")
+    after = load_policies(folder)
+    assert after.version != before.version
+    assert after.usage.check_caption(caption).denied
+    assert POLICIES.usage.gazetteer is not after.usage.gazetteer
+    (folder / LIST_FILES[-1]).unlink()
+    with pytest.raises(PolicyError, match="name lists"):
+        load_policies(folder)
+
+
 # -- data policy ----------------------------------------------------------------------------------
 
 def item(line, licence="CC-BY-4.0", permission="allowed", attribution="Someone"):
