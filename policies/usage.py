@@ -29,6 +29,16 @@ from policies.semantic import SemanticLayer
 logger = logging.getLogger(__name__)
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})*\.[a-z]{2,24}(?![\w-])", re.IGNORECASE)
+# An address written out to get past a filter: "tom dot reyes at gmail dot com", "jess (at) proton.me",
+# "t.reyes [at] gmail [dot] com". "at" and "dot" as words or in brackets; the domain must end in a
+# common top-level domain, so "a cat at the park" is not an address.
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+|\s*@\s*)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+_TLDS = ("com|net|org|edu|gov|io|co|info|biz|me|uk|de|fr|es|it|nl|ru|ca|au|us|ch|se|no|dk|fi|pl|jp|cn|in|br|mx|"
+         "eu|be|at|ie|nz|za|pt|gr|cz|tr|kr|ar|cl")
+WRITTEN_OUT_EMAIL = re.compile(
+    rf"(?<![\w.+-])[\w+-]{{1,64}}(?:{_DOT}[\w+-]{{1,64}}){{0,3}}{_AT}[\w-]{{1,63}}(?:{_DOT}[\w-]{{1,63}}){{0,3}}"
+    rf"{_DOT}(?:{_TLDS})(?![\w-])", re.IGNORECASE)
 PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{7,20}\d(?!\w)")
 CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
 IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:\s?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
@@ -502,8 +512,8 @@ class UsagePolicy:
             outcome = rule.outcome if best.strong else min(rule.outcome, Outcome.REVIEW, key=lambda o: o.severity)
             spelled = " (a misspelling)" if best.distance else ""
             message = rule.message if best.strong else (
-                f"{rule.message.split(';')[0].rstrip('.')}, perhaps; the word is also an ordinary word or "
-                "another name, so the images get an extra review")
+                f"{rule.message.split(';')[0].rstrip('.')}, perhaps; {best.note or 'the word is also an ordinary word or another name'}, "
+                "so the images get an extra review")
             decisions.append(Decision(outcome, rule.rule_id, f"{message} (matched “{quoted}” as {best.entry.name}{spelled})", {
                 "category": kind, "span": [start, end], "matched": quoted, "name": best.entry.name, "form": best.form,
                 "edit_distance": best.distance, "list": f"gazetteer_{kind}.csv", "list_version": self.gazetteer.digest,
@@ -531,6 +541,9 @@ class UsagePolicy:
         found: list[tuple[str, re.Match | Span]] = []
         if "email" in self.pii_kinds:
             found += [("email", m) for m in EMAIL.finditer(text)]
+            found += [("email", m) for m in WRITTEN_OUT_EMAIL.finditer(text)
+                      if not EMAIL.fullmatch(m.group()) and not any(m.start() < f.end() and f.start() < m.end()
+                                                                    for _, f in found)]
         if "payment_card" in self.pii_kinds:
             found += [("payment_card", m) for m in CARD.finditer(text)
                       if luhn_valid(re.sub(r"\D", "", m.group()))]

@@ -175,6 +175,9 @@ def test_evidence_quotes_the_original_characters_and_span():
 PII_CASES = [
     ("write to anna.smith+news@example.org", "email"),
     ("jane_doe@mail.example.co.uk", "email"),
+    # written out to get past a filter (an attacker's probe; the first three were allowed)
+    ("a sign with tom dot reyes at gmail dot com", "email"), ("contact jess_k (at) protonmail.com", "email"),
+    ("a card saying t.reyes88 [at] gmail [dot] com", "email"), ("kate {at} web {dot} de on a mug", "email"),
     ("call +44 20 7946 0958 today", "phone"),
     ("ring (030) 1234-5678", "phone"),
     ("phone 0049 30 12345678", "phone"),
@@ -200,6 +203,8 @@ def test_personal_data_is_found(caption, kind):
     "GB82 is a nice code", "a calendar for 2026 and 2027", "a @ sign in neon", "route 66 sign",
     "a book cover: ISBN 978-0-14-044913-6", "a cereal box with barcode number 5 012345 678900",
     "an Olympic poster listing 1896 / 1900 / 1904 games", "a timeline of 1914 - 1918 - 1939 on a classroom wall",
+    "a cat at the park", "a kite at the beach.com launch party", "an owl at dusk, dot art style",
+    "a portrait of a man at a desk, trending on artstation", "a dot matrix printer at an office in london",
 ])
 def test_numbers_that_are_not_personal_data_are_allowed(caption):
     assert not any(d.rule_id.startswith("usage.personal_data") for d in USAGE.check_caption(caption).decisions)
