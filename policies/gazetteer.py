@@ -45,7 +45,56 @@ NOT_PEOPLE = frozenset(p.casefold() for p in (
     "Kim Chi", "Shirley Temple", "Queen Anne", "Holy Spirit", "Saint Patrick", "Virgin Mary", "Art Deco",
     "Art Nouveau", "Hong Kong", "Sierra Leone", "Sierra Nevada", "Reina Sofia", "Costa Rica", "Puerto Rico",
     "San Marino", "Santa Monica", "Santa Fe", "Santa Barbara", "Santa Cruz", "Santa Clara", "Jordan River",
+    "Bloody Caesar", "Lincoln Navigator", "Einstein Bros", "Einstein Brothers", "Peach Melba", "Oysters Rockefeller",
 ))
+# A surname or single name alone before one of these is a thing named after the person ("a Churchill
+# cigar", "a Mandela rose", "an Einstein bagel"): reviewed, not refused. Words that show the person
+# ("portrait", "statue", "mask", "poster") are not here.
+MODIFIED_NOUNS = frozenset("""china porcelain teacup teacups teapot tea cup cups mug mugs plate plates saucer set sets
+cigar cigars box boxes tin jar bottle glass glasses vase clock watch pen pens stove oven boot boots shoe shoes hat
+cap coat jacket suit shirt tie dress collar glasses spectacles chair table desk sofa lamp bed cabinet rose roses
+tulip tulips lily orchid daisy apple apples pear plum potato variety cultivar hybrid breed dog horse cake cakes tart
+pie pudding sponge biscuit biscuits cookie cookies bagel bagels bun buns bread sandwich salad soup steak sauce
+cocktail drink wine whisky whiskey beer ale gin vodka rum coffee chocolate chocolates sweets candy dessert dish
+recipe menu restaurant cafe bar pub hotel inn diner bakery brand label logo shop store stores outlet dealership
+showroom car cars suv sedan truck van bus train locomotive ship boat yacht plane engine motor model models tank rifle
+gun pistol revolver knife sword medal coin coins stamp stamps banknote note bill postcard postcards sign signs plaque
+haircut hairstyle quiff moustache mustache beard fringe cut look era style styles fashion costume line range
+collection edition series font typeface method technique effect principle theory equation rule test scale index
+award prize trophy cup scholarship fellowship lecture foundation fund trust charity hospice clinic ward wing room
+rooms hall tower building center centre college school university institute library museum memorial statue
+square street road avenue bridge park airport station stadium arena theatre theater gallery garden gardens
+estate mansion palace castle house home farm ranch vineyard winery distillery brewery factory mill mine""".split())
+MODIFIER_SUFFIXES = frozenset({"style", "era", "esque", "inspired", "themed", "like", "type", "brand", "branded"})
+# After a name these are no noun: "Putin riding", "Merkel at a podium", "Obama and Biden".
+NOT_MODIFIERS = frozenset("""at in on with by for from to of and or but the a an as is was are were has had
+while during near under over into onto after before beside behind between among against without about""".split())
+# Offices that identify one person where a country or an ordinal says which ("the 45th president",
+# "the president of Russia", "the current US president", "the pope"): a reviewer decides who.
+COUNTRIES = r"""united\s+states(?:\s+of\s+america)?|u\.?s\.?a?\.?|america|united\s+kingdom|u\.?k\.?|great\s+britain|britain|england|scotland|wales|
+northern\s+ireland|ireland|russia|russian\s+federation|china|france|germany|india|japan|canada|australia|new\s+zealand|italy|spain|
+portugal|israel|iran|iraq|syria|turkey|brazil|argentina|mexico|ukraine|belarus|north\s+korea|south\s+korea|korea|poland|
+hungary|venezuela|cuba|netherlands|belgium|sweden|norway|denmark|finland|austria|switzerland|greece|egypt|saudi\s+arabia|
+pakistan|bangladesh|indonesia|philippines|thailand|vietnam|south\s+africa|nigeria|kenya|ethiopia|zimbabwe|uganda|
+libya|afghanistan|the\s+vatican|vatican|monaco|the\s+netherlands|the\s+united\s+states|the\s+united\s+kingdom|the\s+uk|the\s+us|the\s+usa"""
+COUNTRY_ADJECTIVES = r"""us|u\.s\.|usa|american|uk|british|english|scottish|russian|chinese|french|german|indian|japanese|canadian|
+australian|italian|spanish|israeli|iranian|turkish|brazilian|argentine|argentinian|mexican|ukrainian|belarusian|
+north\s+korean|south\s+korean|polish|hungarian|venezuelan|cuban|dutch|belgian|swedish|norwegian|danish|greek|egyptian|
+saudi|pakistani|indonesian|filipino|south\s+african|nigerian|kenyan|zimbabwean|irish|new\s+zealand"""
+OFFICES = r"""president|vice[\s-]+president|prime\s+minister|pm|chancellor|premier|king|queen|monarch|emperor|empress|
+supreme\s+leader|dictator|head\s+of\s+state|leader|first\s+lady|crown\s+prince|prince|princess|tsar|czar|shah|sultan"""
+_flat = functools.partial(re.sub, r"\s*\n\s*", "")
+OFFICE_PATTERNS = (
+    # "the 45th president (of the United States)", "the 1st prime minister of India"
+    re.compile(rf"\b(?:the\s+)?\d+(?:st|nd|rd|th)\s+(?:{_flat(OFFICES)})\b(?:\s+of\s+(?:{_flat(COUNTRIES)})\b)?"),
+    # "the president of Russia", "the king of England", "the first prime minister of India"
+    re.compile(rf"\b(?:{_flat(OFFICES)})\s+of\s+(?:{_flat(COUNTRIES)})\b"),
+    # "the current US president", "the Russian president", "the British PM"
+    re.compile(rf"\b(?:the|current|sitting|former|incumbent|late|then)\s+(?:(?:current|sitting|former|incumbent|late|"
+               rf"then|new|outgoing)\s+)*(?:{_flat(COUNTRY_ADJECTIVES)})\s+(?:{_flat(OFFICES)})\b"),
+    # "the pope", "the current pope", "the Dalai Lama"
+    re.compile(r"\bthe\s+(?:(?:current|late|former|new|sitting)\s+)?(?:pope|holy\s+father|pontiff)\b"),
+)
 # Places, days, months, peoples and languages that follow a given name ("Austin Texas", "Sydney
 # Harbour" aside, which are ordinary words): never a surname.
 NOT_SURNAMES = frozenset("""january february march april may june july august september october november december
@@ -61,6 +110,10 @@ florence naples athens istanbul cairo dubai mumbai delhi shanghai seoul bangkok 
 lagos cape johannesburg rio lima bogota havana kyoto osaka oxford cambridge harvard yale hollywood broadway
 olympics god jesus christ allah buddha""".split())
 STYLE_BEFORE = re.compile(r"(?:style\s+of|shot\s+on|shot\s+with|manner\s+of|inspired\s+by|in\s+the\s+style|a\s+la|homage\s+to)\s*$")
+# Characters' names of ordinary words that are everyday phrases as well: in lower case they are the phrase.
+EVERYDAY_PHRASES = frozenset("""poison ivy|iron man|black widow|big bird|wonder woman|black panther|green arrow|the flash|
+green lantern|cat woman|ant man|iron giant|mister freeze|mr freeze|two face|the joker|red skull|silver surfer|
+captain hook|tinker bell|the thing|the hulk|the mask|little mermaid|the little mermaid""".replace("\n", "").split("|"))
 # A brand word that is also an ordinary word ("Apple", "Tesla", "Shell") counts before these.
 PRODUCT_NOUNS = frozenset("""logo store shop bottle can cup mug bag handbag purse backpack car truck suv sedan van
 watch phone smartphone laptop tablet computer headphones earbuds shoes shoe sneakers sneaker trainers boots hoodie
@@ -99,6 +152,7 @@ def sound_key(word: str) -> str:
     """A spelling that sounds the same written one way: "Starbux" and "Starbucks" both "starbux"."""
     key = word.replace("ph", "f").replace("ck", "k").replace("ks", "x").replace("cs", "x").replace("q", "k")
     key = re.sub(r"c(?=[aoukrl]|$)", "k", key).replace("z", "s").replace("y", "i")
+    key = re.sub(r"(?<=\w\w\w)(?:er|ah|ar)$", "a", key)  # "Hitla", "Hitlah" sound as "Hitler"
     return re.sub(r"(.)\1+", r"\1", key)
 
 
@@ -144,6 +198,10 @@ class Match:
     strong: bool  # deny-strength (the section's outcome) or review only
     distance: int = 0
     spelled: str = ""
+    note: str = ""  # why a match that would refuse is only reviewed ("the name may be a product or place")
+
+
+OFFICE_HOLDER = Entry("people", "the holder of an office")
 
 
 @dataclass
@@ -278,12 +336,72 @@ class Gazetteer:
                     found = self._align(form, tokens, i, distance, joined)
                     if found is not None:
                         matches.append(self._judge(form, tokens, found, context, all_caps))
-            matches += self._people_forms(tokens, i, strict)
+            matches += self._people_forms(tokens, i, strict, normalised)
         matches = [m for m in matches if m is not None and not self._not_the_entity(m, tokens, normalised)]
+        matches = [self._as_modifier(m, tokens, normalised, all_caps) for m in matches]
+        matches = [m for m in matches if m is not None]
+        # "The Donald Duck": a nickname whose last word begins another list's name gives way to it.
+        matches = [m for m in matches if not (m.form in ("alias", "full name") and m.end - m.start > 1 and any(
+            o.entry.kind != m.entry.kind and o.strong and m.start < o.start < m.end < o.end for o in matches))]
+        matches += self.offices(tokens, normalised)
         strong = [m for m in matches if m.strong]
         # "Lincoln Continental": a weak reading inside another list's strong one gives way to it.
         return [m for m in matches if m.strong or not any(o.entry.kind != m.entry.kind and o.start < m.end and m.start < o.end
                                                           for o in strong)]
+
+    def _as_modifier(self, match: Match, tokens: list[Token], normalised: str, all_caps: bool) -> Match | None:
+        """A person's surname or single name alone before a noun it names a thing by ("a Churchill
+        cigar", "a Mandela rose", "an Elvis-style quiff", "an Einstein Bros box"): reviewed with a
+        message that the name may be a product or place. Joined by a hyphen to another word that is
+        no name ("Gore-Tex"), it is a compound and not the name at all."""
+        if match.entry.kind != "people" or match.end - match.start != 1 or "title" in match.form or "initial" in match.form:
+            return match
+        token = tokens[match.start]
+        after = match.end
+        if after >= len(tokens):
+            return match
+        following = tokens[after]
+        gap = normalised[token.end:following.start]
+        note = "the name may be a product, place or thing named after the person"
+        if gap == "-":
+            if following.text in MODIFIER_SUFFIXES:
+                return Match(match.entry, match.start, match.end, "name as a modifier", False, match.distance, note=note)
+            if not self._person_word(following.text):
+                return None  # "Gore-Tex": a compound word
+            return match  # "Trump-Putin summit"
+        if gap.strip(" '’") or following.text in NOT_MODIFIERS:
+            return match
+        nominal = following.text in MODIFIED_NOUNS
+        # "Einstein Bros", "Lincoln Navigator", "Churchill War Rooms": a capitalised word that is no name
+        title_case = not all_caps and following.capitalised and len(following.text) > 1 and following.text.isalpha() \
+            and not following.text.endswith(("ing", "ed")) and not self._person_word(following.text) \
+            and following.text not in TITLES and following.text not in NOT_SURNAMES and not _title_case(tokens)
+        if nominal or title_case:
+            return Match(match.entry, match.start, match.end, "name as a modifier", False, match.distance, note=note)
+        return match
+
+    def _person_word(self, word: str) -> bool:
+        """A word that is a listed person's name or a known given name or surname."""
+        return (word in self.by_family or word in self.by_given or word in self.given_names or word in self.surnames
+                or any(f.entry.kind == "people" for f in self.forms_by_first.get(word, ())))
+
+    def offices(self, tokens: list[Token], normalised: str) -> list[Match]:
+        """An office that names one person ("the 45th president of the United States", "the prime
+        minister of the UK", "the pope"): reviewed, as a reviewer decides who it is. A role with no
+        country ("a president at a podium", "a queen on a throne") is no one."""
+        found = []
+        for pattern in OFFICE_PATTERNS:
+            for hit in pattern.finditer(normalised):
+                first = next((t.position for t in tokens if t.end > hit.start()), None)
+                last = next((t.position for t in reversed(tokens) if t.start < hit.end()), None)
+                if first is None or last is None or first > last:
+                    continue
+                # "the pope's hat in a museum": the office names a thing
+                if last + 1 < len(tokens) and tokens[last + 1].text in MODIFIED_NOUNS:
+                    continue
+                found.append(Match(OFFICE_HOLDER, first, last + 1, "office", False,
+                                   note="the caption names an office held by one person; a reviewer decides who"))
+        return found
 
     @staticmethod
     def _not_the_entity(match: Match, tokens: list[Token], normalised: str) -> bool:
@@ -353,19 +471,30 @@ class Gazetteer:
                 # "a red apple", "Apple pie": a brand word that is an ordinary word only before a product
                 return Match(entry, start, end, "brand before a product", False, distance) if self._before_product(tokens, end) else None
             return Match(entry, start, end, "name written with capitals", False, distance)
-        if form.plain and not capitalised:
-            return None  # "an iron man triathlon", "a red bull": only written as names
+        # A full name of several words is the name whatever its case ("Bill gates", "Bugs bunny"); a
+        # character's name made only of ordinary words needs one capital ("an iron man triathlon").
+        several = len(form.tokens) > 1 and not form.joined and entry.kind in ("people", "characters")
+        # A capital at the caption's start says nothing for a character's name that is an everyday
+        # phrase too ("Poison ivy identification chart").
+        if form.plain and not capitalised and not (several and (entry.kind == "people" or any(
+                t.capitalised and not (t.position == 0 and " ".join(form.tokens) in EVERYDAY_PHRASES) for t in written))):
+            return None  # "a red bull", "a swift": only written as names
         return Match(entry, start, end, label + (" misspelt" if misspelt else ""), True, distance)
 
     @staticmethod
     def _before_product(tokens: list[Token], end: int) -> bool:
         return end < len(tokens) and tokens[end].text in PRODUCT_NOUNS
 
-    def _people_forms(self, tokens: list[Token], i: int, misspelt: list[tuple[str, int]]) -> list[Match]:
+    def _people_forms(self, tokens: list[Token], i: int, misspelt: list[tuple[str, int]], normalised: str = "") -> list[Match]:
         """Initial and surname ("B. Obama"), title and surname or given name ("President Xi",
-        "Queen Elizabeth"), and a distinctive surname misspelt alone ("Obamma")."""
-        found: list[Match] = []
+        "Queen Elizabeth"), a distinctive surname misspelt alone ("Obamma"), and a given name with
+        the surname's initial ("Adolf H.")."""
+        found: list[Match] = self._given_and_initial(tokens, i, normalised)
         token = tokens[i]
+        # "Gore-Tex": a word joined by a hyphen to a word that is no name is a compound, not the surname.
+        if i + 1 < len(tokens) and normalised[token.end:tokens[i + 1].start] == "-" \
+                and tokens[i + 1].text not in MODIFIER_SUFFIXES and not self._person_word(tokens[i + 1].text):
+            return found
         candidates = [(token.text, 0), *misspelt]
         title = _title_before(tokens, i)
         for word, distance in candidates:
@@ -374,7 +503,7 @@ class Gazetteer:
                     found.append(Match(entry, i, i + 1, "surname misspelt", True, distance))
                 if distance and not token.capitalised:
                     continue
-                initials = _initials_before(tokens, i)
+                initials = _initials_before(tokens, i, normalised)
                 if initials and initials[0][0] == entry.given[0] and (token.capitalised or self.distinctive(entry.family)):
                     found.append(Match(entry, i - len(initials), i + 1, "initial and surname", True, distance))
                 if title is not None and (token.capitalised or self.distinctive(entry.family)):
@@ -384,6 +513,26 @@ class Gazetteer:
                     if entry.titles and " ".join(w.text for w in tokens[title:i]) in entry.titles:
                         found.append(Match(entry, title, i + 1, "title and given name", True))
         return found
+
+    def _given_and_initial(self, tokens: list[Token], i: int, normalised: str) -> list[Match]:
+        """A capitalised given name and a capital initial ("Adolf H.", "Jacinda A."): refused where the
+        given name is on no common-names list or the pair means one listed person only."""
+        token = tokens[i]
+        if not token.capitalised or i + 1 >= len(tokens):
+            return []
+        initial = tokens[i + 1]
+        if len(initial.text) != 1 or not initial.text.isalpha() or not initial.capitalised:
+            return []
+        dotted = normalised[initial.end:initial.end + 1] == "."
+        if initial.text in "ai" and not dotted:
+            return []  # "Adolf A lot", "Jacinda I think"
+        if i + 2 < len(tokens) and not dotted and tokens[i + 2].capitalised and len(tokens[i + 2].text) > 1:
+            return []  # a middle initial, the surname follows ("Donald J Trump" is matched as a full name)
+        entries = [e for e in self.by_given.get(token.text, ()) if e.family[:1] == initial.text]
+        distinctive = token.text not in self.given_names and token.text not in self.english
+        if len({e.family for e in entries}) != 1 or not (distinctive or dotted):
+            return []
+        return [Match(entries[0], i, i + 2, "given name and initial", True)]
 
     # -- people on no list ----------------------------------------------------------------------
 
@@ -442,6 +591,12 @@ class Gazetteer:
                    for a in range(max(0, start - 1), start + 1) for b in range(end, min(len(tokens), end + 2) + 1))
 
 
+def _title_case(tokens: list[Token]) -> bool:
+    """"Putin Riding A Horse": where nearly every word has a capital, a capital says nothing."""
+    long_words = [t for t in tokens if len(t.text) > 3 and t.text.isalpha()]
+    return len(long_words) >= 3 and sum(t.capitalised for t in long_words) >= 0.7 * len(long_words)
+
+
 def _title_at(tokens: list[Token], i: int) -> bool:
     return i + 1 < len(tokens) and f"{tokens[i].text} {tokens[i + 1].text}" in MULTI_WORD_TITLES
 
@@ -455,10 +610,13 @@ def _title_before(tokens: list[Token], i: int) -> int | None:
     return None
 
 
-def _initials_before(tokens: list[Token], i: int) -> list[str]:
+def _initials_before(tokens: list[Token], i: int, normalised: str = "") -> list[str]:
+    """Capital initials right before token i ("B. Obama", "J.K. Rowling"); never the article "a" or
+    "an" or the pronoun "I" in lower case, and a capital "A" or "I" only with its full stop."""
     initials: list[str] = []
     j = i - 1
-    while j >= 0 and len(tokens[j].text) == 1 and tokens[j].text.isalpha() and len(initials) < 3:
+    while (j >= 0 and len(tokens[j].text) == 1 and tokens[j].text.isalpha() and len(initials) < 3 and tokens[j].capitalised
+           and (tokens[j].text not in "ai" or normalised[tokens[j].end:tokens[j].end + 1] == ".")):
         initials.insert(0, tokens[j].text)
         j -= 1
     return initials
