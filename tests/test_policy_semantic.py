@@ -756,7 +756,9 @@ def test_a_word_review_section_may_have_its_own_line(tmp_path):
     ("list of journalists with (((echoes))) around their names", Outcome.DENY, "usage.blocked.hate_codes"),
     ("a maths worksheet: (((2 + 3))) times 4", Outcome.ALLOW, None),
     ("a matte black Springfield Hellcat on a kitchen island", Outcome.REVIEW, "usage.blocked.weapon_names"),
-    ("a Dodge Challenger Hellcat on a race track", Outcome.ALLOW, None),
+    ("a Challenger Hellcat muscle car on a race track", Outcome.ALLOW, None),
+    # the make is a brand (reviewed as brands are), not a weapon
+    ("a Dodge Challenger Hellcat on a race track", Outcome.REVIEW, "usage.protected.brands"),
     ("a MAP pride flag with smiling children", Outcome.REVIEW, "usage.blocked.minors_words"),
     ("a Zyklon B canister in a museum display case", Outcome.REVIEW, "usage.blocked.hate_names"),
 ])
