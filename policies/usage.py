@@ -125,8 +125,53 @@ def _known_words() -> frozenset[str]:
     return frozenset(w for w in lines if w.isalpha() and w.isascii() and not w.startswith("##"))
 
 
+@functools.lru_cache(maxsize=1)
+def _english_words() -> frozenset[str]:
+    """The shipped list of English words (SCOWL, the name lists' own): words the encoder's
+    vocabulary splits into pieces but that are ordinary writing all the same ("riffle", "tilts")."""
+    try:
+        return default_gazetteer().english
+    except Exception:  # the list missing or unreadable: strict, as _known_words
+        return frozenset()
+
+
+def _is_real_word(word: str) -> bool:
+    return word in _known_words() or word in _english_words()
+
+
 def _ordinary_words(piece: str) -> bool:
-    return piece in SHORT_WORDS or (len(piece) >= 3 and piece in _known_words())
+    return piece in SHORT_WORDS or (len(piece) >= 3 and _is_real_word(piece))
+
+
+def _inflections(base: str) -> set[str]:
+    """A term's own forms: plural, past, -ing, with the last consonant doubled ("gunned", "gunning")."""
+    forms = {base + suffix for suffix in ("s", "es", "ed", "ing", "d")}
+    if base and base[-1].isalpha() and base[-1] not in "aeiouy":
+        forms |= {base + base[-1] + suffix for suffix in ("ed", "ing")}
+    if base.endswith("e"):
+        forms.add(base[:-1] + "ing")
+    return forms
+
+
+def _real_word_for_another(quoted: str, terms: tuple[str, ...]) -> bool:
+    """Whether a match is a real word that only looks like a term to the matcher's substitutions and
+    repeats: "LED" is no "IED", "tilts" no "tits", "riffle" no "rifle", "seeks" no "seks", "Leeds"
+    no "leds". The generator's text encoder reads a real word as that word, so nothing is disguised;
+    the semantic layer reads it too. A real word that is the term (accents aside: "porno" for
+    "pornô") or a form of it ("gunned") stays a match. A disguise needs characters a word does not
+    have (digits, symbols, separators, accents, look-alike letters of other scripts), which this
+    leaves matched."""
+    word = quoted.strip()
+    if not (word.isascii() and word.isalpha()):
+        return False
+    word = word.casefold()
+    if not _is_real_word(word):
+        return False
+    for term in terms:
+        base = normalise(term).text
+        if word == base or word in _inflections(base):
+            return False
+    return True
 
 
 def _joins_ordinary_words(quoted: str, terms: tuple[str, ...]) -> bool:
@@ -158,20 +203,53 @@ def _other_kind_of_number(text: str, match: re.Match) -> bool:
 
 
 def _not_the_term(quoted: str, terms: tuple[str, ...]) -> bool:
-    """Matches that are ordinary writing, not the term: ordinary words that join into it, or a
+    """Matches that are ordinary writing, not the term: ordinary words that join into it, a
     possessive whose apostrophe the matcher read as a separator ("a blue tit's nest" is not
-    "tits", "Louisville, Ky's riverfront" not "kys")."""
+    "tits", "Louisville, Ky's riverfront" not "kys"), a number (``_written_as_number``) or a real
+    word that only looks like the term (``_real_word_for_another``)."""
     if POSSESSIVE.fullmatch(quoted.strip()) and not any(quoted.strip().casefold() == t.casefold() for t in terms):
         return True
-    return _joins_ordinary_words(quoted, terms)
+    return (_written_as_number(quoted, terms) or _real_word_for_another(quoted, terms)
+            or _joins_ordinary_words(quoted, terms))
+
+
+# What may stand between the digits of a number ("20.09", "2 0 0 9", "20:09"): the matcher's
+# separators, and characters that show nothing.
+_NUMBER_SEPARATORS = frozenset(" \t.-_*·•,/\\~'\"`^:;")
+
+
+def _number_in(quoted: str) -> str | None:
+    """The digits of a stretch written as a number (digits, and separators or invisible characters
+    between them), or None for anything with a letter or a symbol in it."""
+    digits = []
+    for char in quoted:
+        if char in _NUMBER_SEPARATORS or char.isspace() or char in INVISIBLE:
+            continue
+        folded = unicodedata.normalize("NFKC", char)
+        if not (folded.isascii() and folded.isdecimal()):
+            return None
+        digits.append(folded)
+    return "".join(digits) or None
+
+
+def _written_as_number(quoted: str, terms: tuple[str, ...]) -> bool:
+    """Whether a match is written in digits alone: a number, not a word spelled with digits for
+    letters. A digit stands in for a letter beside letters or symbols ("z0g", "t1ts", "4$$"); digits
+    alone are a year, a room, a price or a jersey ("the 2009 world cup" read as "zog", "room 206",
+    "7175" as "tits"). A term that is itself a number ("1488") still matches as written; numbers that
+    spell a word and mean nothing else (calculator spellings) are listed as terms in their own right."""
+    number = _number_in(quoted)
+    return number is not None and not any(number == "".join(c for c in term if c.isalnum()) for term in terms)
 
 
 def _is_evasion(quoted: str, terms: tuple[str, ...]) -> bool:
     """Whether a matched stretch differs from every term as normally written (case aside)."""
     plain = " ".join(emoji_read(quoted).casefold().split())
+    if _number_in(quoted) is not None:
+        return False  # "80,085", "14.88": separators are how numbers are written, no disguise
     for term in terms:
         base = term.casefold()
-        if plain == base or any(plain == base + suffix for suffix in ("s", "es", "ed", "ing", "d")):
+        if plain == base or plain in _inflections(base):
             return False
         # Hyphen or space, as people write compounds either way ("self-harm", "self harm").
         if plain.replace("-", " ") == base.replace("-", " "):

@@ -30,6 +30,7 @@ DEFAULT_USAGE = tomllib.loads((DEFAULT_DIR / "usage.toml").read_text())
 BLOCKED_TERMS = sorted({
     (term, spec.get("outcome", "deny")) for spec in DEFAULT_USAGE["blocked"].values()
     for term in spec["terms"] if " " not in term and "-" not in term and len(term) >= 3
+    and not term.isdigit()  # numbers have no letters to disguise (test_numbers_are_never_read_as_words...)
 })
 PLAIN_KINDS = ("plain", "upper")
 CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у"})
@@ -152,6 +153,73 @@ def test_hate_codes_spelled_out_or_written_with_a_symbol_are_refused(caption):
     emoji in place of the word in a slogan the policy refuses when written out."""
     verdict = USAGE.check_caption(caption)
     assert "usage.blocked.hate_codes" in [d.rule_id for d in verdict.decisions if d.outcome is Outcome.DENY]
+
+
+def _word_rule_hits(caption: str) -> list[tuple[str, str]]:
+    """What the word rules (not the semantic layer) make of a caption: (outcome, rule id)."""
+    reading = limit_runs(normalise(caption))
+    return [(d.outcome.value, d.rule_id) for rule in USAGE.term_rules
+            for d in [USAGE._match(rule, caption, reading)] if d]
+
+
+def test_numbers_are_never_read_as_words_spelled_with_digits():
+    """A digit stands in for a letter only beside letters: "the 2009 world cup" is no "zog" and
+    "room 206" no hate code, "7175" no "tits". Every number from 0 to 99,999, written plain, with a
+    thousands separator and as a decimal, against every word rule: only the terms that are numbers
+    themselves (the hate code 1488, calculator spellings) match, and no match of digits is read as
+    a disguise (a thousands separator is how numbers are written). Every number of up to four
+    digits (years, rooms, jerseys) and the listed numbers themselves."""
+    numeric_terms = {"".join(c for c in term if c.isdigit()) for spec in DEFAULT_USAGE["blocked"].values()
+                     for term in spec["terms"] if term.replace(" ", "").isdigit()}
+    assert {"1488", "80085"} <= numeric_terms
+    matched = set()
+    for number in [*range(20_000), *map(int, numeric_terms)]:
+        for written in (str(number), f"{number:,}", f"{str(number)[:2]}.{str(number)[2:]}" if number > 999 else ""):
+            if not written:
+                continue
+            for _outcome, rule_id in _word_rule_hits(f"the number {written}"):
+                matched.add(str(number))
+                assert rule_id != "usage.blocked.sexual_content", (written, rule_id)  # a disguise, refused
+    assert matched == numeric_terms
+
+
+@pytest.mark.parametrize("caption", ["a poster of the 2009 world cup", "a calendar page for the year 2006",
+                                     "a brass plate on the door of room 206", "a basketball jersey with the number 7175",
+                                     "a price tag reading 58.99", "area code 209 on a map of California"])
+def test_years_rooms_and_jerseys_are_allowed(caption):
+    assert not USAGE.check_caption(caption).denied
+    assert _word_rule_hits(caption) == []
+
+
+@pytest.mark.parametrize(("caption", "rule_id"), [("z0g propaganda poster", "usage.blocked.hate"),
+                                                  ("a poster saying 2o9", "usage.blocked.hate"),
+                                                  ("a t1ts poster", "usage.blocked.sexual_content"),
+                                                  ("a flag with 14/88 on it", "usage.blocked.hate_codes")])
+def test_digits_beside_letters_still_spell_the_word(caption, rule_id):
+    verdict = USAGE.check_caption(caption)
+    assert rule_id in [d.rule_id for d in verdict.decisions if d.outcome is Outcome.DENY], verdict.decisions
+
+
+@pytest.mark.parametrize("caption", ["an LED lamp on a desk", "a train leaving Leeds station", "she lied to her cat",
+                                     "a riffle shuffle of playing cards", "the old table tilts to one side",
+                                     "a heron seeks fish in the reeds", "cattle fodder in a red barn",
+                                     "a dove's coo on the rooftop at dawn", "Tim Gunn at a fashion show sketch"])
+def test_real_words_that_only_look_like_a_term_are_not_it(caption):
+    """The matcher's substitutions (l for i, a letter repeated) turned real words into terms: "LED"
+    into "IED", "tilts" into "tits", "riffle" into "rifle", "seeks" into "seks", and refused them as
+    disguises. A word the encoder reads as itself disguises nothing (found by running every word of
+    the shipped English, given-name and surname lists through the word rules)."""
+    assert _word_rule_hits(caption) == [], caption
+
+
+@pytest.mark.parametrize(("caption", "rule_id", "outcome"), [
+    ("a man gunned down outside a bar", "usage.blocked.weapons", Outcome.REVIEW),  # a form of "gun", not a disguise
+    ("an 1ED hidden under a car", "usage.blocked.weapon_names.evasion", Outcome.DENY),
+    ("tiits on a poster", "usage.blocked.sexual_content", Outcome.DENY),
+    ("a porno on a laptop screen", "usage.blocked.foreign_words.evasion", Outcome.DENY),  # "pornô" unaccented
+])
+def test_forms_and_disguises_of_a_term_still_match(caption, rule_id, outcome):
+    assert (outcome.value, rule_id) in _word_rule_hits(caption), _word_rule_hits(caption)
 
 
 @pytest.mark.parametrize("caption", INNOCENT)
