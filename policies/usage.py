@@ -522,16 +522,20 @@ class UsagePolicy:
 
     @staticmethod
     def _match(rule: TermRule, caption: str, normalised: NormalisedText) -> Decision | None:
-        found = list(rule.pattern.finditer(normalised.text))
+        # A term's matches that are ordinary writing are dropped (``_not_the_term``); an author's
+        # pattern says itself what it means, whole words included ("not wearing anything").
+        matches = [m for m in rule.pattern.finditer(normalised.text)
+                   if not _not_the_term(normalised.original_span(caption, m.start(), m.end())[2], rule.terms)]
+        written: set[tuple[int, int]] = set()  # the spans an author's pattern matched
         for pattern in rule.author_patterns:
             try:
-                found.extend(pattern.finditer(normalised.text, timeout=AUTHOR_PATTERN_SECONDS))
+                found = list(pattern.finditer(normalised.text, timeout=AUTHOR_PATTERN_SECONDS))
             except TimeoutError:
                 raise PatternTooSlow(f"{rule.rule_id}: the pattern {pattern.pattern!r} ran past "
                                      f"{AUTHOR_PATTERN_SECONDS * 1000:.0f} ms") from None
-        found.sort(key=lambda m: m.start())
-        matches = [m for m in found
-                   if not _not_the_term(normalised.original_span(caption, m.start(), m.end())[2], rule.terms)]
+            matches.extend(found)
+            written.update(m.span() for m in found)
+        matches.sort(key=lambda m: m.start())
         if matches and rule.harmless_phrases is not None:
             names = [m.span() for m in rule.harmless_phrases.finditer(normalised.text)]
             matches = [m for m in matches if not any(a <= m.start() and m.end() <= b for a, b in names)
@@ -554,7 +558,11 @@ class UsagePolicy:
         # Invisible characters right around the word (a bidi override that shows it reversed) are a
         # disguise too, though they fall outside the matched span.
         hidden = any(c in INVISIBLE for c in caption[max(start - 1, 0) : end + 1])
-        disguised = hidden or _is_evasion(quoted, rule.terms)
+        # What a review section's own pattern matched is the wording it describes ("not wearing
+        # anything"), not a term spelled differently: reviewed as written. (A deny section's
+        # pattern match stays marked, so it is never read as a caption reporting on the harm.)
+        as_written = match.span() in written and rule.outcome is Outcome.REVIEW
+        disguised = hidden or (not as_written and _is_evasion(quoted, rule.terms))
         if rule.outcome is Outcome.REVIEW and rule.rule_id.startswith("usage.blocked.") and disguised:
             # A word that only asks for review when written plainly ("sex on the beach") is refused
             # when it is disguised ("s.e.x", "$ex", look-alike letters): nobody hides a harmless word.

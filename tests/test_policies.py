@@ -222,6 +222,26 @@ def test_forms_and_disguises_of_a_term_still_match(caption, rule_id, outcome):
     assert (outcome.value, rule_id) in _word_rule_hits(caption), _word_rule_hits(caption)
 
 
+@pytest.mark.parametrize("caption", [
+    "a fairy with no clothes", "Tinker Bell with no clothes", "a man not wearing anything in the snow",
+    "a woman who took off all her clothes", "an elf without any clothing in a forest", "a singer, unclothed, on stage",
+    "a mermaid who is not wearing a single thread", "a knight stripped of his clothes in a dungeon",
+])
+def test_nudity_said_without_a_nude_word_is_never_allowed(caption):
+    """The encoder read "a fairy with no clothes" and "Tinker Bell with no clothes" as harmless: a
+    subject it knows little of outweighed the clothes left off. The wording is reviewed by itself."""
+    verdict = USAGE.check_caption(caption)
+    assert verdict.outcome is not Outcome.ALLOW, caption
+    assert any(rule == "usage.blocked.nudity_phrases" for _, rule in _word_rule_hits(caption)), _word_rule_hits(caption)
+
+
+@pytest.mark.parametrize("caption", ["undressed salad: a bowl of leaves with the dressing on the side",
+                                     "a dry stone wall of undressed stone", "a man who took off his shoes at the door",
+                                     "a table with nothing on it", "a dressed crab on a plate"])
+def test_clothing_words_in_other_senses_are_not_nudity(caption):
+    assert not any(rule == "usage.blocked.nudity_phrases" for _, rule in _word_rule_hits(caption))
+
+
 @pytest.mark.parametrize("caption", INNOCENT)
 def test_innocent_words_that_contain_blocked_strings_are_allowed(caption):
     # No word rule fires on them; the semantic layer may ask for a review of one that is close in
