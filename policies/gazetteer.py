@@ -92,6 +92,9 @@ OFFICE_PATTERNS = (
     # "the current US president", "the Russian president", "the British PM"
     re.compile(rf"\b(?:the|current|sitting|former|incumbent|late|then)\s+(?:(?:current|sitting|former|incumbent|late|"
                rf"then|new|outgoing)\s+)*(?:{_flat(COUNTRY_ADJECTIVES)})\s+(?:{_flat(OFFICES)})\b"),
+    # "Ukraine's president", "Russia's wartime president", "France's first lady" (a country's own)
+    re.compile(rf"\b(?:{_flat(COUNTRIES)})['’]s?\s+(?:(?:current|sitting|former|incumbent|late|new|outgoing|wartime|"
+               rf"elected|acting|interim|longtime|long-serving|young|aging|ageing)\s+)*(?:{_flat(OFFICES)})\b"),
     # "the pope", "the current pope", "the Dalai Lama"
     re.compile(r"\bthe\s+(?:(?:current|late|former|new|sitting)\s+)?(?:pope|holy\s+father|pontiff)\b"),
 )

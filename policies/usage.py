@@ -12,6 +12,7 @@ from typing import Any
 
 import regex
 
+from policies import personal_data
 from policies.decisions import Decision, Outcome, Verdict
 from policies.gazetteer import LISTS, Gazetteer, caption_tokens, default_gazetteer
 from policies.language import LanguageRule
@@ -39,6 +40,11 @@ _TLDS = ("com|net|org|edu|gov|io|co|info|biz|me|uk|de|fr|es|it|nl|ru|ca|au|us|ch
 WRITTEN_OUT_EMAIL = re.compile(
     rf"(?<![\w.+-])[\w+-]{{1,64}}(?:{_DOT}[\w+-]{{1,64}}){{0,3}}{_AT}[\w-]{{1,63}}(?:{_DOT}[\w-]{{1,63}}){{0,3}}"
     rf"{_DOT}(?:{_TLDS})(?![\w-])", re.IGNORECASE)
+# A card's number said in words need not pass the Luhn check to be refused when the caption says
+# it is a card's.
+CARD_WORDS = re.compile(r"\b(?:card|visa|mastercard|amex|american\s+express|debit|credit|cvv|cvc)\b", re.IGNORECASE)
+# What [personal_data] finds when its "kinds" are not listed: all of them.
+PERSONAL_DATA_KINDS = ("email", "phone", "payment_card", "iban", "id_number", "address")
 PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().\-/]{7,20}\d(?!\w)")
 CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
 IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:\s?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
@@ -192,12 +198,22 @@ def _joins_ordinary_words(quoted: str, terms: tuple[str, ...]) -> bool:
 NUMBER_LABEL = re.compile(r"\b(?:isbn(?:-1[03])?|issn|ean(?:-13)?|upc|gtin|barcode(?:\s+number)?|serial(?:\s+number)?|"
                           r"serial\s+no\.?|s/n|sku|part(?:\s+number|\s+no\.?)?|model(?:\s+number|\s+no\.?)?|"
                           r"order(?:\s+number|\s+no\.?)?|invoice(?:\s+number|\s+no\.?)?|tracking(?:\s+number)?|"
-                          r"lot(?:\s+number|\s+no\.?)?|batch(?:\s+number|\s+no\.?)?)\s*[:#]?\s*$", re.IGNORECASE)
+                          r"lot(?:\s+number|\s+no\.?)?|batch(?:\s+number|\s+no\.?)?|(?:product|item|article|stock|reference|ref\.?)"
+                          r"\s+(?:code|number|no\.?))\s*[:#]?\s*$", re.IGNORECASE)
 YEAR_RUN = re.compile(r"(?:1[0-9]|20)\d{2}(?:\s*[-/–—,]\s*(?:1[0-9]|20)\d{2})+")
 
 
+# Words that ask someone to get in touch: a number after them is a phone number whatever label it
+# wears ("call model number 0161 496 0000", "order no. 07700 900123, text anytime").
+CONTACT = re.compile(r"\b(?:call|calls|calling|text|texts|texting|ring|phone|dial|whatsapp|sms|contact|reach|"
+                     r"message|dm|telegram|signal|viber)\b", re.IGNORECASE)
+
+
 def _other_kind_of_number(text: str, match: re.Match) -> bool:
-    """Whether a phone-shaped number is labelled as another kind, or is a run of years."""
+    """Whether a phone-shaped number is labelled as another kind, or is a run of years; never when
+    the caption asks to call or text it."""
+    if CONTACT.search(text[max(0, match.start() - 48) : match.end() + 48]):
+        return False
     return bool(NUMBER_LABEL.search(text[max(0, match.start() - 24) : match.start()])
                 or YEAR_RUN.fullmatch(match.group().strip()))
 
@@ -368,7 +384,7 @@ class UsagePolicy:
         self.gazetteer: Gazetteer | None = (name_lists or default_gazetteer()) if uses_lists else None
         pii = config.get("personal_data", {})
         self.pii_outcome = Outcome.parse(pii.get("outcome", "deny"))
-        self.pii_kinds = set(pii.get("kinds", ["email", "phone", "payment_card", "iban"]))
+        self.pii_kinds = set(pii.get("kinds", list(PERSONAL_DATA_KINDS)))
         purposes = config.get("purposes", {})
         self.allowed_purposes = set(purposes.get("allowed", []))
         # None: no [language] table, every caption is taken to be English.
@@ -638,6 +654,17 @@ class UsagePolicy:
                 span = _valid_iban_prefix(m)
                 if span:
                     found.append(("iban", span))
+        if "id_number" in self.pii_kinds:  # before the phone: "passport number 123456789" is no phone
+            found += [("id_number", Span(start, end)) for start, end in personal_data.id_numbers(text)]
+        # Numbers said in words, keycaps or look-alike letters ("oh seven seven double oh ..."),
+        # read as the digits they spell.
+        spoken = [number for number in personal_data.spoken_numbers(text)
+                  if not any(number.start < f.end() and f.start() < number.end for _, f in found)]
+        if "payment_card" in self.pii_kinds:
+            for number in spoken:
+                named = CARD_WORDS.search(text[max(0, number.start - 40) : number.start])
+                if 13 <= len(number.digits) <= 19 and (luhn_valid(number.digits) or named):
+                    found.append(("payment_card", Span(number.start, number.end)))
         if "phone" in self.pii_kinds:
             taken = [(m.start(), m.end()) for _, m in found]
             for m in PHONE.finditer(text):
@@ -645,8 +672,18 @@ class UsagePolicy:
                 overlaps = any(m.start() < e and s < m.end() for s, e in taken)
                 if 9 <= len(digits) <= 15 and not overlaps and not _other_kind_of_number(text, m):
                     found.append(("phone", m))
+            taken = [(f.start(), f.end()) for _, f in found]
+            for number in spoken:
+                if (7 <= len(number.digits) <= 15 and not personal_data.counting(number.digits)
+                        and not any(number.start < e and s < number.end for s, e in taken)):
+                    # Seven spoken digits are already a local number ("five five five, zero one nine nine"):
+                    # nobody spells out a quantity digit by digit.
+                    found.append(("phone", Span(number.start, number.end)))
+        if "address" in self.pii_kinds:
+            found += [("address", Span(start, end)) for start, end in personal_data.street_addresses(text)]
         labels = {"email": "an e-mail address", "phone": "a phone number", "payment_card": "a payment card number",
-                  "iban": "a bank account number (IBAN)"}
+                  "iban": "a bank account number (IBAN)", "id_number": "an identity document's number",
+                  "address": "someone's street address"}
         return [
             Decision(self.pii_outcome, f"usage.personal_data.{kind}",
                      f"The caption contains {labels[kind]}; remove personal data from captions.",

@@ -541,7 +541,8 @@ def test_the_frame_pattern_is_linear_on_hostile_input():
 
 # -- an everyday word's review, lifted by a confidently harmless meaning ------------------------------------
 
-@pytest.mark.parametrize("caption", ["a glue gun on a craft table", "a shooting star over a lake at night",
+# ("a glue gun", "a shooting star" were here: they are harmless phrases of their sections now, never matched)
+@pytest.mark.parametrize("caption", ["a confetti gun at a wedding", "a shooting day for a cooking show",
                                      "a cocktail named sex on the beach", "a bomb-shaped birthday cake"])
 def test_a_plain_everyday_word_in_a_harmless_caption_is_not_reviewed(caption):
     verdict = USAGE.check_caption(caption)
