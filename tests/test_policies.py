@@ -310,7 +310,7 @@ PII_CASES = [
     ("DE89370400440532013000", "iban"),
     # numbers said in words, keycaps, look-alike letters or a mix (a red team's; all were allowed)
     ("a poster with my number: oh seven seven double oh, nine hundred, one two three", "phone"),
-    ("call 0\ufe0f\u20e37\ufe0f\u20e37\ufe0f\u20e30\ufe0f\u20e39\ufe0f\u20e30\ufe0f\u20e30\ufe0f\u20e31\ufe0f\u20e32\ufe0f\u20e33\ufe0f\u20e3 for a good time", "phone"),
+    ("call " + "".join(digit + "\ufe0f\u20e3" for digit in "0770900123") + " for a good time", "phone"),  # keycaps
     ("call 07 seven 00 nine double 0 one two three", "phone"), ("a sign with ph0ne num8er o77oo 9oo I23", "phone"),
     ("text me at five five five, zero one nine nine", "phone"),
     ("card number four five three two, one one one one, two two two two, three three three three", "payment_card"),
