@@ -248,6 +248,7 @@ def test_clothing_words_in_other_senses_are_not_nudity(caption):
     ("a lever-action above the fireplace", "usage.blocked.weapons"),
     ("a red flag with a white circle and a black hooked cross flying over a torchlit rally", "usage.blocked.hate_symbols"),
     ("a handful of golden teachers drying on a paper towel", "usage.blocked.drug_names"),
+    ("a grow tent full of Northern Lights plants under purple lamps", "usage.blocked.drugs"),
     ("Ukraine's wartime president in olive fatigues addressing troops", "usage.protected.people"),
     ("Russia's president at a military parade", "usage.protected.people"),
     ("the golden arches fast food sign glowing at night", "usage.protected.brands"),
