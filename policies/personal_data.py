@@ -113,11 +113,12 @@ ID_LABEL = re.compile(
 ID_VALUE = re.compile(r"[A-Z0-9](?:[A-Z0-9]|[ \-/](?=[A-Z0-9])){4,24}", re.IGNORECASE)
 
 
-def id_numbers(text: str) -> list[tuple[int, int]]:
+def id_numbers(text: str, spoken: list[SpokenNumber] | None = None) -> list[tuple[int, int]]:
     """Spans of numbers an identity label names ("passport number X12345678", "NI number QQ 12 34
-    56 C", "social security number is one two three, four five, ..."): the label and the number."""
+    56 C", "social security number is one two three, four five, ..."): the label and the number.
+    ``spoken``: the text's ``spoken_numbers``, when the caller has them already."""
     spans = []
-    spoken = spoken_numbers(text)
+    spoken = spoken_numbers(text) if spoken is None else spoken
     for label in ID_LABEL.finditer(text):
         value = ID_VALUE.match(text, label.end())
         if value is not None:

@@ -654,11 +654,12 @@ class UsagePolicy:
                 span = _valid_iban_prefix(m)
                 if span:
                     found.append(("iban", span))
-        if "id_number" in self.pii_kinds:  # before the phone: "passport number 123456789" is no phone
-            found += [("id_number", Span(start, end)) for start, end in personal_data.id_numbers(text)]
         # Numbers said in words, keycaps or look-alike letters ("oh seven seven double oh ..."),
-        # read as the digits they spell.
-        spoken = [number for number in personal_data.spoken_numbers(text)
+        # read as the digits they spell (found once, for the identity numbers and the rest).
+        said = personal_data.spoken_numbers(text)
+        if "id_number" in self.pii_kinds:  # before the phone: "passport number 123456789" is no phone
+            found += [("id_number", Span(start, end)) for start, end in personal_data.id_numbers(text, said)]
+        spoken = [number for number in said
                   if not any(number.start < f.end() and f.start() < number.end for _, f in found)]
         if "payment_card" in self.pii_kinds:
             for number in spoken:
