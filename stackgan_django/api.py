@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.http import HttpResponse
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import is_naive, make_aware
 from drf_spectacular.types import OpenApiTypes
@@ -279,10 +280,27 @@ ASSET_FILTERS = [
 ASSET_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the asset's public id")
 
 
-def _revocation(asset: Asset) -> Gone:
+def _revocation(asset: Asset, *, with_reason: bool = True) -> Gone:
+    """410 for a revoked asset. The reviewer's reason goes only to those who signed in or hold a
+    key: a signed URL's holder may be anyone (a browser, a CDN, whoever the link was passed to)."""
     reason, revoked_at = services.revocation_of(asset)
-    return Gone("This asset was revoked and may no longer be used.", reason=reason,
+    return Gone("This asset was revoked and may no longer be used.", reason=reason if with_reason else "",
                 revoked_at=revoked_at.isoformat() if revoked_at else None)
+
+
+class PrivateAnswers:
+    """Every answer of the API is for the one key or session that asked: captions, manifests, and
+    signed URLs that download without a key for minutes. A shared cache (a proxy, a CDN set to
+    cache /api/) must never keep one and hand it to someone else, or serve a manifest after its
+    asset was revoked: ``private, no-store`` and ``Vary`` on both credentials. Files set their own
+    (``private, no-cache`` with an ETag, so a client revalidates), which is left as it is."""
+
+    def finalize_response(self, request, response, *args: Any, **kwargs: Any):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if not response.has_header("Cache-Control"):
+            patch_cache_control(response, private=True, no_store=True)
+        patch_vary_headers(response, ("Authorization", "Cookie"))
+        return response
 
 
 @extend_schema_view(
@@ -291,7 +309,7 @@ def _revocation(asset: Asset) -> Gone:
     retrieve=extend_schema(summary="One approved asset", parameters=[ASSET_ID],
                            responses=responses({200: AssetSerializer}, 404, 410)),
 )
-class AssetViewSet(viewsets.GenericViewSet):
+class AssetViewSet(PrivateAnswers, viewsets.GenericViewSet):
     """Approved assets only: pending and rejected assets are 404 (never listed or served), revoked
     ones 410 Gone with the reason."""
 
@@ -385,7 +403,7 @@ class AssetViewSet(viewsets.GenericViewSet):
         return Response(store)
 
 
-class SignedFileView(APIView):
+class SignedFileView(PrivateAnswers, APIView):
     """A signed, short-lived URL: no key needed, but the asset must still be approved now."""
 
     authentication_classes: list = []
@@ -409,7 +427,7 @@ class SignedFileView(APIView):
         if asset is None or asset.state in (Asset.State.PENDING_REVIEW, Asset.State.REJECTED):
             raise NotFound("No approved asset.")
         if asset.state == Asset.State.REVOKED:
-            raise _revocation(asset)
+            raise _revocation(asset, with_reason=False)
         if asset.approved_sha256[:SIGNED_HASH_LENGTH] != claims["h"]:
             raise NotFound("The file this URL was signed for is no longer served.")
         return file_response(request._request, asset, approved_file=True)
@@ -545,7 +563,7 @@ def _range_validator(low: int, high: int):
         OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)], responses=responses({200: RequestSerializer}, 404)),
     list=extend_schema(summary="Your requests, newest first", responses=responses({200: RequestSerializer(many=True)}, 400, 404)),
 )
-class GenerationRequestViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin,
+class GenerationRequestViewSet(PrivateAnswers, mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin,
                                viewsets.GenericViewSet):
     """Ask for images and poll for the result. A caption the usage policy refuses is answered 422
     with the rules and messages; bad input is 400."""
@@ -621,12 +639,15 @@ class VerifySerializer(serializers.Serializer):
     file = serializers.FileField(help_text="PNG, JPEG or WebP; size and pixel limits in the 413 answer")
 
 
-class VerifyView(APIView):
+class VerifyView(PrivateAnswers, APIView):
     """Upload any image: C2PA validation, our watermark, and the asset it came from. What it says
     about an asset that is not approved is reported only to compliance staff."""
 
     permission_classes = [ScopeAndModelPermission]
     required_scopes = {"*": Scope.VERIFY}
+    # As the admin's "Check a file" page: what the answer says of our assets is for those who may
+    # view assets (an attacker's probe found a key of a user with no permission at all answered).
+    required_perms = {"*": ("stackgan_django.view_asset",)}
     throttle_scope = "verify"
     parser_classes = [MultiPartParser]
 

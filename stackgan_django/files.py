@@ -33,24 +33,27 @@ def can_see_unapproved(user: Any) -> bool:
     return bool(user and user.is_authenticated and user.has_perm(REVIEW_PERMISSION))
 
 
-def may_download(user: Any, asset: Asset, approved_file: bool, *, visible_to_user: bool = False) -> bool:
+def may_download(user: Any, asset: Asset, approved_file: bool, *, requester_door: bool = False) -> bool:
     """The one rule for which file of an asset a person may fetch, whatever the door.
 
     Compliance staff (the review permission) may fetch every file: reviewing them is their job.
     Anyone else needs ``view_asset`` and gets the approved file only while the asset is approved,
     so a rejection or revocation stops every copy at once (a revoked asset's approved file still
-    verifies as "approved", so it must not leave). ``visible_to_user`` says the caller found the
-    asset through ``access.visible_assets(user)`` (the editor's own requests): then the generated
-    file may be seen too, while it waits for review (the request page shows it live) or once
-    approved, but not after a rejection or revocation, and not while it waits for a review that a
-    policy rule asked for (``held_for_review``): that image is the reviewer's to see first."""
+    verifies as "approved", so it must not leave). ``requester_door``: the caller is the door that
+    shows editors their own requests (the request page's images). There the editor who asked for
+    the image may also see the generated file, while it waits for review (the page shows it live)
+    or once approved, but not after a rejection or revocation, and not while it waits for a review
+    that a policy rule asked for (``held_for_review``): that image is the reviewer's to see first.
+    Only the requester: seeing other people's requests (``view_all_requests``) is not reviewing
+    them, and their unreviewed images are compliance staff's (an attacker's probe found a manager
+    served other editors' pending images through this door while the API's refused them)."""
     if can_see_unapproved(user):
         return True
     if not (user and user.is_authenticated and user.has_perm(VIEW_PERMISSION)):
         return False
     if approved_file:
         return asset.state == Asset.State.APPROVED and bool(asset.approved_file)
-    if not visible_to_user:
+    if not requester_door or asset.request.requested_by_id != getattr(user, "pk", None):
         return False
     if asset.state == Asset.State.PENDING_REVIEW:
         return not held_for_review(asset)

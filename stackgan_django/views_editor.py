@@ -255,7 +255,7 @@ def asset_image_view(request: HttpRequest, asset_id: int) -> HttpResponse:
     (for anyone but compliance staff)."""
     asset = visible_assets(request.user).filter(pk=asset_id).first()
     approved_file = request.GET.get("file") == "approved"
-    if asset is None or not may_download(request.user, asset, approved_file, visible_to_user=True):
+    if asset is None or not may_download(request.user, asset, approved_file, requester_door=True):
         raise Http404("No such image.")
     if not (asset.approved_file if approved_file else asset.file):
         raise Http404("This asset has no such file.")
@@ -267,7 +267,7 @@ def asset_image_view(request: HttpRequest, asset_id: int) -> HttpResponse:
 def asset_image_allowed(user: Any, asset: Asset, approved: bool = False) -> bool:
     """Whether ``asset_image_view`` would show this image to ``user``, for pages that must not
     show a broken image in place of a withdrawn one (the asset came from visible_assets)."""
-    return may_download(user, asset, approved, visible_to_user=True)
+    return may_download(user, asset, approved, requester_door=True)
 
 
 def asset_image_url(asset: Asset, approved: bool = False) -> str:

@@ -75,6 +75,29 @@ def test_revoked_assets_are_410_with_the_reason(approved_asset, users, api_key_f
         assert response.json()["reason"] == "the rights holder withdrew consent" and response.json()["revoked_at"]
 
 
+def test_api_answers_are_kept_out_of_shared_caches(approved_asset, users, api_key_for):
+    """Answers carry captions, manifests and signed URLs that work without a key: no shared cache
+    may keep one (private, no-store; Vary on both credentials). Files keep their own revalidation."""
+    api = api_key_for(users[0], "assets:read", "requests:write")
+    for path in ("/api/v1/assets/", f"/api/v1/assets/{approved_asset.public_id}/",
+                 f"/api/v1/assets/{approved_asset.public_id}/manifest/", "/api/v1/requests/", "/api/v1/assets/not-an-id/"):
+        response = api.get(path)
+        cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
+        assert {"private", "no-store"} <= cache_control, path
+        assert {"Authorization", "Cookie"} <= {part.strip() for part in response["Vary"].split(",")}, path
+    file_response = api.get(f"/api/v1/assets/{approved_asset.public_id}/file/")
+    assert "no-store" not in file_response["Cache-Control"] and "private" in file_response["Cache-Control"]
+
+
+def test_the_verify_endpoint_needs_the_view_permission_as_the_admin_page_does(db, users, api_key_for):
+    from django.contrib.auth import get_user_model
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    nobody = get_user_model().objects.create_user("nobody", password="pw-nobody-1", is_staff=True)
+    upload = SimpleUploadedFile("x.png", b"not really a png", "image/png")
+    assert api_key_for(nobody, "verify").post("/api/v1/verify/", {"file": upload}, format="multipart").status_code == 403
+
+
 def test_requests_are_visible_to_their_owner_only(db, active_model, no_broker, users, api_key_for):
     from django.contrib.auth.models import Permission
 

@@ -294,7 +294,7 @@ BOMB_MEMORY_SCRIPT = textwrap.dedent("""
     view = VerifyView.as_view()
     request = APIRequestFactory().post("/api/v1/verify/", {"file": SimpleUploadedFile("bomb.png", bomb, "image/png")},
                                        format="multipart")
-    force_authenticate(request, user=User(username="client", is_active=True))
+    force_authenticate(request, user=User(username="client", is_active=True, is_superuser=True))
     reset_peak()
     before = rss_mb()
     tracemalloc.start()

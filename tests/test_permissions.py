@@ -108,6 +108,26 @@ def test_desk_lists_show_only_what_the_role_may_see(db, active_model, no_broker,
     assert {r.pk for r in everyone} == {mine.request_id, theirs.request_id}
 
 
+def test_seeing_everyones_requests_is_not_seeing_their_unreviewed_images(db, active_model, no_broker, users,
+                                                                         desk_assets):
+    """A role that sees every request and may view assets (a sponsor given view_asset) gets other
+    editors' images only once approved, at the admin's image door as at the API's: an attacker's
+    probe found this door serving other people's pending images to such a user."""
+    editor, reviewer = users
+    pending, approved = desk_assets(editor, 2)
+    services.approve_asset(approved.pk, reviewer, "fine")
+    sponsor = make_role("sponsor", users)
+    sponsor.user_permissions.add(Permission.objects.get(codename="view_asset"))
+    client = Client()
+    client.force_login(sponsor)
+    assert client.get(f"{ADMIN}/asset/{pending.pk}/image/").status_code == 404
+    assert client.get(f"{ADMIN}/asset/{approved.pk}/image/?file=approved").status_code == 200
+    assert client.get(f"/api/v1/staff/files/{pending.file.name}").status_code == 404
+    # The editor who asked still sees the pending image on the request page's door.
+    client.force_login(editor)
+    assert client.get(f"{ADMIN}/asset/{pending.pk}/image/").status_code == 200
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 
 def form_token(client) -> str:
