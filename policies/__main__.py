@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_cmd.add_argument("labelled", help="CSV with the columns caption, expected (allow/review/deny), category, split")
     evaluate_cmd.add_argument("--policies", help="the policy folder in force (default: --policy-dir or the shipped set)")
     evaluate_cmd.add_argument("--compare", help="a proposed policy folder, measured side by side")
-    evaluate_cmd.add_argument("--split", help="only the rows of this split (shipped: dev to dev19 learnt from; test, test2 held out)")
+    evaluate_cmd.add_argument("--split", help="only the rows of this split (shipped: dev to dev20 learnt from; test, test2, test3 held out)")
     evaluate_cmd.add_argument("--list", type=int, default=40, help="how many misjudged captions to list per kind")
     evaluate_cmd.add_argument("--min-recall", type=float, help="exit 1 when a category's recall is below this")
     evaluate_cmd.add_argument("--max-false-positives", type=float,

@@ -22,7 +22,7 @@ from policies.semantic import caption_segments, example_key
 LABELLED = Path(__file__).resolve().parent.parent / "policies" / "labelled" / "usage_captions.csv"
 POLICIES = load_policies()
 # The labelled set's held-out splits: never learnt from (semantic_training.csv is every other split).
-HELD_OUT = ("test", "test2")
+HELD_OUT = ("test", "test2", "test3")
 USAGE = POLICIES.usage
 
 
@@ -304,8 +304,8 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     # dev18 is not a writer's set: long harmless prompts and fragments of them, written to teach the
     # layer what a harmless window looks like (README, "The seventh red team").
     assert {r.split for r in rows} == {"dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10",
-                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test",
-                                       "test2"}
+                                       "dev11", "dev12", "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "dev20",
+                                       "test", "test2", "test3"}
     assert {(r.expected, r.category) for r in rows if r.split == "dev18"} == {(Outcome.ALLOW, "(none)")}
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
                   "dev13", "dev14", "dev15", "dev16", "dev17"):
@@ -326,11 +326,15 @@ def test_the_labelled_set_is_large_split_and_disjoint_from_the_examples():
     assert len(held_out) >= 600 and not {example_key(r.caption) for r in held_out} & learnt
     second = [r for r in rows if r.split == "test2"]
     assert len(second) >= 400 and not {example_key(r.caption) for r in second} & learnt
+    # test3: a second writer of protected-character descriptions and their look-alikes (README,
+    # "Characters and logos described without their names"), held out too.
+    third = [r for r in rows if r.split == "test3"]
+    assert len(third) >= 400 and not {example_key(r.caption) for r in third} & learnt
     # No caption twice within a split. Across splits, dev3's independent writer wrote 11 everyday
     # harmless captions that dev / dev2 already had ("a bride and groom kissing at the altar"); they
     # agree on the outcome, and evaluate-usage leaves such captions out as learnt from.
     for split in ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "dev7", "dev8", "dev9", "dev10", "dev11", "dev12",
-                  "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "test", "test2"):
+                  "dev13", "dev14", "dev15", "dev16", "dev17", "dev18", "dev19", "dev20", "test", "test2", "test3"):
         part = [example_key(r.caption) for r in rows if r.split == split]
         assert len(set(part)) == len(part), split
     outcomes: dict[str, set] = {}
@@ -541,8 +545,9 @@ def test_the_frame_pattern_is_linear_on_hostile_input():
 
 # -- an everyday word's review, lifted by a confidently harmless meaning ------------------------------------
 
-# ("a glue gun", "a shooting star" were here: they are harmless phrases of their sections now, never matched)
-@pytest.mark.parametrize("caption", ["a confetti gun at a wedding", "a shooting day for a cooking show",
+# ("a glue gun", "a shooting star", "a confetti gun" were here: they are harmless phrases of their sections
+# now, never matched)
+@pytest.mark.parametrize("caption", ["a party popper gun at a birthday", "a shooting day for a cooking show",
                                      "a cocktail named sex on the beach", "a bomb-shaped birthday cake"])
 def test_a_plain_everyday_word_in_a_harmless_caption_is_not_reviewed(caption):
     verdict = USAGE.check_caption(caption)
