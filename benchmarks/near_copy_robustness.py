@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies import NearCopyIndex, load_policies  # noqa: E402
 from policies.data import read_manifest_lines  # noqa: E402
+from policies.local_features import LocalMatch  # noqa: E402
 from policies.near_copy import NearCopyMatch  # noqa: E402
-from policies.output import VERIFY_MARGIN  # noqa: E402
+from policies.output import VERIFY_MARGIN, OutputPolicy  # noqa: E402
 
 SEED = 12
 # The lowest colour threshold the calibration considers; the search runs as the output policy runs it
@@ -52,6 +53,7 @@ class Thresholds:
     luminance_detail: float
     reframe_from: float = 0.93  # the gate of the search with a turn or a margin undone (not chosen here)
     recolour_from: float = 0.9  # the gate of the search with colours turned back (not chosen here)
+    local: bool = True  # the local-feature search at the shipped min_local_* (not chosen here)
 
     def __str__(self) -> str:
         return (f"colour: similarity >= {self.similarity}, detail >= {self.detail}; luminance: similarity >= "
@@ -72,6 +74,19 @@ class Scored:
     recoloured: NearCopyMatch | None = None
     # The search with a new background or a tint undone (luminance thresholds), where the policy runs it.
     repainted: NearCopyMatch | None = None
+    # The local-feature search (policies/local_features.py), under the shipped min_local_* thresholds
+    # (not chosen here), where the policy runs it.
+    local: LocalMatch | None = None
+
+
+_policy: list[OutputPolicy] = []
+
+
+def shipped_policy() -> OutputPolicy:
+    """The shipped output policy, loaded once (its min_local_* thresholds judge the local search)."""
+    if not _policy:
+        _policy.append(load_policies().output)
+    return _policy[0]
 
 
 def open_rgb(folder: Path, name: str) -> Image.Image:
@@ -330,33 +345,39 @@ def score_images(index: NearCopyIndex, folder: Path, planted: list[str], negativ
         repainted = index.nearest_repainted_many([image], verify_from=LUMINANCE_VERIFY_FROM,
                                                  search_from=shipped.recolour_from)[0]
         repaint_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        local = index.nearest_local_many([image])[0]
+        local_seconds = time.perf_counter() - start
         # The policy's cost: the later searches run only for what the colour search let through.
         flagged = match is not None and match.similarity >= shipped.similarity and match.detail >= shipped.detail
-        times.append(colour_seconds + (0.0 if flagged else grey_seconds + reframe_seconds + recolour_seconds + repaint_seconds))
-        return match, in_grey, reframed, recoloured, repainted
+        times.append(colour_seconds + (0.0 if flagged else grey_seconds + reframe_seconds + recolour_seconds
+                                       + repaint_seconds + local_seconds))
+        return match, in_grey, reframed, recoloured, repainted, local
 
     for name in planted:
         original = open_rgb(folder, name)
         for kind, edit in (edits or EDITS).items():
-            match, in_grey, reframed, recoloured, repainted = search(edit(original, rng))
+            match, in_grey, reframed, recoloured, repainted, local = search(edit(original, rng))
             variants[kind].append(Scored(name, match, twins=frozenset(), luminance=in_grey, reframed=reframed,
-                                         recoloured=recoloured, repainted=repainted))
+                                         recoloured=recoloured, repainted=repainted, local=local))
     others = []
     for name in negatives:
         image = open_rgb(folder, name)
-        match, in_grey, reframed, recoloured, repainted = search(image)
+        match, in_grey, reframed, recoloured, repainted, local = search(image)
         # Twins: the training images it matched that are the same drawing (up to the turns, mirror
         # images and colour changes the searches undo), judged for each search's match apart, since
         # the thresholds decide later which of them flag it.
-        found = {m.name for m in (match, in_grey, reframed, recoloured, repainted) if m is not None}
+        found = {m.name for m in (match, in_grey, reframed, recoloured, repainted, local) if m is not None}
         twins = frozenset(n for n in found if same_drawing(image, open_rgb(folder, n)) >= 0.95)
-        others.append(Scored(name, match, twins, in_grey, reframed, recoloured, repainted))
+        others.append(Scored(name, match, twins, in_grey, reframed, recoloured, repainted, local))
     return variants, others
 
 
-def flagging(scored: Scored, thresholds: Thresholds) -> list[NearCopyMatch]:
-    """The matches that flag the image under these thresholds, whichever search found them."""
-    return [match for match, similarity, detail in (
+def flagging(scored: Scored, thresholds: Thresholds) -> list[NearCopyMatch | LocalMatch]:
+    """The matches that flag the image under these thresholds, whichever search found them (the
+    local-feature search's under the shipped min_local_* thresholds)."""
+    local = [scored.local] if thresholds.local and shipped_policy().is_local_copy(scored.local) else []
+    return local + [match for match, similarity, detail in (
         (scored.match, thresholds.similarity, thresholds.detail),
         (scored.luminance, thresholds.luminance_similarity, thresholds.luminance_detail),
         (scored.reframed, thresholds.similarity, thresholds.detail),
@@ -400,28 +421,31 @@ def choose_thresholds(variants: dict[str, list[Scored]], others: list[Scored], m
                     best_key, best = key, (round(float(min_similarity), 3), round(float(min_detail), 3))
         return best
 
-    colour = best_pair(lambda s, d: Thresholds(s, d, *never), LOWEST_SIMILARITY)
-    luminance = best_pair(lambda s, d: Thresholds(*colour, s, d), LOWEST_SIMILARITY)
+    # Chosen for the whole-picture searches alone: the local search keeps the shipped min_local_*.
+    colour = best_pair(lambda s, d: Thresholds(s, d, *never, local=False), LOWEST_SIMILARITY)
+    luminance = best_pair(lambda s, d: Thresholds(*colour, s, d, local=False), LOWEST_SIMILARITY)
     return Thresholds(*colour, *luminance)
 
 
 def report(title: str, variants: dict[str, list[Scored]], others: list[Scored], thresholds: Thresholds) -> None:
     print(f"\n{title}: thresholds {thresholds}")
     print(f"{'edit of a training image':44} {'caught':>9} {'rate':>6} {'in grey':>9} {'turned/framed':>14} {'recoloured':>11}"
-          f" {'repainted':>10}")
-    colour_only = Thresholds(thresholds.similarity, thresholds.detail, 2.0, 2.0)
+          f" {'repainted':>10} {'local':>6}")
+    colour_only = Thresholds(thresholds.similarity, thresholds.detail, 2.0, 2.0, local=False)
     for kind, scored in variants.items():
         hits = sum(caught(s, thresholds) for s in scored)
         # Each later stage counts the copies only it caught, as the policy runs them in order.
-        without_repainting = [dataclasses.replace(s, repainted=None) for s in scored]
-        repainted = hits - sum(caught(s, thresholds) for s in without_repainting)
+        without_local = [dataclasses.replace(s, local=None) for s in scored]
+        local = hits - sum(caught(s, thresholds) for s in without_local)
+        without_repainting = [dataclasses.replace(s, repainted=None) for s in without_local]
+        repainted = hits - local - sum(caught(s, thresholds) for s in without_repainting)
         without_recolouring = [dataclasses.replace(s, recoloured=None) for s in without_repainting]
-        recoloured = hits - repainted - sum(caught(s, thresholds) for s in without_recolouring)
+        recoloured = hits - local - repainted - sum(caught(s, thresholds) for s in without_recolouring)
         without_reframing = [dataclasses.replace(s, reframed=None) for s in without_recolouring]
-        undone = hits - repainted - recoloured - sum(caught(s, thresholds) for s in without_reframing)
-        in_grey = hits - repainted - recoloured - undone - sum(caught(s, colour_only) for s in without_reframing)
+        undone = hits - local - repainted - recoloured - sum(caught(s, thresholds) for s in without_reframing)
+        in_grey = hits - local - repainted - recoloured - undone - sum(caught(s, colour_only) for s in without_reframing)
         print(f"{kind:44} {hits:>4}/{len(scored):<4} {hits / len(scored):>6.3f} {in_grey:>9} {undone:>14} {recoloured:>11}"
-              f" {repainted:>10}")
+              f" {repainted:>10} {local:>6}")
     every = [s for scored in variants.values() for s in scored]
     if not others:
         return
@@ -438,7 +462,10 @@ def report(title: str, variants: dict[str, list[Scored]], others: list[Scored], 
     print(f"false alarms (flagged, not twins): {len(alarms)}/{negatives} = {len(alarms) / max(negatives, 1):.4f}")
     for scored in alarms[:15]:
         for match in flagging(scored, thresholds):
-            if match.name not in scored.twins:
+            if match.name not in scored.twins and isinstance(match, LocalMatch):
+                print(f"  false alarm: {scored.name} ~ {match.name} (local features; {match.inliers} keypoints, "
+                      f"visible {match.visible:.2f}, agreement {match.agreement:.2f})")
+            elif match.name not in scored.twins:
                 print(f"  false alarm: {scored.name} ~ {match.name} ({match.compared}{', ' + match.reframed if match.reframed else ''}; "
                       f"similarity {match.similarity:.3f}, detail {match.detail:.3f})")
 

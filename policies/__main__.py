@@ -63,7 +63,7 @@ def build_index(folder: str, out: str) -> int:
 
     index = NearCopyIndex.build(images())
     Path(out).write_text(json.dumps(index.to_json()))
-    print(f"{len(index.names)} training images indexed (thumbnails for the near-copy search) in {out}")
+    print(f"{len(index.names)} training images indexed (thumbnails and local features for the near-copy search) in {out}")
     return 0
 
 

@@ -81,7 +81,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "near_copy": {"max_hamming_distance": ("int", False), "min_similarity": ("probability", False),
                       "min_detail": ("probability", False), "min_luminance_similarity": ("probability", False),
                       "min_luminance_detail": ("probability", False), "reframe_from": ("probability", False),
-                      "recolour_from": ("probability", False),
+                      "recolour_from": ("probability", False), "min_local_inliers": ("int", False),
+                      "min_local_visible": ("probability", False), "min_local_agreement": ("probability", False),
                       "outcome": ("outcome", False)},
     },
     "semantic.toml": {

@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from policies.local_features import LocalFeatureIndex, LocalMatch
+
 FORMAT = "thumbnail-correlation-v1"
 LEGACY_FORMAT = "phash-dct-64"
 INDEX_FILE = "near_copies.json"
@@ -258,7 +260,8 @@ class NearCopyMatch:
 class NearCopyIndex:
     """Thumbnails of a model's training images and the search that finds edited copies of them."""
 
-    def __init__(self, names: list[str], thumbnails: np.ndarray, details: np.ndarray):
+    def __init__(self, names: list[str], thumbnails: np.ndarray, details: np.ndarray,
+                 local: LocalFeatureIndex | None = None):
         if not len(names) == len(thumbnails) == len(details):
             raise NearCopyIndexError("the index has different numbers of names and thumbnails")
         self.names = list(names)
@@ -272,6 +275,9 @@ class NearCopyIndex:
         self._brightened: dict[float, NearCopyIndex] = {}  # by gain, made on first use
         self._chroma: np.ndarray | None = None  # each thumbnail's colourfulness, on first use
         self._rows: dict[str, int] = {}
+        # The training images' local features (policies.local_features): copies used as part of a
+        # larger picture. None for an index written before them (rebuild it to get that search).
+        self.local = local
 
     def __len__(self) -> int:
         return len(self.names)
@@ -279,21 +285,27 @@ class NearCopyIndex:
     # -- building and files ----------------------------------------------------------------------
 
     @classmethod
-    def build(cls, images: Iterable[tuple[str, Image.Image]]) -> NearCopyIndex:
-        names, thumbs, details = [], [], []
+    def build(cls, images: Iterable[tuple[str, Image.Image]], local_features: bool = True) -> NearCopyIndex:
+        names, thumbs, details, rgbs = [], [], [], []
         for name, image in images:
             names.append(name)
             thumbs.append(np.clip(np.rint(thumbnail(image)), 0, 255).astype(np.uint8))
             details.append(np.clip(np.rint(grey_thumbnail(image)), 0, 255).astype(np.uint8))
-        return cls(names, np.array(thumbs, dtype=np.uint8).reshape(len(names), GRID, GRID, 3),
-                   np.array(details, dtype=np.uint8).reshape(len(names), DETAIL, DETAIL))
+            if local_features:
+                rgbs.append(as_rgb(image))
+        detail_array = np.array(details, dtype=np.uint8).reshape(len(names), DETAIL, DETAIL)
+        local = LocalFeatureIndex.build(zip(names, rgbs), detail_array) if local_features else None
+        return cls(names, np.array(thumbs, dtype=np.uint8).reshape(len(names), GRID, GRID, 3), detail_array, local)
 
     def to_json(self) -> dict[str, Any]:
         def pack(array: np.ndarray) -> str:
             return base64.b64encode(zlib.compress(array.tobytes(), 9)).decode("ascii")
 
-        return {"format": FORMAT, "grid": GRID, "detail": DETAIL, "count": len(self.names), "names": self.names,
+        data = {"format": FORMAT, "grid": GRID, "detail": DETAIL, "count": len(self.names), "names": self.names,
                 "thumbnails": pack(self.thumbnails), "details": pack(self.details)}
+        if self.local is not None:
+            data["local"] = self.local.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> NearCopyIndex | LegacyHashIndex:
@@ -312,10 +324,13 @@ class NearCopyIndex:
             if (data.get("grid") != GRID or data.get("detail") != DETAIL or len(names) != count
                     or len(raw) != count * GRID * GRID * 3 or len(raw_details) != count * DETAIL * DETAIL):
                 raise ValueError("sizes do not agree")
+            detail_array = np.frombuffer(raw_details, dtype=np.uint8).reshape(count, DETAIL, DETAIL)
+            local = (LocalFeatureIndex.from_json(data["local"], list(map(str, names)), detail_array)
+                     if "local" in data else None)
         except (KeyError, TypeError, ValueError, zlib.error) as exc:
             raise NearCopyIndexError(f"the near-copy index is damaged: {exc}") from exc
         return cls(list(map(str, names)), np.frombuffer(raw, dtype=np.uint8).reshape(count, GRID, GRID, 3),
-                   np.frombuffer(raw_details, dtype=np.uint8).reshape(count, DETAIL, DETAIL))
+                   detail_array, local)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
@@ -462,6 +477,14 @@ class NearCopyIndex:
             best_where = np.where(better, where, best_where)
         return [self._best_match(rgb, top[i], best_score[i], best_query[i], best_where[i], queries, side, verify_from)
                 if usable[i].any() else None for i, rgb in enumerate(rgbs)]
+
+    def nearest_local_many(self, images: Sequence[Image.Image | np.ndarray]) -> list[LocalMatch | None]:
+        """The local-feature search (``policies.local_features``) for each image: the training
+        image it shows part of, under any position, scale, turn or stretch; None for every image
+        when the index has no local features."""
+        if self.local is None:
+            return [None] * len(images)
+        return self.local.nearest_many(images)
 
     def luminance_index(self) -> NearCopyIndex:
         """The same training images in grey: each thumbnail's luma (ITU-R 601, as Pillow's "L"; an

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from policies.decisions import Decision, Outcome, Verdict
+from policies.local_features import LocalMatch
 from policies.near_copy import LegacyHashIndex, NearCopyIndex, NearCopyMatch, query_rgb, thumbnail
 
 # The most pixels an image to be checked may declare: the same as the API's verify endpoint
@@ -88,6 +89,11 @@ class OutputPolicy:
         # turned back, and for one on a new background or tinted, with those undone (judged under
         # the grey search's thresholds).
         self.recolour_from = float(near.get("recolour_from", 0.9))
+        # A copy used as part of a larger picture (policies.local_features): this many matched keypoints
+        # under one map, showing this share of the training drawing, this share of it alike.
+        self.min_local_inliers = int(near.get("min_local_inliers", 20))
+        self.min_local_visible = float(near.get("min_local_visible", 0.4))
+        self.min_local_agreement = float(near.get("min_local_agreement", 0.8))
         self.max_distance = int(near.get("max_hamming_distance", 6))  # legacy pHash indexes only
         self.near_copy_outcome = Outcome.parse(near.get("outcome", "deny"))
         self.extra_checks = list(extra_checks or [])
@@ -181,8 +187,26 @@ class OutputPolicy:
             for number, match in zip(close, found, strict=True):
                 if self.is_near_copy(match):
                     matches[number] = match
+        # Last, for what the whole-picture searches let through: the training drawing as part of the
+        # picture (beside others, in a screenshot, under a sticker, a third cropped away, turned or
+        # stretched), found by its local features and checked pixel by pixel under the fitted map.
+        local: dict[int, LocalMatch] = {}
+        remaining = [number for number, match in enumerate(matches) if not self.is_near_copy(match)]
+        if remaining:
+            for number, found in zip(remaining, index.nearest_local_many([pils[number] for number in remaining]), strict=True):
+                if self.is_local_copy(found):
+                    local[number] = found
         decisions = []
-        for match in matches:
+        for number, match in enumerate(matches):
+            if number in local:
+                found = local[number]
+                decisions.append([Decision(self.near_copy_outcome, "output.near_copy", message, {
+                    "compared": "local features", "training_item": found.name, "inliers": found.inliers,
+                    "minimum_inliers": self.min_local_inliers, "visible": round(found.visible, 3),
+                    "minimum_visible": self.min_local_visible, "agreement": round(found.agreement, 3),
+                    "minimum_agreement": self.min_local_agreement, "mirrored": found.mirrored,
+                })])
+                continue
             if not self.is_near_copy(match):
                 decisions.append([])
                 continue
@@ -194,6 +218,12 @@ class OutputPolicy:
                 **({"undone": match.reframed} if match.reframed else {}),
             })])
         return decisions
+
+    def is_local_copy(self, found: LocalMatch | None) -> bool:
+        """Enough keypoints agree on one map, and under it the picture shows enough of the training
+        drawing, alike: a part of the drawing that two different emoji share does not count."""
+        return (found is not None and found.inliers >= self.min_local_inliers and found.visible >= self.min_local_visible
+                and found.agreement >= self.min_local_agreement)
 
     def thresholds(self, match: NearCopyMatch) -> tuple[float, float]:
         """(similarity, detail) a match must reach: the colour search's, or the luminance search's

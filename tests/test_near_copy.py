@@ -175,7 +175,7 @@ def test_copies_drained_of_colour_are_caught_in_grey(kind):
     """The colour search cancels brightness and tint (per-channel offsets and scales) but not the
     loss of colour; the search in grey finds such copies, and only because the image is far less
     colourful than its match (a colourful image is never judged in grey)."""
-    never = {**POLICY.config["near_copy"], "min_luminance_similarity": 2.0}
+    never = {**POLICY.config["near_copy"], "min_luminance_similarity": 2.0, "min_local_inliers": 10**6}
     colour_only = OutputPolicy({**POLICY.config, "near_copy": never}, "the search in grey switched off")
     rng = np.random.default_rng(3)
     caught = by_colour_alone = 0
@@ -210,7 +210,7 @@ TURNS_AND_MARGINS = {
 def test_turned_and_framed_copies_are_caught_and_say_what_was_undone(kind):
     """A copy turned a few degrees or zoomed out onto a margin: the search alone does not undo
     these (scale only enlarges, no turn at all); the query turned back or cropped does."""
-    never = {**POLICY.config["near_copy"], "reframe_from": 2.0}
+    never = {**POLICY.config["near_copy"], "reframe_from": 2.0, "min_local_inliers": 10**6}
     without = OutputPolicy({**POLICY.config, "near_copy": never}, "no turn or margin undone")
     caught = by_search_alone = 0
     for name, image in TRAINING[:8]:
@@ -275,7 +275,7 @@ def test_copies_turned_over_or_recoloured_are_caught_and_say_what_was_undone(kin
     colours turned (hues round the wheel, inverted) keeps the drawing; the search alone misses most
     of them, the query turned back (or its colours turned back) does not."""
     edit, undone = QUARTER_TURNS_AND_RECOLOURINGS[kind]
-    never = {**POLICY.config["near_copy"], "reframe_from": 2.0, "recolour_from": 2.0}
+    never = {**POLICY.config["near_copy"], "reframe_from": 2.0, "recolour_from": 2.0, "min_local_inliers": 10**6}
     without = OutputPolicy({**POLICY.config, "near_copy": never}, "nothing turned back")
     caught = by_search_alone = 0
     for name, image in TRAINING[:8]:
@@ -425,7 +425,7 @@ def test_copies_on_a_new_background_or_tinted_are_caught_and_say_what_was_undone
     them, the query with its background turned white, its tint taken away or its vignette lifted
     does not, under the grey search's thresholds."""
     edit, undone = REPAINTINGS[kind]
-    never = {**POLICY.config["near_copy"], "recolour_from": 2.0}
+    never = {**POLICY.config["near_copy"], "recolour_from": 2.0, "min_local_inliers": 10**6}
     without = OutputPolicy({**POLICY.config, "near_copy": never}, "nothing repainted")
     rng = np.random.default_rng(11)
     caught = by_others = 0
@@ -502,9 +502,9 @@ def test_the_old_phash_index_format_still_reads():
 
 def test_the_shipped_index_is_the_new_format_and_small():
     path = ROOT / "models" / "default" / "near_copies.json"
-    assert path.stat().st_size < 5_000_000
+    assert path.stat().st_size < 20_000_000  # thumbnails ~3 MB, local features ~12 MB (README)
     index = NearCopyIndex.load(path.parent)
-    assert isinstance(index, NearCopyIndex)
+    assert isinstance(index, NearCopyIndex) and index.local is not None and len(index.local) == len(index)
     lineage = json.loads((path.parent / "lineage.json").read_text())
     assert len(index) == sum(d["items_used"] for d in lineage["datasets"])
 
@@ -537,3 +537,84 @@ def test_the_output_policy_runs_with_the_previous_search_as_the_speed_benchmark_
     for image in (TRAINING[3][1].transpose(Image.Transpose.FLIP_LEFT_RIGHT), sticker(4001),
                   TURNS_AND_MARGINS["turned -8 degrees"](TRAINING[5][1])):
         assert decisions_of(POLICY.check_image(image, slow)) == decisions_of(POLICY.check_image(image, INDEX))
+
+
+# -- copies used as part of a larger picture: the local-feature search ------------------------------
+
+def _beside(image: Image.Image, other: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (image.width * 2, image.height), "white")
+    canvas.paste(other, (0, 0))
+    canvas.paste(image, (image.width, 0))
+    return canvas
+
+
+def _in_a_grid(image: Image.Image, other: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (image.width * 2, image.height * 2), "white")
+    for place, tile in zip([(0, 0), (image.width, 0), (0, image.height), (image.width, image.height)],
+                           [other, other.transpose(Image.Transpose.FLIP_LEFT_RIGHT), image, other.rotate(90)]):
+        canvas.paste(tile, place)
+    return canvas
+
+
+def _under_a_sticker(image: Image.Image) -> Image.Image:
+    covered = image.copy()
+    side = image.width
+    ImageDraw.Draw(covered).ellipse((side * 0.62, side * 0.05, side * 0.95, side * 0.38), fill=(250, 40, 160))
+    return covered
+
+
+def _in_a_window(image: Image.Image) -> Image.Image:
+    """A screenshot: a title bar, a grey sidebar with lines of 'text', the drawing in the middle."""
+    canvas = Image.new("RGB", (640, 420), (236, 236, 236))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, 640, 28), fill=(60, 60, 70))
+    for row in range(8):
+        draw.rectangle((16, 50 + row * 30, 150, 60 + row * 30), fill=(120, 120, 130))
+    canvas.paste(image.resize((300, 300)), (250, 70))
+    return canvas
+
+
+INSIDE_OTHER_PICTURES = {
+    "beside another drawing": lambda image, other: _beside(image, other),
+    "in a 2x2 grid": lambda image, other: _in_a_grid(image, other),
+    "turned 30 degrees": lambda image, other: image.rotate(30, resample=Image.Resampling.BICUBIC, expand=True,
+                                                         fillcolor="white"),
+    "under a sticker in a corner": lambda image, other: _under_a_sticker(image),
+    "a fifth cropped away on two sides": lambda image, other: image.crop((0, 51, 205, 256)),
+    "cropped to 16:9": lambda image, other: image.crop((0, 56, 256, 200)),
+    "in a screenshot": lambda image, other: _in_a_window(image),
+}
+
+
+@pytest.mark.parametrize("kind", list(INSIDE_OTHER_PICTURES))
+def test_copies_inside_other_pictures_are_caught_by_their_local_features(kind):
+    """An attacker's probe found these passing the whole-picture searches (0 of 40 each); the
+    local-feature search finds the drawing among the rest, names it and says how sure it is."""
+    caught = 0
+    for number, (name, image) in enumerate(TRAINING[:8]):
+        edited = INSIDE_OTHER_PICTURES[kind](image, sticker(2000 + number))  # the other drawing is not in the index
+        found = [d for d in POLICY.check_image(edited, INDEX).decisions if d.rule_id == "output.near_copy"]
+        if found and found[0].evidence["training_item"] == name:
+            caught += 1
+            if found[0].evidence.get("compared") == "local features":
+                evidence = found[0].evidence
+                assert evidence["inliers"] >= evidence["minimum_inliers"]
+                assert evidence["agreement"] >= evidence["minimum_agreement"] and evidence["visible"] >= evidence["minimum_visible"]
+    assert caught >= 6, (kind, caught)
+
+
+def test_the_local_search_raises_no_false_alarm_on_drawings_beside_each_other():
+    """Other drawings of the same kind, alone and side by side: shapes they share (the disc every
+    one of them has) are ambiguous between training images and count for none."""
+    others = [sticker(seed) for seed in range(1000, 1040)]
+    pictures = others + [_beside(a, b) for a, b in zip(others[::2], others[1::2])]
+    alarms = [POLICY.is_local_copy(found) for found in INDEX.nearest_local_many(pictures)]
+    assert not any(alarms)
+
+
+def test_an_index_without_local_features_still_reads_and_searches_as_before(tmp_path):
+    old = NearCopyIndex.build(TRAINING[:10], local_features=False)
+    (tmp_path / "near_copies.json").write_text(json.dumps(old.to_json()))
+    loaded = NearCopyIndex.load(tmp_path)
+    assert loaded.local is None and loaded.nearest_local_many([TRAINING[0][1]]) == [None]
+    assert "output.near_copy" in [d.rule_id for d in POLICY.check_image(TRAINING[0][1], loaded).decisions]
