@@ -303,8 +303,8 @@ class LocalFeatureIndex:
         """The query laid onto the training image by the fitted map and compared on the 64-cell grey
         thumbnail the index keeps, block by block (8 x 8 cells), by their structure (each cell less
         the mean of its 5 x 5 neighbourhood: edges and corners, not flat fills). Returns the share of
-        the training drawing's structured blocks that the query shows at all, and the share of the
-        shown structured blocks (of either image) that agree: correlated and of like strength. A copy
+        the training drawing's structured blocks that the query shows at all (not off its edge, not
+        left blank white), and the share of those that agree: correlated and of like strength. A copy
         under a sticker agrees everywhere but under the sticker; two drawings that share a frame (the
         disc of every face) differ inside it, where most of their structure is."""
         cv2 = _cv2()
@@ -318,7 +318,8 @@ class LocalFeatureIndex:
         shown = cv2.warpAffine(np.full(grey.shape, 255, np.uint8), transform, full, flags=cv2.INTER_NEAREST,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         size = (DETAIL_SIDE, DETAIL_SIDE)
-        query = _structure(cv2.resize(warped, size, interpolation=cv2.INTER_AREA))
+        small = cv2.resize(warped, size, interpolation=cv2.INTER_AREA)
+        query = _structure(small)
         training = _structure(self.details[candidate])
         shown_cells = cv2.resize(shown, size, interpolation=cv2.INTER_AREA) > 250
         blocks = DETAIL_SIDE // BLOCK
@@ -331,7 +332,7 @@ class LocalFeatureIndex:
         # A block the query leaves blank white says nothing either way: the margin of a crop or a
         # turn, or the white that the query's edge was filled with. Every other block of the
         # training drawing's structure is shown, and must agree.
-        blank = (energy_q <= BLOCK_ENERGY) & (per_block(cv2.resize(warped, size, interpolation=cv2.INTER_AREA)).min(axis=1) >= WHITE)
+        blank = (energy_q <= BLOCK_ENERGY) & (per_block(small).min(axis=1) >= WHITE)
         whole = per_block(shown_cells).all(axis=1) & ~blank
         drawn = energy_r > BLOCK_ENERGY
         if not drawn.any():
